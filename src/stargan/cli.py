@@ -1,0 +1,224 @@
+"""Command line: ``stargan demo | train | sample | translate | interpolate | import-official | presets``."""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from stargan.config import Config, available_presets, load_preset
+
+DEMO_DATA = Path("data/demo")
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    config = load_preset(args.preset)
+    overrides = list(args.set or [])
+    if args.data:
+        overrides.append(f"data.root={args.data}")
+    if args.skip_bad_images:
+        overrides.append("data.skip_bad_images=true")
+    return config.with_overrides(overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> Path:
+    from stargan.training.loop import new_run_dir, train
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise SystemExit(f"error: {run_dir} is not a run directory (no config.yaml); "
+                             "--resume takes the directory a previous `stargan train` created")
+        config = Config.load_yaml(run_dir / "config.yaml").with_overrides(list(args.set or []))
+        if args.data:
+            config = config.with_overrides([f"data.root={args.data}"])
+    else:
+        config = _config_from_args(args)
+        run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(args.runs, config.preset)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"run directory: {run_dir}")
+    ckpt = train(config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress)
+    _report(run_dir, ckpt)
+    return run_dir
+
+
+def _report(run_dir: Path, ckpt: Path) -> None:
+    samples = sorted((run_dir / "samples").glob("*.png"))
+    print(f"\ncheckpoint:   {ckpt}")
+    if samples:
+        last = samples[-1].name.split("_")[0]
+        print("sample grids: " + "\n              ".join(str(p) for p in samples if p.name.startswith(last)))
+    print(f"logs:         {run_dir / 'logs'}  (tensorboard --logdir {run_dir / 'logs'})")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from stargan.data.demo import make_demo_dataset
+
+    data = make_demo_dataset(args.data)
+    print(f"demo data:     {data}")
+    args.data, args.preset, args.resume, args.skip_bad_images = str(data), "demo", None, False
+    cmd_train(args)
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    import torch
+
+    from stargan import checkpoints, sampling
+    from stargan.data import fixed_batch, open_dataset
+
+    config, nets = checkpoints.load_for_sampling(args.run, args.device)
+    root = args.data or config.data.root
+    if not root:
+        raise SystemExit("error: this run has no dataset recorded; pass --data DIR with val/<domain>/")
+    _, val_set = open_dataset(root, check_images=False)
+    per_domain = -(-args.num_images // len(val_set.domains))
+    x, y = fixed_batch(val_set, config.model.img_size, per_domain=per_domain, seed=args.seed)
+    pick = torch.linspace(0, x.size(0) - 1, min(args.num_images, x.size(0))).round().long()
+    x_src, y_src = x[pick].to(args.device), y[pick].to(args.device)
+    x_ref, y_ref = x_src.roll(1, 0), y_src.roll(1, 0)
+    z = torch.randn(args.num_styles, config.model.latent_dim,
+                    generator=torch.Generator().manual_seed(args.seed)).to(args.device)
+    out = Path(args.out or Path(args.run) / "samples")
+    written = [
+        sampling.save_grid(sampling.latent_grid(nets, x_src, config.model.num_domains, z, psi=args.psi),
+                           out / "latent.png"),
+        sampling.save_grid(sampling.reference_grid(nets, x_src, x_ref, y_ref), out / "reference.png"),
+        sampling.save_grid(sampling.cycle_grid(nets, x_src, y_src, x_ref, y_ref), out / "cycle.png"),
+    ]
+    print("\n".join(str(p) for p in written))
+
+
+def _input_images(path: Path) -> list[Path]:
+    from stargan.data.folders import IMAGE_EXTENSIONS
+
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise SystemExit(f"error: no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}")
+    return files
+
+
+def cmd_translate(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from stargan.api import Translator
+    from stargan.data.folders import load_rgb
+
+    translator = Translator.load(args.run, device=args.device)
+    reference = load_rgb(args.reference) if args.reference else None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in tqdm(_input_images(Path(args.input)), desc="translate", unit="img"):
+        images = translator.translate(load_rgb(path), domain=args.domain, reference=reference,
+                                      num_styles=args.num_styles, seed=args.seed, psi=args.psi)
+        for k, image in enumerate(images):
+            suffix = "" if reference is not None else f"_style{k}"
+            image.save(out / f"{path.stem}_{args.domain}{suffix}.png")
+    print(f"wrote translations to {out}")
+
+
+def cmd_interpolate(args: argparse.Namespace) -> None:
+    from stargan import sampling
+    from stargan.api import Translator
+
+    translator = Translator.load(args.run, device=args.device)
+    domains = args.domains.split(",") if args.domains else [args.domain] * len(args.references)
+    if len(domains) != len(args.references):
+        raise SystemExit(f"error: {len(args.references)} references but {len(domains)} domains")
+    path = translator.interpolate(args.input, args.references, domains, args.out,
+                                  frames_per_transition=args.frames, fps=args.fps)
+    print(f"wrote {path}")
+
+
+def cmd_import_official(args: argparse.Namespace) -> None:
+    from stargan.official import import_official
+
+    domains = tuple(args.domains.split(",")) if args.domains else None
+    ckpt = import_official(args.checkpoint, args.out, domains=domains)
+    print(f"imported {args.checkpoint} -> {ckpt}\nsample with: stargan sample {args.out} --data DIR")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stargan", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_train_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--runs", default="runs", help="parent folder of numbered run directories")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set optim.lr=2e-4 (repeatable)")
+        p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    p = sub.add_parser("train", help="train StarGAN v2 on train/<domain>/ and val/<domain>/ folders")
+    p.add_argument("--preset", default="cpu", choices=available_presets())
+    p.add_argument("--data", help="dataset folder holding train/ and val/")
+    p.add_argument("--run-dir", help="exact run directory (default: RUNS/NNNNN-PRESET)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
+    add_train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="make the built-in shapes dataset and train the demo preset on it")
+    p.add_argument("--data", default=str(DEMO_DATA), help="where to write the demo dataset")
+    p.add_argument("--run-dir")
+    add_train_options(p)
+    p.set_defaults(func=cmd_demo)
+
+    def add_model_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("run", help="run directory or checkpoint directory")
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--psi", type=float, default=1.0, help="truncation towards the mean style (1 = none)")
+
+    p = sub.add_parser("sample", help="latent, reference and cycle grids from a trained run")
+    add_model_options(p)
+    p.add_argument("--data", help="dataset folder (default: the run's)")
+    p.add_argument("--out", help="output folder (default: RUN/samples)")
+    p.add_argument("--num-images", type=int, default=8)
+    p.add_argument("--num-styles", type=int, default=4)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("translate", help="translate images into a target domain")
+    add_model_options(p)
+    p.add_argument("--input", required=True, help="an image or a folder of images")
+    p.add_argument("--domain", required=True, help="target domain name")
+    p.add_argument("--reference", help="reference image of the target domain (else random styles)")
+    p.add_argument("--num-styles", type=int, default=4)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("interpolate", help="GIF/MP4 interpolating styles between reference images")
+    add_model_options(p)
+    p.add_argument("--input", required=True, help="source image")
+    p.add_argument("--references", nargs="+", required=True)
+    p.add_argument("--domain", help="domain of all references")
+    p.add_argument("--domains", help="comma-separated domain of each reference")
+    p.add_argument("--frames", type=int, default=30, help="frames per transition")
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--out", required=True, help="output .gif or .mp4")
+    p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("import-official", help="turn an official StarGAN v2 .ckpt into a run directory")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--domains", help="comma-separated domain names (default: female,male or cat,dog,wild)")
+    p.set_defaults(func=cmd_import_official)
+
+    p = sub.add_parser("presets", help="list the config presets")
+    p.set_defaults(func=lambda args: print("\n".join(available_presets())))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.simplefilter("default")
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as err:  # user errors: one clear line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

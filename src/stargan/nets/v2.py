@@ -1,0 +1,170 @@
+"""StarGAN v2 networks: generator G(x, s), mapping network F_y(z), style encoder E_y(x), discriminator D_y(x).
+
+The layout (and therefore every ``state_dict`` key) follows the released models, so the official
+checkpoints load without renaming. Widths can be shrunk through :class:`~stargan.config.ModelConfig`
+(``base_dim``, ``max_conv_dim``, ``hidden_dim``) for CPU-sized models.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stargan.config import ModelConfig
+from stargan.nets.blocks import AdainResBlk, HighPass, ResBlk, he_init
+
+MASKED_SIZES = (32, 64, 128)  # resolutions at which masked high-pass encoder features are added
+
+
+def _num_downsamplings(img_size: int, offset: int) -> int:
+    if img_size < 16 or img_size & (img_size - 1):
+        raise ValueError(f"img_size must be a power of two >= 16, got {img_size}")
+    return int(math.log2(img_size)) - offset
+
+
+class Generator(nn.Module):
+    def __init__(self, img_size: int = 256, style_dim: int = 64, max_conv_dim: int = 512,
+                 w_hpf: float = 1.0, base_dim: int = 0):
+        super().__init__()
+        dim_in = base_dim or 2**14 // img_size
+        self.img_size = img_size
+        self.from_rgb = nn.Conv2d(3, dim_in, 3, 1, 1)
+        self.encode = nn.ModuleList()
+        self.decode = nn.ModuleList()
+        self.to_rgb = nn.Sequential(nn.InstanceNorm2d(dim_in, affine=True), nn.LeakyReLU(0.2),
+                                    nn.Conv2d(dim_in, 3, 1, 1, 0))
+        repeat_num = _num_downsamplings(img_size, 4) + (1 if w_hpf > 0 else 0)
+        dim_out = dim_in
+        for _ in range(repeat_num):
+            dim_out = min(dim_in * 2, max_conv_dim)
+            self.encode.append(ResBlk(dim_in, dim_out, normalize=True, downsample=True))
+            self.decode.insert(0, AdainResBlk(dim_out, dim_in, style_dim, w_hpf=w_hpf, upsample=True))
+            dim_in = dim_out
+        for _ in range(2):  # bottleneck
+            self.encode.append(ResBlk(dim_out, dim_out, normalize=True))
+            self.decode.insert(0, AdainResBlk(dim_out, dim_out, style_dim, w_hpf=w_hpf))
+        if w_hpf > 0:
+            self.hpf = HighPass(w_hpf)
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor,
+                masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x: [B, 3, H, W] in [-1, 1]; s: [B, style_dim]; masks: face masks (coarse, fine) or None."""
+        x = self.from_rgb(x)
+        cache = {}
+        for block in self.encode:
+            if masks is not None and x.size(2) in MASKED_SIZES:
+                cache[x.size(2)] = x
+            x = block(x)
+        for block in self.decode:
+            x = block(x, s)
+            if masks is not None and x.size(2) in MASKED_SIZES:
+                mask = masks[0] if x.size(2) == 32 else masks[1]
+                mask = F.interpolate(mask, size=x.size(2), mode="bilinear")
+                x = x + self.hpf(mask * cache[x.size(2)])
+        return self.to_rgb(x)
+
+
+class MappingNetwork(nn.Module):
+    """F: z -> s. Four shared layers, then one head of four layers per domain."""
+
+    def __init__(self, latent_dim: int = 16, style_dim: int = 64, num_domains: int = 2,
+                 hidden_dim: int = 512):
+        super().__init__()
+        layers = [nn.Linear(latent_dim, hidden_dim), nn.ReLU()]
+        for _ in range(3):
+            layers += [nn.Linear(hidden_dim, hidden_dim), nn.ReLU()]
+        self.shared = nn.Sequential(*layers)
+        self.unshared = nn.ModuleList(
+            nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+                          nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+                          nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+                          nn.Linear(hidden_dim, style_dim))
+            for _ in range(num_domains))
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.shared(z)
+        out = torch.stack([head(h) for head in self.unshared], dim=1)  # [B, num_domains, style_dim]
+        return out[torch.arange(y.size(0), device=y.device), y]
+
+
+def _trunk(img_size: int, max_conv_dim: int, base_dim: int) -> tuple[list[nn.Module], int]:
+    """Shared body of E and D: conv3x3, down-sampling ResBlks to 4x4, a 4x4 valid conv to 1x1."""
+    dim_in = base_dim or 2**14 // img_size
+    layers: list[nn.Module] = [nn.Conv2d(3, dim_in, 3, 1, 1)]
+    dim_out = dim_in
+    for _ in range(_num_downsamplings(img_size, 2)):
+        dim_out = min(dim_in * 2, max_conv_dim)
+        layers.append(ResBlk(dim_in, dim_out, downsample=True))
+        dim_in = dim_out
+    layers += [nn.LeakyReLU(0.2), nn.Conv2d(dim_out, dim_out, 4, 1, 0), nn.LeakyReLU(0.2)]
+    return layers, dim_out
+
+
+class StyleEncoder(nn.Module):
+    """E: x -> s, one linear head per domain."""
+
+    def __init__(self, img_size: int = 256, style_dim: int = 64, num_domains: int = 2,
+                 max_conv_dim: int = 512, base_dim: int = 0):
+        super().__init__()
+        layers, dim_out = _trunk(img_size, max_conv_dim, base_dim)
+        self.shared = nn.Sequential(*layers)
+        self.unshared = nn.ModuleList(nn.Linear(dim_out, style_dim) for _ in range(num_domains))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.shared(x).flatten(1)
+        out = torch.stack([head(h) for head in self.unshared], dim=1)  # [B, num_domains, style_dim]
+        return out[torch.arange(y.size(0), device=y.device), y]
+
+
+class Discriminator(nn.Module):
+    """D: x -> one real/fake logit per domain; the logit of domain y is returned."""
+
+    def __init__(self, img_size: int = 256, num_domains: int = 2, max_conv_dim: int = 512,
+                 base_dim: int = 0):
+        super().__init__()
+        layers, dim_out = _trunk(img_size, max_conv_dim, base_dim)
+        layers.append(nn.Conv2d(dim_out, num_domains, 1, 1, 0))
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = self.main(x).flatten(1)  # [B, num_domains]
+        return out[torch.arange(y.size(0), device=y.device), y]
+
+
+@dataclass
+class Networks:
+    """The four StarGAN v2 networks. ``discriminator`` is None when only sampling."""
+
+    generator: Generator
+    mapping_network: MappingNetwork
+    style_encoder: StyleEncoder
+    discriminator: Discriminator | None = None
+
+    def items(self) -> list[tuple[str, nn.Module]]:
+        names = ("generator", "mapping_network", "style_encoder", "discriminator")
+        return [(n, getattr(self, n)) for n in names if getattr(self, n) is not None]
+
+    def to(self, device: torch.device | str) -> "Networks":
+        for _, net in self.items():
+            net.to(device)
+        return self
+
+
+def build_networks(cfg: ModelConfig, with_discriminator: bool = True) -> Networks:
+    """Build the networks of ``cfg`` with He initialisation (weights depend on the torch seed)."""
+    if cfg.num_domains < 1:
+        raise ValueError(f"num_domains must be >= 1, got {cfg.num_domains}")
+    nets = Networks(
+        generator=Generator(cfg.img_size, cfg.style_dim, cfg.max_conv_dim, cfg.w_hpf, cfg.base_dim),
+        mapping_network=MappingNetwork(cfg.latent_dim, cfg.style_dim, cfg.num_domains, cfg.hidden_dim),
+        style_encoder=StyleEncoder(cfg.img_size, cfg.style_dim, cfg.num_domains, cfg.max_conv_dim,
+                                   cfg.base_dim),
+        discriminator=(Discriminator(cfg.img_size, cfg.num_domains, cfg.max_conv_dim, cfg.base_dim)
+                       if with_discriminator else None),
+    )
+    for _, net in nets.items():
+        net.apply(he_init)
+    return nets

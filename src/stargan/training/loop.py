@@ -1,0 +1,145 @@
+"""The StarGAN v2 training loop: data, progress bar, scalars, sample grids and checkpoints around
+:func:`stargan.training.step.train_step`."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import warnings
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from stargan import checkpoints, sampling
+from stargan.config import Config
+from stargan.data import TrainBatches, fixed_batch, open_dataset, train_loader
+from stargan.nets.v2 import build_networks
+from stargan.training.step import TrainState, make_train_state, train_step
+
+PROGRESS_KEYS = {"D/latent_real": "D_real", "D/latent_fake": "D_fake", "G/latent_adv": "G_adv",
+                 "G/latent_sty": "sty", "G/latent_ds": "ds", "G/latent_cyc": "cyc"}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available; use train.device=cpu")
+    return torch.device(name)
+
+
+def new_run_dir(root: str | Path, name: str) -> Path:
+    """``root/NNNNN-name``, numbered after the highest existing run."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    numbers = [int(m.group(1)) for p in root.iterdir() if (m := re.match(r"^(\d+)-", p.name))]
+    run_dir = root / f"{max(numbers, default=-1) + 1:05d}-{name or 'run'}"
+    run_dir.mkdir()
+    return run_dir
+
+
+def resolve_data(config: Config) -> tuple[Config, object, object]:
+    """Scan and check the dataset; return the config with the domain names and count filled in."""
+    if not config.data.root:
+        raise ValueError("no dataset given: pass --data DIR (a folder with train/<domain>/ and "
+                         "val/<domain>/) or set data.root")
+    train_set, val_set = open_dataset(config.data.root, skip_bad_images=config.data.skip_bad_images)
+    if config.data.domains and tuple(config.data.domains) != tuple(train_set.domains):
+        raise ValueError(f"the run expects domains {list(config.data.domains)} but {config.data.root} "
+                         f"has {list(train_set.domains)}")
+    resolved = dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, domains=tuple(train_set.domains)),
+        model=dataclasses.replace(config.model, num_domains=len(train_set.domains)))
+    return resolved, train_set, val_set
+
+
+class ScalarLog:
+    """Scalars to ``logs/scalars.jsonl`` and TensorBoard (``logs/``)."""
+
+    def __init__(self, log_dir: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl = open(log_dir / "scalars.jsonl", "a")
+        self.tensorboard = SummaryWriter(str(log_dir))
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        self.jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+        self.jsonl.flush()
+        for key, value in scalars.items():
+            self.tensorboard.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        self.jsonl.close()
+        self.tensorboard.close()
+
+
+def write_samples(state: TrainState, config: Config, val_batch: tuple[torch.Tensor, torch.Tensor],
+                  out_dir: Path, device: torch.device) -> list[Path]:
+    """Cycle, latent-guided and reference-guided grids from the EMA networks on a fixed batch."""
+    x_val, y_val = (t.to(device) for t in val_batch)
+    n = min(config.train.num_samples, x_val.size(0))
+    # Sources spread over all domains; references are the same images in another order.
+    pick = torch.linspace(0, x_val.size(0) - 1, n).round().long().to(device)
+    x_src, y_src = x_val[pick], y_val[pick]
+    ref_pick = pick.roll(1)
+    x_ref, y_ref = x_val[ref_pick], y_val[ref_pick]
+    generator = torch.Generator().manual_seed(config.train.seed)
+    z = torch.randn(config.train.num_samples, config.model.latent_dim, generator=generator).to(device)
+    prefix = out_dir / f"{state.step:06d}"
+    mean_gen = torch.Generator(device=device).manual_seed(config.train.seed)
+    grids = {
+        "cycle": sampling.cycle_grid(state.ema, x_src, y_src, x_ref, y_ref),
+        "latent": sampling.latent_grid(state.ema, x_src, config.model.num_domains, z[:4],
+                                       psi=config.train.psi, generator=mean_gen),
+        "reference": sampling.reference_grid(state.ema, x_src, x_ref, y_ref),
+    }
+    return [sampling.save_grid(grid, f"{prefix}_{kind}.png") for kind, grid in grids.items()]
+
+
+def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bool = True) -> Path:
+    """Train (or continue training) the run in ``run_dir``; returns the last checkpoint."""
+    config, train_set, val_set = resolve_data(config)
+    device = resolve_device(config.train.device)
+    if config.model.w_hpf > 0:
+        warnings.warn(f"model.w_hpf={config.model.w_hpf}: no face landmark model is available, so the "
+                      "high-pass masks are off (the generator keeps its w_hpf architecture)", stacklevel=2)
+
+    torch.manual_seed(config.train.seed)
+    state = make_train_state(build_networks(config.model).to(device), config.optim)
+    if resume:
+        ckpt = checkpoints.restore_train_state(run_dir, state, config)
+        tqdm.write(f"resumed from {ckpt} at step {state.step}")
+    config.save_yaml(run_dir / "config.yaml")
+
+    batches = TrainBatches(train_set, config.model.img_size, config.data.batch_size,
+                           config.model.latent_dim, config.train.seed, config.data.crop_prob)
+    per_domain = -(-config.train.num_samples // len(val_set.domains))
+    val_batch = fixed_batch(val_set, config.model.img_size, per_domain=per_domain, seed=config.train.seed)
+    log = ScalarLog(run_dir / "logs")
+    total = config.train.total_iters
+    last_ckpt = None
+    progress = tqdm(total=total, initial=state.step, desc="train", unit="it", dynamic_ncols=True,
+                    disable=not show_progress)
+    try:
+        batch_iter = train_loader(batches, state.step, config.data.num_workers)
+        while state.step < total:
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batch_iter).items()}
+            logs = train_step(state, batch, config.loss, config.optim.ema_beta)
+            progress.update(1)
+            step = state.step
+            if step % config.train.log_every == 0 or step == total:
+                scalars = {k: float(v) for k, v in logs.items()}
+                log.write(step, scalars)
+                progress.set_postfix({short: f"{scalars[k]:.3f}" for k, short in PROGRESS_KEYS.items()},
+                                     refresh=False)
+            if step % config.train.sample_every == 0 or step == total:
+                write_samples(state, config, val_batch, run_dir / "samples", device)
+            if step % config.train.save_every == 0 or step == total:
+                last_ckpt = checkpoints.save_checkpoint(run_dir, state, config, config.train.keep_last)
+    finally:
+        progress.close()
+        log.close()
+    return last_ckpt or checkpoints.resolve_checkpoint(run_dir)
