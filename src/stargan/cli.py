@@ -35,7 +35,6 @@ def cmd_train(args: argparse.Namespace) -> Path:
     else:
         config = _config_from_args(args)
         run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(args.runs, config.preset)
-        run_dir.mkdir(parents=True, exist_ok=True)
     print(f"run directory: {run_dir}")
     ckpt = train(config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress)
     _report(run_dir, ckpt)
@@ -111,7 +110,8 @@ def cmd_translate(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for path in tqdm(_input_images(Path(args.input)), desc="translate", unit="img"):
         images = translator.translate(load_rgb(path), domain=args.domain, reference=reference,
-                                      num_styles=args.num_styles, seed=args.seed, psi=args.psi)
+                                      num_styles=1 if reference is not None else args.num_styles,
+                                      seed=args.seed, psi=args.psi)
         for k, image in enumerate(images):
             suffix = "" if reference is not None else f"_style{k}"
             image.save(out / f"{path.stem}_{args.domain}{suffix}.png")

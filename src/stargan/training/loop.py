@@ -30,13 +30,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def new_run_dir(root: str | Path, name: str) -> Path:
-    """``root/NNNNN-name``, numbered after the highest existing run."""
+    """``root/NNNNN-name``, numbered after the highest existing run (created by :func:`train`)."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    numbers = [int(m.group(1)) for p in root.iterdir() if (m := re.match(r"^(\d+)-", p.name))]
-    run_dir = root / f"{max(numbers, default=-1) + 1:05d}-{name or 'run'}"
-    run_dir.mkdir()
-    return run_dir
+    numbers = [int(m.group(1)) for p in root.glob("*") if (m := re.match(r"^(\d+)-", p.name))]
+    return root / f"{max(numbers, default=-1) + 1:05d}-{name or 'run'}"
 
 
 def resolve_data(config: Config) -> tuple[Config, object, object]:
@@ -103,6 +100,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     """Train (or continue training) the run in ``run_dir``; returns the last checkpoint."""
     config, train_set, val_set = resolve_data(config)
     device = resolve_device(config.train.device)
+    run_dir.mkdir(parents=True, exist_ok=True)
     if config.model.w_hpf > 0:
         warnings.warn(f"model.w_hpf={config.model.w_hpf}: no face landmark model is available, so the "
                       "high-pass masks are off (the generator keeps its w_hpf architecture)", stacklevel=2)

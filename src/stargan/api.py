@@ -1,0 +1,118 @@
+"""A few-lines Python API for translating images with a trained StarGAN v2 model.
+
+    from stargan.api import Translator
+    tr = Translator.load("runs/00000-demo")      # a run directory or a checkpoint directory
+    dogs = tr.translate(Image.open("cat.jpg"), domain="dog", num_styles=4, seed=0)
+    dog = tr.translate(img, domain="dog", reference=Image.open("ref.jpg"))[0]
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+from stargan import sampling
+from stargan.config import Config
+from stargan.nets.v2 import Networks
+
+ImageInput = Image.Image | str | os.PathLike[str]
+
+
+class Translator:
+    """Latent- and reference-guided translation of PIL images with (EMA) StarGAN v2 networks."""
+
+    def __init__(self, config: Config, nets: Networks, device: str | torch.device = "cpu"):
+        domains = tuple(config.data.domains)
+        if len(domains) != config.model.num_domains:
+            raise ValueError(f"config.data.domains names {len(domains)} domains {domains} but the model "
+                             f"has model.num_domains={config.model.num_domains}; they must match")
+        self.config = config
+        self.device = torch.device(device)
+        self.nets = nets.to(self.device)
+        for _, net in self.nets.items():
+            net.eval()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Translator:
+        """Load the EMA networks of a run directory (its latest checkpoint) or a checkpoint directory."""
+        from stargan.checkpoints import load_for_sampling  # lazy: keeps `import stargan.api` light
+
+        config, nets = load_for_sampling(path, device)
+        return cls(config, nets, device)
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return tuple(self.config.data.domains)
+
+    @property
+    def img_size(self) -> int:
+        return self.config.model.img_size
+
+    def translate(self, image: ImageInput, domain: str, *, num_styles: int = 1, seed: int | None = None,
+                  reference: ImageInput | None = None, psi: float = 1.0) -> list[Image.Image]:
+        """Translate ``image`` into ``domain``; returns ``img_size`` x ``img_size`` RGB images.
+
+        Without ``reference``: ``num_styles`` images with random styles (``seed`` makes them
+        reproducible; ``psi`` < 1 trades diversity for fidelity). With ``reference`` (an image of
+        ``domain``): one image in the reference's style. Images are resized to a square.
+        """
+        y = self._domain_index(domain)
+        x = self._load(image)
+        if reference is not None:
+            if num_styles != 1:
+                raise ValueError(f"num_styles={num_styles} needs latent styles; a reference gives exactly "
+                                 "one style, so leave num_styles=1 or drop reference")
+            out = sampling.translate(self.nets, x, y, x_ref=self._load(reference), psi=psi)
+        else:
+            if num_styles < 1:
+                raise ValueError(f"num_styles must be >= 1, got {num_styles}")
+            generator = torch.Generator().manual_seed(seed) if seed is not None else None
+            z = torch.randn(num_styles, self.config.model.latent_dim, generator=generator)
+            out = sampling.translate(self.nets, x, y, z=z, psi=psi, generator=generator)
+        return [_to_pil(t) for t in out]
+
+    def interpolate(self, image: ImageInput | Sequence[ImageInput], references: Sequence[ImageInput],
+                    domains: str | Sequence[str], path: str | os.PathLike[str], *,
+                    frames_per_transition: int = 30, fps: int = 30) -> Path:
+        """Write a looping .gif (or .mp4) of ``image`` while its style moves between ``references``.
+
+        ``domains`` names the domain of each reference, or one name for all of them. Several
+        source images may be given; each gets a row. Frames are streamed to disk one by one.
+        """
+        names = [domains] * len(references) if isinstance(domains, str) else list(domains)
+        if len(names) != len(references):
+            raise ValueError(f"{len(references)} references but {len(names)} domains; give one domain "
+                             "per reference or a single domain for all")
+        sources = [image] if isinstance(image, (Image.Image, str, os.PathLike)) else list(image)
+        x_src = torch.cat([self._load(source) for source in sources])
+        refs = torch.cat([self._load(ref) for ref in references])
+        y_refs = torch.tensor([self._domain_index(name) for name in names])
+        return sampling.write_interpolation(self.nets, x_src, refs, y_refs, path,
+                                            frames_per_transition=frames_per_transition, fps=fps)
+
+    def _domain_index(self, domain: str) -> int:
+        if domain not in self.domains:
+            raise ValueError(f"unknown domain {domain!r}; valid domains: {', '.join(self.domains)}")
+        return self.domains.index(domain)
+
+    def _load(self, image: ImageInput) -> torch.Tensor:
+        if not isinstance(image, Image.Image):
+            with Image.open(Path(image)) as opened:
+                return _to_tensor(opened, self.img_size)
+        return _to_tensor(image, self.img_size)
+
+
+def _to_tensor(image: Image.Image, img_size: int) -> torch.Tensor:
+    """PIL image -> [1, 3, img_size, img_size] float tensor in [-1, 1]."""
+    image = TF.resize(image.convert("RGB"), [img_size, img_size], antialias=True)
+    return (TF.pil_to_tensor(image).float() / 127.5 - 1)[None]
+
+
+def _to_pil(image: torch.Tensor) -> Image.Image:
+    """[3, H, W] tensor in [-1, 1] -> RGB PIL image."""
+    pixels = ((image.detach().float().cpu() + 1) * 127.5).clamp(0, 255).round().to(torch.uint8)
+    return TF.to_pil_image(pixels)

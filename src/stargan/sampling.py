@@ -1,0 +1,464 @@
+"""Sampling with trained StarGAN v2 networks: image grids, translations and style animations.
+
+Every function runs under ``torch.inference_mode`` with the networks temporarily in eval mode (their
+previous mode is restored) on the device of the networks; inputs are moved there. Images are
+tensors in [-1, 1] of shape [B, 3, S, S]; grids are [3, H, W] tensors in [0, 1] ready for
+:func:`save_grid`.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+from stargan.nets.v2 import Networks
+
+GRID_PADDING = 2         # pixels between the cells of every grid
+MEAN_STYLE_CHUNK = 1000  # latent codes per forward pass in mean_style
+ANIMATION_SUFFIXES = (".gif", ".mp4")
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+
+def _device(nets: Networks) -> torch.device:
+    return next(nets.generator.parameters()).device
+
+
+def _num_domains(nets: Networks) -> int:
+    return len(nets.mapping_network.unshared)
+
+
+@contextlib.contextmanager
+def _eval_mode(nets: Networks) -> Iterator[None]:
+    """Put every network in eval mode, restoring each one's previous mode afterwards."""
+    modules = [net for _, net in nets.items()]
+    was_training = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, flag in zip(modules, was_training):
+            m.train(flag)
+
+
+def _check_images(x: torch.Tensor, name: str, nets: Networks) -> None:
+    size = nets.generator.img_size
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.size(1) != 3:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be an image batch of shape [B, 3, {size}, {size}], got {shape}")
+    if x.size(2) != size or x.size(3) != size:
+        raise ValueError(f"{name} has images of {x.size(2)}x{x.size(3)} pixels but the networks were "
+                         f"built for img_size={size}; resize the images to {size}x{size}")
+    if x.size(0) == 0:
+        raise ValueError(f"{name} is an empty batch; pass at least one image")
+
+
+def _check_domain(y: int, nets: Networks) -> None:
+    n = _num_domains(nets)
+    if not 0 <= y < n:
+        raise ValueError(f"domain index {y} is out of range: the networks have {n} domains (0..{n - 1})")
+
+
+def _domain_tensor(y: int | torch.Tensor, batch: int, nets: Networks) -> torch.Tensor:
+    """A long tensor [batch] of domain indices from an int, a scalar tensor or a [batch] tensor."""
+    device = _device(nets)
+    if isinstance(y, torch.Tensor):
+        if y.dim() == 0:
+            y = int(y)
+        elif y.shape != (batch,):
+            raise ValueError(f"y_trg must be an int or a tensor of shape [{batch}], got {tuple(y.shape)}")
+        else:
+            for value in y.unique().tolist():
+                _check_domain(int(value), nets)
+            return y.to(device=device, dtype=torch.long)
+    _check_domain(int(y), nets)
+    return torch.full((batch,), int(y), dtype=torch.long, device=device)
+
+
+def _to_unit(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1] (clamped, since G's outputs are not bounded)."""
+    return ((x.float() + 1) / 2).clamp(0, 1)
+
+
+def _grid(rows: list[torch.Tensor], nrow: int) -> torch.Tensor:
+    """Rows of [nrow, 3, S, S] images in [-1, 1] -> [3, H, W] in [0, 1]."""
+    return make_grid(_to_unit(torch.cat(rows)).cpu(), nrow=nrow, padding=GRID_PADDING)
+
+
+def _randn(num: int, dim: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    # Draw on the generator's own device so a CPU generator works with CUDA networks (and vice versa).
+    draw_device = generator.device if generator is not None else device
+    return torch.randn(num, dim, generator=generator, device=draw_device).to(device)
+
+
+def _latent_dim(nets: Networks) -> int:
+    return nets.mapping_network.shared[0].in_features
+
+
+def _check_latents(z: torch.Tensor, nets: Networks) -> None:
+    latent_dim = _latent_dim(nets)
+    if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.size(1) != latent_dim or z.size(0) == 0:
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(f"z must be latent codes of shape [K, {latent_dim}] with K >= 1, got {shape}")
+
+
+def _truncate(s: torch.Tensor, mean: torch.Tensor | None, psi: float) -> torch.Tensor:
+    """Pull styles towards the mean style: psi = 1 keeps them, psi = 0 gives the mean."""
+    return s if mean is None else torch.lerp(mean, s, psi)
+
+
+# ----------------------------------------------------------------------------------------------
+# Styles and translation
+
+@torch.inference_mode()
+def mean_style(nets: Networks, y: int, num: int = 10_000,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Average style [1, style_dim] of domain ``y`` over ``num`` latent codes z ~ N(0, I)."""
+    if num < 1:
+        raise ValueError(f"num must be >= 1 latent codes to average, got {num}")
+    _check_domain(y, nets)
+    device = _device(nets)
+    latent_dim = _latent_dim(nets)
+    total = None
+    with _eval_mode(nets):
+        for start in range(0, num, MEAN_STYLE_CHUNK):
+            n = min(MEAN_STYLE_CHUNK, num - start)
+            z = _randn(n, latent_dim, generator, device)
+            y_batch = torch.full((n,), y, dtype=torch.long, device=device)
+            chunk_sum = nets.mapping_network(z, y_batch).sum(0, keepdim=True)
+            total = chunk_sum if total is None else total + chunk_sum
+    return total / num
+
+
+@torch.inference_mode()
+def translate(nets: Networks, x: torch.Tensor, y_trg: int | torch.Tensor, *,
+              z: torch.Tensor | None = None, x_ref: torch.Tensor | None = None, psi: float = 1.0,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Translate ``x`` into domain ``y_trg`` with latent codes ``z`` or reference images ``x_ref``.
+
+    Exactly one of ``z`` ([K, latent_dim], one code per output) and ``x_ref`` ([K, 3, S, S], images
+    of domain ``y_trg``) is given. A batch of one on either side is broadcast against the other, so
+    one source with K codes gives K outputs. ``psi`` < 1 pulls latent styles towards the domain's
+    mean style (``generator`` seeds that mean). Returns images [K, 3, S, S] in [-1, 1].
+    """
+    if (z is None) == (x_ref is None):
+        raise ValueError("pass exactly one of z (latent-guided) or x_ref (reference-guided), "
+                         f"got {'both' if z is not None else 'neither'}")
+    _check_images(x, "x", nets)
+    codes = z if z is not None else x_ref
+    if z is not None:
+        _check_latents(z, nets)
+    else:
+        _check_images(x_ref, "x_ref", nets)
+        if psi != 1.0:
+            raise ValueError(f"psi={psi} only applies to latent codes; leave psi=1.0 with x_ref")
+    batch = max(x.size(0), codes.size(0))
+    if {x.size(0), codes.size(0)} - {1, batch}:
+        raise ValueError(f"x has {x.size(0)} images and {'z' if z is not None else 'x_ref'} has "
+                         f"{codes.size(0)}; they must match or one of them must be 1")
+    device = _device(nets)
+    y = _domain_tensor(y_trg, batch, nets)
+    with _eval_mode(nets):
+        if z is not None:
+            s = nets.mapping_network(z.to(device).expand(batch, -1), y)
+            if psi != 1.0:
+                for domain in y.unique().tolist():
+                    rows = y == domain
+                    s[rows] = _truncate(s[rows], mean_style(nets, domain, generator=generator), psi)
+        else:
+            s = nets.style_encoder(x_ref.to(device).expand(batch, -1, -1, -1), y)
+        return nets.generator(x.to(device).expand(batch, -1, -1, -1), s)
+
+
+# ----------------------------------------------------------------------------------------------
+# Grids
+
+@torch.inference_mode()
+def cycle_grid(nets: Networks, x_src: torch.Tensor, y_src: torch.Tensor, x_ref: torch.Tensor,
+               y_ref: torch.Tensor) -> torch.Tensor:
+    """Rows: sources, references, sources in the references' styles, their reconstructions."""
+    _check_images(x_src, "x_src", nets)
+    _check_images(x_ref, "x_ref", nets)
+    n = x_src.size(0)
+    if x_ref.size(0) != n:
+        raise ValueError(f"cycle_grid pairs each source with one reference: x_src has {n} images, "
+                         f"x_ref has {x_ref.size(0)}")
+    device = _device(nets)
+    x_src, x_ref = x_src.to(device), x_ref.to(device)
+    y_src, y_ref = _domain_tensor(y_src, n, nets), _domain_tensor(y_ref, n, nets)
+    with _eval_mode(nets):
+        x_fake = nets.generator(x_src, nets.style_encoder(x_ref, y_ref))
+        x_rec = nets.generator(x_fake, nets.style_encoder(x_src, y_src))
+    return _grid([x_src, x_ref, x_fake, x_rec], nrow=n)
+
+
+@torch.inference_mode()
+def latent_grid(nets: Networks, x_src: torch.Tensor, num_domains: int, z: torch.Tensor,
+                psi: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """First row the sources, then one row per (target domain, latent code) pair.
+
+    Row (y, k) translates every source with the style of ``z[k]`` in domain ``y``, pulled towards
+    the domain's mean style by ``psi`` (1 = no truncation, 0 = the mean style itself);
+    ``generator`` seeds the mean style's latent codes.
+    """
+    _check_images(x_src, "x_src", nets)
+    if not 1 <= num_domains <= _num_domains(nets):
+        raise ValueError(f"num_domains must be in 1..{_num_domains(nets)} for these networks, "
+                         f"got {num_domains}")
+    _check_latents(z, nets)
+    device = _device(nets)
+    n = x_src.size(0)
+    x_src, z = x_src.to(device), z.to(device)
+    rows = [x_src]
+    with _eval_mode(nets):
+        for y in range(num_domains):
+            # One mean per domain, so psi = 0 gives identical rows within a domain.
+            mean = mean_style(nets, y, generator=generator) if psi != 1.0 else None
+            y_k = torch.full((1,), y, dtype=torch.long, device=device)
+            for z_k in z:
+                s = _truncate(nets.mapping_network(z_k[None], y_k), mean, psi)  # [1, style_dim]
+                rows.append(nets.generator(x_src, s.expand(n, -1)))
+    return _grid(rows, nrow=n)
+
+
+@torch.inference_mode()
+def reference_grid(nets: Networks, x_src: torch.Tensor, x_ref: torch.Tensor,
+                   y_ref: torch.Tensor) -> torch.Tensor:
+    """The StarGAN v2 figure: sources across the top, references down the left (white corner).
+
+    Cell (i, j) below the first row is source j in the style of reference i.
+    """
+    _check_images(x_src, "x_src", nets)
+    _check_images(x_ref, "x_ref", nets)
+    device = _device(nets)
+    x_src, x_ref = x_src.to(device), x_ref.to(device)
+    y_ref = _domain_tensor(y_ref, x_ref.size(0), nets)
+    n = x_src.size(0)
+    blank = torch.ones_like(x_src[:1])  # white in [-1, 1]
+    rows = [torch.cat([blank, x_src])]
+    with _eval_mode(nets):
+        styles = nets.style_encoder(x_ref, y_ref)  # [R, style_dim]
+        for i in range(x_ref.size(0)):
+            x_fake = nets.generator(x_src, styles[i:i + 1].expand(n, -1))
+            rows.append(torch.cat([x_ref[i:i + 1], x_fake]))
+    return _grid(rows, nrow=n + 1)
+
+
+def save_grid(grid: torch.Tensor, path: str | os.PathLike[str]) -> Path:
+    """Write a [3, H, W] grid in [0, 1] as a PNG, atomically; parent folders are created."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"save_grid writes PNG files; give a path ending in .png, got {path}")
+    if grid.dim() != 3 or grid.size(0) not in (1, 3):
+        raise ValueError(f"grid must have shape [3, H, W] (or [1, H, W]), got {tuple(grid.shape)}")
+    pixels = _to_uint8(grid)
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _to_uint8(image: torch.Tensor) -> np.ndarray:
+    """[C, H, W] in [0, 1] -> [H, W, C] uint8."""
+    pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return pixels.permute(1, 2, 0).cpu().numpy()
+
+
+# ----------------------------------------------------------------------------------------------
+# Style interpolation animations
+
+def interpolation_frames(nets: Networks, x_src: torch.Tensor, refs: torch.Tensor,
+                         y_refs: torch.Tensor, frames_per_transition: int = 30) -> Iterator[np.ndarray]:
+    """Lazily yield [H, W, 3] uint8 frames: each source next to its translation, row by row.
+
+    The style moves linearly from E(refs[0]) to E(refs[1]), ..., and back to E(refs[0]), so the
+    animation loops; there are ``len(refs) * frames_per_transition`` frames.
+    """
+    _check_images(x_src, "x_src", nets)
+    _check_images(refs, "refs", nets)
+    if refs.size(0) < 2:
+        raise ValueError(f"interpolation needs at least 2 reference images, got {refs.size(0)}")
+    if frames_per_transition < 1:
+        raise ValueError(f"frames_per_transition must be >= 1, got {frames_per_transition}")
+    y_refs = _domain_tensor(y_refs, refs.size(0), nets)
+    return _interpolation_frames(nets, x_src, refs, y_refs, frames_per_transition)
+
+
+@torch.inference_mode()
+def _interpolation_frames(nets: Networks, x_src: torch.Tensor, refs: torch.Tensor,
+                          y_refs: torch.Tensor, frames_per_transition: int) -> Iterator[np.ndarray]:
+    device = _device(nets)
+    x_src = x_src.to(device)
+    n = x_src.size(0)
+    with _eval_mode(nets):
+        styles = nets.style_encoder(refs.to(device), y_refs)  # [R, style_dim]
+        targets = torch.roll(styles, shifts=-1, dims=0)        # R-1 goes back to 0
+        for start, end in zip(styles, targets):
+            for k in range(frames_per_transition):
+                s = torch.lerp(start, end, k / frames_per_transition)
+                x_fake = nets.generator(x_src, s.expand(n, -1))
+                # Interleave to [src_0, fake_0, src_1, fake_1, ...]: one source per row.
+                cells = torch.stack([x_src, x_fake], dim=1).flatten(0, 1)
+                yield _to_uint8(make_grid(_to_unit(cells), nrow=2, padding=0))
+
+
+class _FrameWriter(Protocol):
+    def append_data(self, im: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def write_interpolation(nets: Networks, x_src: torch.Tensor, refs: torch.Tensor, y_refs: torch.Tensor,
+                        path: str | os.PathLike[str], frames_per_transition: int = 30,
+                        fps: int = 30) -> Path:
+    """Write a looping style-interpolation animation (.gif, or .mp4 with imageio-ffmpeg).
+
+    ``x_src`` is [N, 3, S, S] (N >= 1), ``refs`` [R, 3, S, S] with their domains ``y_refs`` [R].
+    Frames are generated and written one at a time, so memory does not grow with the length.
+    """
+    frames = interpolation_frames(nets, x_src, refs, y_refs, frames_per_transition)
+    return write_animation(frames, path, fps=fps)
+
+
+def write_animation(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps: int = 30) -> Path:
+    """Stream [H, W, 3] uint8 frames to a .gif or .mp4 file, one frame at a time.
+
+    GIF frame delays are whole hundredths of a second, so e.g. 30 fps plays at 1/0.03 s.
+    A partially written file is removed if anything fails.
+    """
+    path = Path(path)
+    if fps < 1:
+        raise ValueError(f"fps must be >= 1, got {fps}")
+    suffix = path.suffix.lower()
+    if suffix not in ANIMATION_SUFFIXES:
+        raise ValueError(f"cannot write {path.name}: animations are written as "
+                         f"{' or '.join(ANIMATION_SUFFIXES)}")
+    imageio = _import_imageio_ffmpeg(path) if suffix != ".gif" else None  # fail before any work
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer: _FrameWriter
+    if imageio is None:
+        writer = _GifWriter(path, fps)
+    else:
+        # imageio's FFMPEG writer pipes each appended frame straight to an ffmpeg process.
+        writer = imageio.get_writer(path, format="FFMPEG", mode="I", fps=fps)
+    count = 0
+    try:
+        for frame in frames:
+            writer.append_data(frame)
+            count += 1
+        if count == 0:
+            raise ValueError(f"no frames to write to {path}")
+    except BaseException:
+        writer.close()
+        path.unlink(missing_ok=True)
+        raise
+    writer.close()
+    return path
+
+
+def _import_imageio_ffmpeg(path: Path) -> ModuleType:
+    try:
+        import imageio.v2 as imageio
+        import imageio_ffmpeg  # noqa: F401  (imageio's FFMPEG format needs it)
+    except ImportError as err:
+        raise ImportError(f"writing {path.suffix} videos needs imageio and imageio-ffmpeg: "
+                          "pip install imageio imageio-ffmpeg (or pip install 'stargan[video]'), "
+                          "or write a .gif instead") from err
+    return imageio
+
+
+class _GifWriter:
+    """Animated GIF written frame by frame (GIF89a), each frame with its own 256-colour palette.
+
+    Pillow can only save a multi-frame GIF from frames it holds all at once, so each frame is
+    encoded alone by Pillow and its image block is copied into the output stream.
+    """
+
+    def __init__(self, path: Path, fps: int, loop: int = 0):
+        self._file = open(path, "wb")
+        self._delay = max(2, round(100 / fps))  # hundredths of a second; < 2 is slowed by viewers
+        self._loop = loop                       # 0 = forever
+        self._size: tuple[int, int] | None = None
+
+    def append_data(self, im: np.ndarray) -> None:
+        if im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] != 3:
+            raise ValueError(f"frames must be [H, W, 3] uint8 arrays, got {im.dtype} {im.shape}")
+        height, width = im.shape[:2]
+        if self._size is None:
+            self._size = (width, height)
+            self._write_header(width, height)
+        elif self._size != (width, height):
+            raise ValueError(f"all frames must have the same size: the first was {self._size[0]}x"
+                             f"{self._size[1]}, this one is {width}x{height}")
+        palette, descriptor, data = _encode_gif_frame(Image.fromarray(im).quantize(256))
+        # Graphic control extension: disposal 1 (keep), delay, no transparency.
+        self._file.write(b"\x21\xf9\x04\x04" + self._delay.to_bytes(2, "little") + b"\x00\x00")
+        self._file.write(descriptor + palette + data)
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        if self._size is not None:
+            self._file.write(b"\x3b")  # trailer
+        self._file.close()
+
+    def _write_header(self, width: int, height: int) -> None:
+        # Logical screen without a global palette (every frame carries its own).
+        screen = width.to_bytes(2, "little") + height.to_bytes(2, "little") + b"\x00\x00\x00"
+        loop = b"\x21\xff\x0bNETSCAPE2.0\x03\x01" + self._loop.to_bytes(2, "little") + b"\x00"
+        self._file.write(b"GIF89a" + screen + loop)
+
+
+def _encode_gif_frame(image: Image.Image) -> tuple[bytes, bytes, bytes]:
+    """(palette, image descriptor using it as local palette, LZW data) of a one-frame GIF."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="GIF")
+    data = buffer.getvalue()
+    palette, pos = _color_table(data, flags=data[10], pos=13)
+    while data[pos] == 0x21:  # skip extensions: introducer, label, sub-blocks
+        pos = _skip_sub_blocks(data, pos + 2)
+    if data[pos] != 0x2C:
+        raise RuntimeError("Pillow wrote a GIF without an image block; cannot stream this frame")
+    descriptor = bytearray(data[pos:pos + 10])
+    local, start = _color_table(data, flags=descriptor[9], pos=pos + 10)
+    palette = local or palette
+    if not palette:
+        raise RuntimeError("Pillow wrote a GIF frame without a palette; cannot stream this frame")
+    size_bits = (len(palette) // 3).bit_length() - 2  # table holds 2 ** (size_bits + 1) colours
+    descriptor[9] = 0x80 | (descriptor[9] & 0x40) | size_bits  # local table, keep interlace flag
+    end = _skip_sub_blocks(data, start + 1)  # LZW minimum code size, then data sub-blocks
+    return palette, bytes(descriptor), data[start:end]
+
+
+def _color_table(data: bytes, flags: int, pos: int) -> tuple[bytes, int]:
+    """The colour table announced by ``flags`` starting at ``pos`` (empty if none), and its end."""
+    if not flags & 0x80:
+        return b"", pos
+    length = 3 * 2 ** ((flags & 0x07) + 1)
+    return data[pos:pos + length], pos + length
+
+
+def _skip_sub_blocks(data: bytes, pos: int) -> int:
+    while data[pos]:
+        pos += data[pos] + 1
+    return pos + 1

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import stargan.checkpoints
+from stargan.api import Translator
+from stargan.config import Config, DataConfig, ModelConfig
+from stargan.nets.v2 import Networks, build_networks
+
+MODEL = ModelConfig(img_size=16, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=16,
+                    max_conv_dim=32, base_dim=8, w_hpf=0)
+CONFIG = Config(model=MODEL, data=DataConfig(domains=("cat", "dog")))
+
+
+def tiny_nets() -> Networks:
+    torch.manual_seed(0)
+    return build_networks(MODEL, with_discriminator=False)
+
+
+def photo(seed: int = 0, size: tuple[int, int] = (40, 30), mode: str = "RGBA") -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 4), dtype=np.uint8)
+    return Image.fromarray(pixels, "RGBA").convert(mode)
+
+
+@pytest.fixture
+def translator() -> Translator:
+    return Translator(CONFIG, tiny_nets())
+
+
+def pixels(images: list[Image.Image]) -> list[np.ndarray]:
+    return [np.asarray(im) for im in images]
+
+
+def test_domains_and_unknown_domain(translator: Translator) -> None:
+    assert translator.domains == ("cat", "dog")
+    with pytest.raises(ValueError, match="unknown domain 'wolf'.*cat, dog"):
+        translator.translate(photo(), domain="wolf")
+
+
+def test_latent_translation_count_size_and_seed(translator: Translator) -> None:
+    out = translator.translate(photo(), domain="dog", num_styles=3, seed=0)
+    assert len(out) == 3
+    assert all(im.size == (16, 16) and im.mode == "RGB" for im in out)
+    again = translator.translate(photo(), domain="dog", num_styles=3, seed=0)
+    other = translator.translate(photo(), domain="dog", num_styles=3, seed=1)
+    assert all(np.array_equal(a, b) for a, b in zip(pixels(out), pixels(again)))
+    assert not np.array_equal(pixels(out)[0], pixels(other)[0])
+    assert not np.array_equal(pixels(out)[0], pixels(out)[1])  # distinct styles
+    truncated = translator.translate(photo(), domain="dog", num_styles=2, seed=0, psi=0.0)
+    assert np.array_equal(*pixels(truncated))  # psi = 0: both collapse to the mean style
+
+
+def test_reference_translation(translator: Translator, tmp_path: Path) -> None:
+    ref_path = tmp_path / "ref.png"
+    photo(seed=5, mode="RGB").save(ref_path)
+    out = translator.translate(photo(), domain="cat", reference=ref_path)
+    assert len(out) == 1 and out[0].size == (16, 16)
+    # Same as the networks applied by hand to the preprocessed images.
+    x = _preprocess(photo())
+    ref = _preprocess(Image.open(ref_path))
+    nets = translator.nets
+    with torch.no_grad():
+        expected = nets.generator(x, nets.style_encoder(ref, torch.tensor([0])))[0]
+    expected = ((expected + 1) * 127.5).clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0)
+    assert np.abs(np.asarray(out[0]).astype(int) - expected.numpy().astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="num_styles"):
+        translator.translate(photo(), domain="cat", reference=ref_path, num_styles=2)
+
+
+def _preprocess(image: Image.Image) -> torch.Tensor:
+    rgb = np.asarray(image.convert("RGB").resize((16, 16), Image.BILINEAR), dtype=np.float32)
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None] / 127.5 - 1
+
+
+def test_load_uses_checkpoints_lazily(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls = []
+
+    def fake_load(path, device):
+        calls.append((path, device))
+        return CONFIG, tiny_nets()
+
+    monkeypatch.setattr(stargan.checkpoints, "load_for_sampling", fake_load)
+    translator = Translator.load(tmp_path, device="cpu")
+    assert calls == [(tmp_path, "cpu")]
+    assert translator.domains == ("cat", "dog")
+    assert len(translator.translate(photo(), domain="cat", seed=0)) == 1
+
+
+def test_domain_names_must_match_the_model() -> None:
+    with pytest.raises(ValueError, match="num_domains=2"):
+        Translator(Config(model=MODEL, data=DataConfig(domains=("cat",))), tiny_nets())
+
+
+def test_interpolate_writes_gif(translator: Translator, tmp_path: Path) -> None:
+    refs = [photo(seed=1), photo(seed=2), photo(seed=3)]
+    path = translator.interpolate(photo(), refs, ["cat", "dog", "dog"], tmp_path / "interp.gif",
+                                  frames_per_transition=2, fps=10)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 6 and gif.size == (32, 16)
+    with pytest.raises(ValueError, match="3 references but 2 domains"):
+        translator.interpolate(photo(), refs, ["cat", "dog"], tmp_path / "x.gif")
+    with pytest.raises(ValueError, match="unknown domain"):
+        translator.interpolate(photo(), refs, "wolf", tmp_path / "x.gif")

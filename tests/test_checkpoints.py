@@ -1,0 +1,100 @@
+"""Checkpoint format, atomic writes, pruning and the errors users see."""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stargan import checkpoints
+from stargan.checkpoints import CheckpointError, load_for_sampling, resolve_checkpoint, save_checkpoint
+from stargan.config import Config
+from stargan.nets.v2 import build_networks
+from stargan.training.step import make_train_state
+
+CONFIG = Config().with_overrides([
+    "model.img_size=16", "model.num_domains=2", "model.latent_dim=4", "model.style_dim=8",
+    "model.hidden_dim=16", "model.max_conv_dim=16", "model.base_dim=8", "model.w_hpf=0",
+    "data.domains=a,b"])
+
+
+def make_state(step: int = 0):
+    torch.manual_seed(0)
+    state = make_train_state(build_networks(CONFIG.model), CONFIG.optim)
+    state.step = step
+    return state
+
+
+def test_format_is_safetensors_plus_weights_only_state(tmp_path):
+    ckpt = save_checkpoint(tmp_path, make_state(7), CONFIG)
+    assert ckpt == tmp_path / "checkpoints" / "step-000007"
+    tensors = load_file(str(ckpt / "networks.safetensors"))
+    prefixes = {k.split(".")[0] if not k.startswith("ema.") else "ema." + k.split(".")[1] for k in tensors}
+    assert prefixes == {"generator", "mapping_network", "style_encoder", "discriminator",
+                        "ema.generator", "ema.mapping_network", "ema.style_encoder"}
+    meta = torch.load(ckpt / "state.pt", weights_only=True)
+    assert meta["step"] == 7 and meta["format"] == checkpoints.FORMAT
+    assert Config.from_dict(meta["config"]) == CONFIG
+    assert set(meta["optimizers"]) == {"generator", "mapping_network", "style_encoder", "discriminator"}
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+def test_keep_last_prunes_oldest(tmp_path):
+    for step in (1, 2, 3, 4):
+        save_checkpoint(tmp_path, make_state(step), CONFIG, keep_last=2)
+    assert [p.name for p in checkpoints.checkpoint_dirs(tmp_path)] == ["step-000003", "step-000004"]
+    assert resolve_checkpoint(tmp_path).name == "step-000004"
+
+
+def test_failed_write_keeps_existing_checkpoints(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path, make_state(1), CONFIG)
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoints.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path, make_state(2), CONFIG, keep_last=1)
+    assert [p.name for p in checkpoints.checkpoint_dirs(tmp_path)] == ["step-000001"]
+    assert resolve_checkpoint(tmp_path).name == "step-000001"
+
+
+def test_restore_round_trip_and_rng(tmp_path):
+    state = make_state(3)
+    for p in state.nets.generator.parameters():
+        p.data.add_(1.0)
+    torch.manual_seed(99)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(99)
+    save_checkpoint(tmp_path, state, CONFIG)
+    torch.manual_seed(5)
+    fresh = make_state(0)
+    checkpoints.restore_train_state(tmp_path, fresh, CONFIG)
+    assert fresh.step == 3
+    for a, b in zip(state.nets.generator.parameters(), fresh.nets.generator.parameters()):
+        assert torch.equal(a, b)
+    assert torch.equal(torch.rand(3), expected_draw)  # global torch RNG restored
+
+
+def test_load_for_sampling_uses_ema(tmp_path):
+    state = make_state(1)
+    for p in state.ema.generator.parameters():
+        p.data.fill_(0.5)
+    save_checkpoint(tmp_path, state, CONFIG)
+    config, nets = load_for_sampling(tmp_path)
+    assert config.data.domains == ("a", "b") and nets.discriminator is None
+    assert all(torch.all(p == 0.5) for p in nets.generator.parameters())
+    assert not nets.generator.training
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        resolve_checkpoint(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
+        resolve_checkpoint(tmp_path)
+    ckpt = save_checkpoint(tmp_path, make_state(1), CONFIG)
+    (ckpt / "state.pt").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_for_sampling(ckpt)
+    torch.save({"format": "something-else"}, ckpt / "state.pt")
+    with pytest.raises(CheckpointError, match="not a stargan checkpoint"):
+        load_for_sampling(ckpt)

@@ -1,0 +1,261 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stargan import sampling
+from stargan.config import ModelConfig
+from stargan.nets.v2 import Networks, build_networks
+
+PAD = sampling.GRID_PADDING
+
+
+def tiny_config(img_size: int = 16, num_domains: int = 2) -> ModelConfig:
+    return ModelConfig(img_size=img_size, num_domains=num_domains, latent_dim=4, style_dim=8,
+                       hidden_dim=16, max_conv_dim=32, base_dim=8, w_hpf=0)
+
+
+def tiny_nets(img_size: int = 16, num_domains: int = 2) -> Networks:
+    torch.manual_seed(0)
+    return build_networks(tiny_config(img_size, num_domains), with_discriminator=False)
+
+
+def images(n: int, size: int, seed: int = 1) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def grid_shape(rows: int, cols: int, size: int) -> tuple[int, int, int]:
+    return (3, rows * (size + PAD) + PAD, cols * (size + PAD) + PAD)
+
+
+def cell(grid: torch.Tensor, row: int, col: int, size: int) -> torch.Tensor:
+    top, left = row * (size + PAD) + PAD, col * (size + PAD) + PAD
+    return grid[:, top:top + size, left:left + size]
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+@pytest.fixture
+def nets() -> Networks:
+    return tiny_nets()
+
+
+@pytest.mark.parametrize("size,num_domains", [(16, 2), (32, 3)])
+def test_grid_shapes_and_ranges(size: int, num_domains: int) -> None:
+    nets = tiny_nets(size, num_domains)
+    n, k, r = 3, 2, 2
+    x, y = images(n, size), torch.arange(n) % num_domains
+    z = torch.randn(k, 4)
+    grids = {
+        "cycle": (sampling.cycle_grid(nets, x, y, x.flip(0), y.flip(0)), grid_shape(4, n, size)),
+        "latent": (sampling.latent_grid(nets, x, num_domains, z, psi=0.7),
+                   grid_shape(1 + num_domains * k, n, size)),
+        "reference": (sampling.reference_grid(nets, x, x[:r], y[:r]), grid_shape(1 + r, n + 1, size)),
+    }
+    for name, (grid, shape) in grids.items():
+        assert grid.shape == shape, name
+        assert grid.min() >= 0 and grid.max() <= 1, name
+
+
+def test_reference_grid_cells_are_translations(nets: Networks) -> None:
+    x_src, x_ref, y_ref = images(3, 16, seed=1), images(2, 16, seed=2), torch.tensor([1, 0])
+    grid = sampling.reference_grid(nets, x_src, x_ref, y_ref)
+    assert torch.equal(cell(grid, 0, 0, 16), torch.ones(3, 16, 16))  # white corner
+    with torch.no_grad():
+        for j in range(3):
+            assert torch.allclose(cell(grid, 0, j + 1, 16), unit(x_src[j]))
+        for i in range(2):
+            assert torch.allclose(cell(grid, i + 1, 0, 16), unit(x_ref[i]))
+            s = nets.style_encoder(x_ref[i:i + 1], y_ref[i:i + 1])
+            for j in range(3):
+                expected = unit(nets.generator(x_src[j:j + 1], s)[0])
+                assert torch.allclose(cell(grid, i + 1, j + 1, 16), expected, atol=1e-5)
+
+
+def test_cycle_grid_rows(nets: Networks) -> None:
+    x_src, x_ref = images(2, 16, seed=1), images(2, 16, seed=2)
+    y_src, y_ref = torch.tensor([0, 1]), torch.tensor([1, 1])
+    grid = sampling.cycle_grid(nets, x_src, y_src, x_ref, y_ref)
+    with torch.no_grad():
+        fake = nets.generator(x_src, nets.style_encoder(x_ref, y_ref))
+        rec = nets.generator(fake, nets.style_encoder(x_src, y_src))
+    for j in range(2):
+        assert torch.allclose(cell(grid, 2, j, 16), unit(fake[j]), atol=1e-5)
+        assert torch.allclose(cell(grid, 3, j, 16), unit(rec[j]), atol=1e-5)
+    with pytest.raises(ValueError, match="one reference"):
+        sampling.cycle_grid(nets, x_src, y_src, x_ref[:1], y_ref[:1])
+
+
+def test_latent_grid_psi_zero_collapses_to_mean_style(nets: Networks) -> None:
+    x, z = images(2, 16), torch.randn(3, 4)
+    grid = sampling.latent_grid(nets, x, 2, z, psi=0.0, generator=torch.Generator().manual_seed(0))
+    rows = [cell(grid, r, 0, 16) for r in range(1, 7)]  # domain 0: rows 1-3, domain 1: rows 4-6
+    for first, others in ((rows[0], rows[1:3]), (rows[3], rows[4:6])):
+        for other in others:
+            assert torch.allclose(first, other, atol=1e-6)
+    assert not torch.allclose(rows[0], rows[3])
+    diverse = sampling.latent_grid(nets, x, 2, z, psi=1.0)
+    assert not torch.allclose(cell(diverse, 1, 0, 16), cell(diverse, 2, 0, 16))
+
+
+def test_mean_style_is_a_seeded_average(nets: Networks) -> None:
+    def seeded(seed: int) -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
+
+    a = sampling.mean_style(nets, 1, num=2500, generator=seeded(3))
+    assert a.shape == (1, 8)
+    assert torch.equal(a, sampling.mean_style(nets, 1, num=2500, generator=seeded(3)))
+    assert not torch.equal(a, sampling.mean_style(nets, 1, num=2500, generator=seeded(4)))
+    # Chunks of 1000, 1000 and 500 codes, averaged.
+    g = seeded(3)
+    with torch.no_grad():
+        styles = [nets.mapping_network(torch.randn(n, 4, generator=g), torch.ones(n, dtype=torch.long))
+                  for n in (1000, 1000, 500)]
+    assert torch.allclose(a, torch.cat(styles).mean(0, keepdim=True), atol=1e-5)
+    with pytest.raises(ValueError, match="out of range"):
+        sampling.mean_style(nets, 2)
+
+
+def test_translate_needs_exactly_one_style_source(nets: Networks) -> None:
+    x = images(2, 16)
+    with pytest.raises(ValueError, match="exactly one.*both"):
+        sampling.translate(nets, x, 0, z=torch.randn(2, 4), x_ref=x)
+    with pytest.raises(ValueError, match="exactly one.*neither"):
+        sampling.translate(nets, x, 0)
+
+
+def test_translate_broadcasts_and_matches_networks(nets: Networks) -> None:
+    x, refs = images(1, 16, seed=1), images(3, 16, seed=2)
+    z = torch.randn(3, 4)
+    out = sampling.translate(nets, x, 1, z=z)
+    assert out.shape == (3, 3, 16, 16)
+    y = torch.ones(3, dtype=torch.long)
+    with torch.no_grad():
+        assert torch.allclose(out, nets.generator(x.expand(3, -1, -1, -1), nets.mapping_network(z, y)),
+                              atol=1e-5)
+        by_ref = sampling.translate(nets, x, torch.tensor([1, 1, 1]), x_ref=refs)
+        assert torch.allclose(by_ref, nets.generator(x.expand(3, -1, -1, -1),
+                                                     nets.style_encoder(refs, y)), atol=1e-5)
+    with pytest.raises(ValueError, match="psi"):
+        sampling.translate(nets, x, 1, x_ref=refs, psi=0.5)
+    with pytest.raises(ValueError, match="must match"):
+        sampling.translate(nets, images(2, 16), 1, z=z)
+    with pytest.raises(ValueError, match="img_size=16"):
+        sampling.translate(nets, images(1, 32), 1, z=z)
+    with pytest.raises(ValueError, match="out of range"):
+        sampling.translate(nets, x, 5, z=z)
+
+
+def test_sampling_restores_training_mode(nets: Networks) -> None:
+    nets.generator.train()
+    nets.style_encoder.eval()
+    modes_inside: list[bool] = []
+    nets.generator.register_forward_hook(lambda module, *_: modes_inside.append(module.training))
+    sampling.translate(nets, images(1, 16), 0, x_ref=images(1, 16))
+    assert modes_inside == [False]
+    assert nets.generator.training and not nets.style_encoder.training
+
+
+def test_save_grid_writes_png_atomically(nets: Networks, tmp_path: Path) -> None:
+    x = images(3, 16)
+    grid = sampling.reference_grid(nets, x, x[:2], torch.tensor([0, 1]))
+    path = sampling.save_grid(grid, tmp_path / "a" / "b" / "grid.png")
+    assert path == tmp_path / "a" / "b" / "grid.png"
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.mode == "RGB"
+        assert image.size == (grid.shape[2], grid.shape[1])
+        expected = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        assert np.array_equal(np.asarray(image), expected)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["grid.png"]  # no temp file left
+    with pytest.raises(ValueError, match=r"\.png"):
+        sampling.save_grid(grid, tmp_path / "grid.jpg")
+
+
+def test_interpolation_gif_has_expected_frames(nets: Networks, tmp_path: Path) -> None:
+    x_src, refs, y_refs = images(2, 16, seed=1), images(3, 16, seed=2), torch.tensor([0, 1, 1])
+    path = sampling.write_interpolation(nets, x_src, refs, y_refs, tmp_path / "interp.gif",
+                                        frames_per_transition=4, fps=25)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 3 * 4
+        assert gif.size == (2 * 16, 2 * 16)  # [source | translation] per row, one row per source
+        assert gif.info["duration"] == 40
+        gif.seek(0)
+        first = np.asarray(gif.convert("RGB")).astype(int)
+    # Frame 0 shows the sources and their translation with the first reference's style.
+    expected = sampling._to_uint8(unit(x_src[0])).astype(int)
+    assert np.abs(first[:16, :16] - expected).mean() < 12  # palette quantisation only
+
+
+def test_interpolation_is_streamed_frame_by_frame(nets: Networks, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "interp.gif"
+    sizes_at_each_frame: list[int] = []
+    forward = nets.generator.forward
+
+    def spy(*args, **kwargs):  # G runs once per frame: record what is on disk by then
+        sizes_at_each_frame.append(path.stat().st_size if path.exists() else -1)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(nets.generator, "forward", spy)
+    sampling.write_interpolation(nets, images(1, 16), images(2, 16), torch.tensor([0, 1]), path,
+                                 frames_per_transition=5)
+    assert len(sizes_at_each_frame) == 10
+    # Every frame is on disk before the next one is computed.
+    assert all(a < b for a, b in zip(sizes_at_each_frame, sizes_at_each_frame[1:]))
+
+
+@pytest.mark.parametrize("height,width", [(8, 12), (24, 40)])  # small frames are not interlaced
+def test_gif_frames_round_trip(tmp_path: Path, height: int, width: int) -> None:
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(4):
+        colours = rng.integers(0, 256, (6, 3), dtype=np.uint8)  # few colours: no quantisation error
+        frames.append(colours[rng.integers(0, 6, (height, width))])
+    path = sampling.write_animation(iter(frames), tmp_path / "frames.gif", fps=10)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 4
+        for i, frame in enumerate(frames):
+            gif.seek(i)
+            assert np.array_equal(np.asarray(gif.convert("RGB")), frame)
+
+
+def test_write_animation_rejects_bad_input(tmp_path: Path) -> None:
+    frame = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"\.gif or \.mp4"):
+        sampling.write_animation([frame], tmp_path / "a.avi")
+    with pytest.raises(ValueError, match="same size"):
+        sampling.write_animation([frame, np.zeros((8, 9, 3), np.uint8)], tmp_path / "b.gif")
+    with pytest.raises(ValueError, match="no frames"):
+        sampling.write_animation([], tmp_path / "c.gif")
+    assert list(tmp_path.iterdir()) == []  # failed writes leave nothing behind
+
+
+def test_mp4_without_imageio_ffmpeg_says_what_to_install(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # makes `import imageio_ffmpeg` fail
+    with pytest.raises(ImportError, match="pip install imageio imageio-ffmpeg"):
+        sampling.write_animation([np.zeros((16, 16, 3), np.uint8)], tmp_path / "out" / "a.mp4")
+    assert not (tmp_path / "out").exists()
+
+
+def test_interpolation_needs_two_references(nets: Networks, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least 2 reference"):
+        sampling.write_interpolation(nets, images(1, 16), images(1, 16), torch.tensor([0]),
+                                     tmp_path / "a.gif")
+
+
+def test_interpolation_mp4(nets: Networks, tmp_path: Path) -> None:
+    pytest.importorskip("imageio_ffmpeg")
+    imageio = pytest.importorskip("imageio.v2")
+    path = sampling.write_interpolation(nets, images(2, 16), images(2, 16), torch.tensor([0, 1]),
+                                        tmp_path / "interp.mp4", frames_per_transition=3, fps=10)
+    with imageio.get_reader(path) as reader:
+        assert reader.count_frames() == 6
+        assert reader.get_meta_data()["size"] == (32, 32)

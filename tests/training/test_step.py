@@ -1,0 +1,461 @@
+"""One StarGAN v2 iteration, checked against a naive re-implementation of the paper's procedure.
+
+The naive reference below uses plain autograd: zero every gradient, compute the loss, backward through
+everything, step only the optimizers of the phase. ``train_step`` skips parameter gradients it would
+throw away (``frozen``); the results must be the same.
+
+The comparison runs in float64. In float32 the two agree only to rounding (~1e-7 relative in the
+gradients), and Adam's first steps, ``lr * g / sqrt(v)``, turn rounding noise on gradients that are
+nearly zero (conv biases followed by instance norms) into differences of up to ``lr``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stargan import losses
+from stargan.config import LossConfig, ModelConfig, OptimConfig
+from stargan.nets.v2 import Networks, build_networks
+from stargan.training import step as step_mod
+from stargan.training.step import (discriminator_loss, frozen, generator_loss, make_train_state, train_step,
+                                   update_ema)
+
+MODEL = ModelConfig(img_size=16, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=16, max_conv_dim=32,
+                    base_dim=8, w_hpf=0)
+# Weights other than 1 so that swapped or missing weights show.
+LOSS = LossConfig(lambda_reg=1.5, lambda_sty=0.7, lambda_ds=2.0, lambda_cyc=1.3, ds_iter=4)
+OPTIM = OptimConfig()  # the paper's: lr 1e-4, mapping_lr 1e-6, betas (0, 0.99), weight decay 1e-4
+NET_NAMES = ("generator", "mapping_network", "style_encoder", "discriminator")
+
+
+def make_state(model: ModelConfig = MODEL, seed: int = 0, optim: OptimConfig = OPTIM,
+               dtype: torch.dtype = torch.float32):
+    torch.manual_seed(seed)
+    nets = build_networks(model).to(dtype)
+    with torch.no_grad():  # He init zeroes biases and norms start at identity: perturb so all matter
+        for _, net in nets.items():
+            for name, p in net.named_parameters():
+                if name.endswith("bias") or "norm" in name:
+                    p.add_(0.1 * torch.randn_like(p))
+    return make_train_state(nets, optim)
+
+
+def make_batch(model: ModelConfig = MODEL, seed: int = 0, b: int = 4,
+               dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    size = model.img_size
+
+    def img():
+        return (torch.rand(b, 3, size, size, generator=g) * 2 - 1).to(dtype)
+
+    y_org = torch.tensor([0, 1, 2, 0][:b]) % model.num_domains
+    y_trg = torch.tensor([1, 0, 1, 2][:b]) % model.num_domains
+    return {"x_real": img(), "y_org": y_org, "x_ref": img(), "x_ref2": img(), "y_trg": y_trg,
+            "z_trg": torch.randn(b, model.latent_dim, generator=g).to(dtype),
+            "z_trg2": torch.randn(b, model.latent_dim, generator=g).to(dtype)}
+
+
+def make_masks(model: ModelConfig, seed: int = 5, b: int = 4, dtype: torch.dtype = torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.rand(b, 1, model.img_size, model.img_size, generator=g).to(dtype) for _ in range(2))
+
+
+# ---------------------------------------------------------------- naive reference
+
+def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    # -log(sigmoid(l)) = softplus(-l); -log(1 - sigmoid(l)) = softplus(l)
+    return F.softplus(-logits).mean() if real else F.softplus(logits).mean()
+
+
+def _naive_d_loss(nets: Networks, cfg: LossConfig, b, style_of, masks):
+    G, D = nets.generator, nets.discriminator
+    x = b["x_real"].clone().requires_grad_(True)
+    out = D(x, b["y_org"])
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    r1 = 0.5 * (grad ** 2).sum(dim=(1, 2, 3)).mean()
+    with torch.no_grad():
+        fake = G(b["x_real"], style_of(0), masks=masks)
+    loss = _bce(out, True) + _bce(D(fake, b["y_trg"]), False) + cfg.lambda_reg * r1
+    return loss, {"real": _bce(out, True), "fake": _bce(D(fake, b["y_trg"]), False), "reg": r1}
+
+
+def _naive_g_loss(nets: Networks, cfg: LossConfig, lambda_ds: float, b, style_of, masks):
+    G, E, D = nets.generator, nets.style_encoder, nets.discriminator
+    x, y_org, y_trg = b["x_real"], b["y_org"], b["y_trg"]
+    s_trg = style_of(0)
+    fake = G(x, s_trg, masks=masks)
+    adv = _bce(D(fake, y_trg), True)
+    sty = (s_trg - E(fake, y_trg)).abs().mean()
+    fake2 = G(x, style_of(1), masks=masks).detach()
+    ds = (fake - fake2).abs().mean()
+    rec = G(fake, E(x, y_org), masks=masks)
+    cyc = (x - rec).abs().mean()
+    loss = adv + cfg.lambda_sty * sty - lambda_ds * ds + cfg.lambda_cyc * cyc
+    return loss, {"adv": adv, "sty": sty, "ds": ds, "cyc": cyc}
+
+
+def naive_train_step(state, b, cfg: LossConfig, beta: float, masks=None) -> None:
+    nets, opts = state.nets, state.optimizers
+    Fm, E = nets.mapping_network, nets.style_encoder
+    latent = lambda i: Fm(b["z_trg" if i == 0 else "z_trg2"], b["y_trg"])   # noqa: E731
+    reference = lambda i: E(b["x_ref" if i == 0 else "x_ref2"], b["y_trg"])  # noqa: E731
+    lambda_ds = cfg.lambda_ds * max(0.0, 1.0 - state.step / cfg.ds_iter)
+
+    def update(loss, names):
+        for _, net in nets.items():
+            for p in net.parameters():
+                p.grad = None
+        loss.backward()
+        for name in names:
+            opts[name].step()
+
+    for style_of in (latent, reference):
+        update(_naive_d_loss(nets, cfg, b, style_of, masks)[0], ["discriminator"])
+    update(_naive_g_loss(nets, cfg, lambda_ds, b, latent, masks)[0],
+           ["generator", "mapping_network", "style_encoder"])
+    update(_naive_g_loss(nets, cfg, lambda_ds, b, reference, masks)[0], ["generator"])
+    with torch.no_grad():
+        for name, ema_net in state.ema.items():
+            for p_ema, p in zip(ema_net.parameters(), getattr(nets, name).parameters()):
+                p_ema.copy_(beta * p_ema + (1 - beta) * p)
+    state.step += 1
+
+
+def _unused(name: str, net: nn.Module, key: str) -> bool:
+    return (name == "generator" and net.decode[0].w_hpf > 0 and key.startswith("decode.")
+            and key.endswith("conv1x1.weight"))
+
+
+def _assert_same_state(a, b, atol=1e-9):
+    for name in NET_NAMES:
+        for (k, x), (_, y) in zip(getattr(a.nets, name).state_dict().items(),
+                                  getattr(b.nets, name).state_dict().items()):
+            torch.testing.assert_close(x, y, rtol=0, atol=atol, msg=f"{name}.{k}")
+    for name, _ in a.ema.items():
+        for (k, x), (_, y) in zip(getattr(a.ema, name).state_dict().items(),
+                                  getattr(b.ema, name).state_dict().items()):
+            torch.testing.assert_close(x, y, rtol=0, atol=atol, msg=f"ema.{name}.{k}")
+    for name in NET_NAMES:
+        sa, sb = a.optimizers[name].state_dict()["state"], b.optimizers[name].state_dict()["state"]
+        # every parameter that received a gradient has Adam state (with w_hpf > 0 the decoder's
+        # conv1x1 shortcuts exist, as in the released models, but are unused)
+        unused = {i for i, (k, _) in enumerate(getattr(a.nets, name).named_parameters())
+                  if _unused(name, getattr(a.nets, name), k)}
+        assert sa.keys() == sb.keys(), name
+        assert set(sa) == set(range(len(list(getattr(a.nets, name).parameters())))) - unused, name
+        for i in sa:
+            assert float(sa[i]["step"]) == float(sb[i]["step"])
+            # with beta1 = 0, exp_avg is the last gradient: compare it relative to its own scale
+            ga, gb = sa[i]["exp_avg"], sb[i]["exp_avg"]
+            scale = gb.abs().max().item() + 1e-12
+            torch.testing.assert_close(ga / scale, gb / scale, rtol=0, atol=1e-9, msg=f"{name} exp_avg {i}")
+            va, vb = sa[i]["exp_avg_sq"].sqrt(), sb[i]["exp_avg_sq"].sqrt()
+            scale = vb.abs().max().item() + 1e-12
+            torch.testing.assert_close(va / scale, vb / scale, rtol=0, atol=1e-9,
+                                       msg=f"{name} exp_avg_sq {i}")
+    assert a.step == b.step
+
+
+@pytest.mark.parametrize("model, with_masks", [
+    (MODEL, False),
+    (replace(MODEL, img_size=32, w_hpf=1.0, num_domains=3), True),
+], ids=["plain", "hpf-masks"])
+def test_train_step_equals_naive_reference(model, with_masks):
+    f64 = torch.float64
+    state = make_state(model, dtype=f64)
+    ref = copy.deepcopy(state)   # nets, EMA and optimizers, with the optimizers pointing at the copies
+    masks = make_masks(model, dtype=f64) if with_masks else None
+    for it in range(2):          # two iterations: the second one uses Adam moments and a decayed lambda_ds
+        batch = make_batch(model, seed=it, dtype=f64)
+        logs = train_step(state, batch, LOSS, ema_beta=0.9, masks=masks)
+        naive_train_step(ref, batch, LOSS, beta=0.9, masks=masks)
+        assert logs["G/lambda_ds"].item() == pytest.approx(LOSS.lambda_ds * (1 - it / LOSS.ds_iter))
+    _assert_same_state(state, ref)
+    # the check has teeth: the networks did move, and the EMA lags behind them
+    fresh = make_state(model, dtype=f64)
+    for name in NET_NAMES:
+        net = getattr(state.nets, name)
+        moved = [not torch.equal(p, q) for (k, p), q in zip(net.named_parameters(),
+                                                           getattr(fresh.nets, name).parameters())
+                 if not _unused(name, net, k)]
+        assert all(moved), name
+    g_now = torch.cat([p.flatten() for p in state.nets.generator.parameters()])
+    g_ema = torch.cat([p.flatten() for p in state.ema.generator.parameters()])
+    assert not torch.allclose(g_now, g_ema)
+
+
+def test_naive_reference_detects_a_changed_loss_weight():
+    """Guard against a vacuous comparison: a different lambda_cyc must give a different state."""
+    state = make_state(dtype=torch.float64)
+    ref = copy.deepcopy(state)
+    batch = make_batch(dtype=torch.float64)
+    train_step(state, batch, LOSS, ema_beta=0.9)
+    naive_train_step(ref, batch, replace(LOSS, lambda_cyc=1.29), beta=0.9)
+    with pytest.raises(AssertionError):
+        _assert_same_state(state, ref)
+
+
+def test_train_step_restores_requires_grad_flags():
+    state = make_state()
+    train_step(state, make_batch(), LOSS, ema_beta=0.999)
+    for name, net in state.nets.items():
+        assert all(p.requires_grad for p in net.parameters()), name
+    for name, net in state.ema.items():
+        assert not any(p.requires_grad for p in net.parameters()), name
+
+
+# ---------------------------------------------------------------- which network moves when
+
+def test_each_phase_steps_the_right_optimizers_and_skips_discarded_gradients(monkeypatch):
+    state = make_state()
+    nets = state.nets
+    calls = []
+
+    def snapshot(net):
+        return [p.detach().clone() for p in net.parameters()]
+
+    for name, opt in state.optimizers.items():
+        real_step = opt.step
+
+        def recording_step(*args, _name=name, _real=real_step, **kwargs):
+            has_grad = {n: any(p.grad is not None for p in net.parameters()) for n, net in nets.items()}
+            calls.append((_name, has_grad, {n: snapshot(net) for n, net in nets.items()}))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(opt, "step", recording_step)
+
+    before = {n: snapshot(net) for n, net in nets.items()}
+    train_step(state, make_batch(), LOSS, ema_beta=0.999)
+    after = {n: snapshot(net) for n, net in nets.items()}
+
+    names = [c[0] for c in calls]
+    assert names[:2] == ["discriminator", "discriminator"]
+    assert sorted(names[2:5]) == sorted(["generator", "mapping_network", "style_encoder"])
+    assert names[5:] == ["generator"]
+
+    # gradients present when each optimizer steps: only what is used (the rest is frozen or no_grad)
+    d_phase = {"discriminator": True, "generator": False, "mapping_network": False, "style_encoder": False}
+    latent_phase = {"discriminator": False, "generator": True, "mapping_network": True, "style_encoder": True}
+    ref_phase = {"discriminator": False, "generator": True, "mapping_network": False, "style_encoder": False}
+    assert calls[0][1] == d_phase and calls[1][1] == d_phase
+    assert all(c[1] == latent_phase for c in calls[2:5])
+    assert calls[5][1] == ref_phase
+
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a, b))
+
+    # D moves in the D phases only; E and F move in the latent G phase only; G moves in both G phases
+    assert not same(before["discriminator"], calls[1][2]["discriminator"])
+    assert same(calls[2][2]["discriminator"], after["discriminator"])
+    assert same(calls[5][2]["style_encoder"], after["style_encoder"])
+    assert same(calls[5][2]["mapping_network"], after["mapping_network"])
+    assert not same(before["style_encoder"], after["style_encoder"])
+    assert not same(before["mapping_network"], after["mapping_network"])
+    assert not same(calls[5][2]["generator"], after["generator"])
+    assert same(before["generator"], calls[2][2]["generator"])  # D phases leave G alone
+
+
+def test_reference_guided_g_loss_would_move_e_and_f_if_they_were_stepped():
+    """So the check above is meaningful: phase 4's loss does depend on E and F."""
+    state = make_state()
+    b = make_batch()
+    loss, _ = generator_loss(state.nets, LOSS, 1.0, b["x_real"], b["y_org"], b["y_trg"],
+                             x_refs=(b["x_ref"], b["x_ref2"]))
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in state.nets.style_encoder.parameters())
+    # F is not used by the reference-guided loss at all
+    assert all(p.grad is None for p in state.nets.mapping_network.parameters())
+
+
+# ---------------------------------------------------------------- frozen()
+
+def test_frozen_skips_parameter_gradients_but_passes_input_gradients():
+    lin = nn.Linear(2, 1)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[2.0, -3.0]]))
+    x = torch.tensor([[1.0, 1.0]], requires_grad=True)
+    with frozen(lin):
+        lin(x).sum().backward()
+    assert lin.weight.grad is None and lin.bias.grad is None
+    torch.testing.assert_close(x.grad, torch.tensor([[2.0, -3.0]]))
+    assert lin.weight.requires_grad and lin.bias.requires_grad
+
+
+def test_frozen_restores_the_original_flags_even_on_error():
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    a.bias.requires_grad_(False)
+    with pytest.raises(RuntimeError, match="boom"):
+        with frozen(a, b):
+            assert not any(p.requires_grad for p in (*a.parameters(), *b.parameters()))
+            raise RuntimeError("boom")
+    assert a.weight.requires_grad and not a.bias.requires_grad
+    assert b.weight.requires_grad and b.bias.requires_grad
+
+
+# ---------------------------------------------------------------- EMA and state
+
+def test_update_ema_is_beta_times_ema_plus_one_minus_beta_times_current():
+    def module(w, bias, buf):
+        m = nn.Linear(2, 1)
+        with torch.no_grad():
+            m.weight.copy_(torch.tensor([w]))
+            m.bias.copy_(torch.tensor([bias]))
+        m.register_buffer("buf", torch.tensor(buf))
+        return m
+
+    ema = Networks(module([1.0, 2.0], 0.0, [0.0]), module([10.0, 10.0], 1.0, [0.0]), module([0.0, 0.0], 0.0, [0.0]))
+    cur = Networks(module([3.0, -2.0], 1.0, [7.0]), module([0.0, 20.0], 1.0, [3.0]), module([5.0, 5.0], -5.0, [1.0]),
+                   discriminator=module([9.0, 9.0], 9.0, [9.0]))
+    update_ema(ema, cur, beta=0.9)
+    # 0.9 * ema + 0.1 * current
+    torch.testing.assert_close(ema.generator.weight, torch.tensor([[1.2, 1.6]]))
+    torch.testing.assert_close(ema.generator.bias, torch.tensor([0.1]))
+    torch.testing.assert_close(ema.mapping_network.weight, torch.tensor([[9.0, 11.0]]))
+    torch.testing.assert_close(ema.mapping_network.bias, torch.tensor([1.0]))
+    torch.testing.assert_close(ema.style_encoder.weight, torch.tensor([[0.5, 0.5]]))
+    torch.testing.assert_close(ema.style_encoder.bias, torch.tensor([-0.5]))
+    # buffers are copied, not averaged
+    assert ema.generator.buf.tolist() == [7.0] and ema.style_encoder.buf.tolist() == [1.0]
+    # the current networks are untouched
+    torch.testing.assert_close(cur.generator.weight, torch.tensor([[3.0, -2.0]]))
+
+
+def test_make_train_state_optimizers_and_ema():
+    state = make_state(optim=replace(OPTIM, lr=2e-4, mapping_lr=3e-6))
+    assert set(state.optimizers) == set(NET_NAMES) and state.step == 0
+    for name, opt in state.optimizers.items():
+        group = opt.param_groups[0]
+        assert isinstance(opt, torch.optim.Adam)
+        assert group["lr"] == (3e-6 if name == "mapping_network" else 2e-4)
+        assert tuple(group["betas"]) == (0.0, 0.99) and group["weight_decay"] == 1e-4
+        assert {id(p) for p in group["params"]} == {id(p) for p in getattr(state.nets, name).parameters()}
+    assert state.ema.discriminator is None
+    for name, ema_net in state.ema.items():
+        net = getattr(state.nets, name)
+        assert ema_net is not net and not ema_net.training
+        for p_ema, p in zip(ema_net.parameters(), net.parameters()):
+            assert torch.equal(p_ema, p) and p_ema.data_ptr() != p.data_ptr() and not p_ema.requires_grad
+
+
+def test_step_counter_logs_and_lambda_ds_schedule():
+    state = make_state()
+    cfg = replace(LOSS, lambda_ds=2.0, ds_iter=2)
+    seen = []
+    for it in range(3):
+        logs = train_step(state, make_batch(seed=it), cfg, ema_beta=0.999)
+        assert state.step == it + 1
+        seen.append(logs["G/lambda_ds"].item())
+    assert seen == pytest.approx([2.0, 1.0, 0.0])
+    expected_keys = ({f"D/{m}_{k}" for m in ("latent", "ref") for k in ("real", "fake", "reg")}
+                     | {f"G/{m}_{k}" for m in ("latent", "ref") for k in ("adv", "sty", "ds", "cyc")}
+                     | {"G/lambda_ds"})
+    assert set(logs) == expected_keys
+    for key, value in logs.items():
+        assert value.dim() == 0 and not value.requires_grad and torch.isfinite(value), key
+
+
+def test_logged_terms_are_those_of_the_networks_at_each_phase():
+    state = make_state()
+    before = copy.deepcopy(state.nets)
+    b = make_batch()
+    logs = train_step(state, b, LOSS, ema_beta=0.999)
+    # the first phase sees the initial networks
+    _, terms = _naive_d_loss(before, LOSS, b, lambda i: before.mapping_network(b["z_trg"], b["y_trg"]), None)
+    for k in ("real", "fake", "reg"):
+        assert logs[f"D/latent_{k}"].item() == pytest.approx(terms[k].item(), rel=1e-5, abs=1e-7), k
+
+
+# ---------------------------------------------------------------- the losses themselves
+
+@pytest.mark.parametrize("mode", ["latent", "ref"])
+def test_discriminator_loss_by_hand(mode):
+    state = make_state()
+    nets, b = state.nets, make_batch()
+    G, Fm, E, D = nets.generator, nets.mapping_network, nets.style_encoder, nets.discriminator
+    kwargs = {"z_trg": b["z_trg"]} if mode == "latent" else {"x_ref": b["x_ref"]}
+    loss, terms = discriminator_loss(nets, LOSS, b["x_real"], b["y_org"], b["y_trg"], **kwargs)
+
+    x = b["x_real"].clone().requires_grad_(True)
+    logits = D(x, b["y_org"])
+    real = sum(-math.log(1 / (1 + math.exp(-v))) for v in logits.tolist()) / len(logits)
+    (grad,) = torch.autograd.grad(logits.sum(), x)
+    r1 = 0.5 * sum(grad[i].pow(2).sum().item() for i in range(len(x))) / len(x)
+    with torch.no_grad():
+        s = Fm(b["z_trg"], b["y_trg"]) if mode == "latent" else E(b["x_ref"], b["y_trg"])
+        fake_logits = D(G(b["x_real"], s), b["y_trg"])
+    fake = sum(-math.log(1 - 1 / (1 + math.exp(-v))) for v in fake_logits.tolist()) / len(fake_logits)
+
+    assert terms["real"].item() == pytest.approx(real, rel=1e-5)
+    assert terms["fake"].item() == pytest.approx(fake, rel=1e-5)
+    assert terms["reg"].item() == pytest.approx(r1, rel=1e-4)
+    assert r1 > 0
+    assert loss.item() == pytest.approx(real + fake + LOSS.lambda_reg * r1, rel=1e-5)
+    # only D's parameters take part in the graph
+    loss.backward()
+    assert all(p.grad is not None for p in D.parameters())
+    for net in (G, Fm, E):
+        assert all(p.grad is None for p in net.parameters())
+    assert b["x_real"].grad is None and not b["x_real"].requires_grad  # the caller's tensor is untouched
+
+
+@pytest.mark.parametrize("mode", ["latent", "ref"])
+def test_generator_loss_by_hand(mode):
+    state = make_state()
+    nets, b = state.nets, make_batch()
+    lambda_ds = 0.6
+    kwargs = ({"z_trgs": (b["z_trg"], b["z_trg2"])} if mode == "latent"
+              else {"x_refs": (b["x_ref"], b["x_ref2"])})
+    loss, terms = generator_loss(nets, LOSS, lambda_ds, b["x_real"], b["y_org"], b["y_trg"], **kwargs)
+
+    G, Fm, E, D = nets.generator, nets.mapping_network, nets.style_encoder, nets.discriminator
+    with torch.no_grad():
+        if mode == "latent":
+            s1, s2 = Fm(b["z_trg"], b["y_trg"]), Fm(b["z_trg2"], b["y_trg"])
+        else:
+            s1, s2 = E(b["x_ref"], b["y_trg"]), E(b["x_ref2"], b["y_trg"])
+        fake, fake2 = G(b["x_real"], s1), G(b["x_real"], s2)
+        adv = sum(math.log1p(math.exp(-v)) for v in D(fake, b["y_trg"]).tolist()) / 4
+        sty = (s1 - E(fake, b["y_trg"])).abs().mean().item()
+        ds = (fake - fake2).abs().mean().item()
+        cyc = (b["x_real"] - G(fake, E(b["x_real"], b["y_org"]))).abs().mean().item()
+    for key, value in {"adv": adv, "sty": sty, "ds": ds, "cyc": cyc}.items():
+        assert terms[key].item() == pytest.approx(value, rel=1e-5), key
+    assert ds > 0
+    expected = adv + LOSS.lambda_sty * sty - lambda_ds * ds + LOSS.lambda_cyc * cyc
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_train_step_passes_masks_to_the_generator(monkeypatch):
+    model = replace(MODEL, img_size=32, w_hpf=1.0)
+    state = make_state(model)
+    masks = make_masks(model)
+    seen = []
+    real_forward = state.nets.generator.forward
+
+    def spy(x, s, masks=None):
+        seen.append(masks)
+        return real_forward(x, s, masks=masks)
+
+    monkeypatch.setattr(state.nets.generator, "forward", spy)
+    train_step(state, make_batch(model), LOSS, ema_beta=0.999, masks=masks)
+    # 2 D phases x 1 call + 2 G phases x 3 calls
+    assert len(seen) == 8 and all(m is masks for m in seen)
+
+
+def test_step_module_uses_the_losses_module():
+    # train_step's lambda_ds comes from losses.lambda_ds_at: patching it changes the logged weight
+    state = make_state()
+    orig = step_mod.losses.lambda_ds_at
+    try:
+        step_mod.losses.lambda_ds_at = lambda step, initial, ds_iter: 0.25
+        logs = train_step(state, make_batch(), LOSS, ema_beta=0.999)
+    finally:
+        step_mod.losses.lambda_ds_at = orig
+    assert logs["G/lambda_ds"].item() == pytest.approx(0.25)
+    assert losses.lambda_ds_at is orig
