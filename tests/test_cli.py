@@ -48,7 +48,8 @@ def test_sample_and_translate(trained, tmp_path):
     outs = sorted(p.name for p in (tmp_path / "t").iterdir())
     assert outs == ["00000_square_style0.png", "00000_square_style1.png",
                     "00001_square_style0.png", "00001_square_style1.png"]
-    assert Image.open(tmp_path / "t" / outs[0]).size == (16, 16)
+    with Image.open(tmp_path / "t" / outs[0]) as image:
+        assert image.size == (16, 16)
 
     ref = data / "val" / "triangle" / "00000.png"
     assert main(["translate", str(run), "--input", str(data / "val" / "circle" / "00000.png"),

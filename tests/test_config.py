@@ -119,8 +119,6 @@ def test_malformed_overrides_are_rejected(item):
         Config().with_overrides([item])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: 'preset' is a str field, not a section; with_overrides "
-                   "turns 'preset.x=1' into preset=\"{'x': 1}\" instead of rejecting the unknown section")
 def test_overrides_reject_a_non_section_field_used_as_a_section():
     with pytest.raises(ValueError, match="preset"):
         Config().with_overrides(["preset.x=1"])

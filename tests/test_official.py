@@ -21,14 +21,6 @@ NARROW_HPF = ModelConfig(img_size=256, num_domains=2, latent_dim=4, style_dim=8,
                          max_conv_dim=64, base_dim=0, w_hpf=1.0)
 NARROW_AFHQ = replace(NARROW_HPF, num_domains=3, w_hpf=0.0)
 
-# Remove once fixed: every test that needs a successful import fails on this bug.
-IMPORT_BUG = pytest.mark.xfail(
-    strict=True, raises=RuntimeError,
-    reason="BUG: import_official passes the same modules as current and EMA networks to save_checkpoint; "
-           "safetensors.save_file refuses tensors that share memory ('Some tensors share memory'), so every "
-           "import fails. Fix: ema = Networks(*(copy.deepcopy(n) for n in (nets.generator, "
-           "nets.mapping_network, nets.style_encoder))) in stargan.official.import_official")
-
 
 def _official_dicts(nets, with_discriminator=False, prefix=""):
     out = {}
@@ -97,7 +89,6 @@ def test_infer_model_config_reads_the_architecture_off_the_shapes():
         assert infer_model_config(_official_dicts(nets)) == cfg
 
 
-@IMPORT_BUG
 def test_import_writes_a_run_directory_that_samples_like_the_original(celeba_like):
     nets, path, run, ckpt = celeba_like
     assert ckpt == run / "checkpoints" / "step-100000"   # the step comes from the file name
@@ -114,7 +105,6 @@ def test_import_writes_a_run_directory_that_samples_like_the_original(celeba_lik
     _assert_same_outputs(nets, loaded, NARROW_HPF)
 
 
-@IMPORT_BUG
 def test_imported_networks_serve_as_current_and_ema_weights(celeba_like):
     nets, _, _, ckpt = celeba_like
     tensors = load_file(str(ckpt / "networks.safetensors"))
@@ -125,7 +115,6 @@ def test_imported_networks_serve_as_current_and_ema_weights(celeba_like):
     assert not any(k.startswith("discriminator.") for k in tensors)
 
 
-@IMPORT_BUG
 def test_import_with_discriminator_module_prefix_and_custom_domains(tmp_path):
     torch.manual_seed(3)
     nets = build_networks(NARROW_AFHQ)
@@ -142,7 +131,6 @@ def test_import_with_discriminator_module_prefix_and_custom_domains(tmp_path):
         torch.testing.assert_close(tensors[f"discriminator.{key}"], value)
 
 
-@IMPORT_BUG
 def test_default_domain_names_for_three_domains_are_afhq(tmp_path):
     torch.manual_seed(4)
     nets = build_networks(NARROW_AFHQ, with_discriminator=False)
@@ -193,10 +181,6 @@ def test_mismatched_tensor_is_a_checkpoint_error(tmp_path):
         import_official(path, tmp_path / "run")
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError,
-                   reason="BUG: the official *_optims.ckpt has the same top-level keys (generator, ...) "
-                   "holding optimizer state dicts; import_official passes the name check and then "
-                   "infer_model_config fails with KeyError 'from_rgb.weight' instead of a CheckpointError")
 def test_optimizer_file_is_rejected_with_a_checkpoint_error(tmp_path):
     nets = build_networks(NARROW_HPF)
     raw = {}

@@ -183,5 +183,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ValueError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if hint is str:
+        if isinstance(value, (dict, list, tuple)):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
         return "" if value is None else str(value)
     return value

@@ -7,6 +7,7 @@ module names match theirs, so the state dicts load unchanged; released generator
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from pathlib import Path
@@ -50,6 +51,9 @@ def import_official(checkpoint: str | Path, out_dir: str | Path,
     if missing:
         raise CheckpointError(f"{checkpoint} is not an official StarGAN v2 network file: missing "
                               f"{missing} (the *_optims.ckpt file holds optimizers, not networks)")
+    if not all(_is_state_dict(raw[name]) for name in NET_NAMES if name in raw):
+        raise CheckpointError(f"{checkpoint} holds no network state dicts (the *_optims.ckpt file holds "
+                              "optimizers, not networks; use *_nets_ema.ckpt or *_nets.ckpt)")
     state_dicts = {name: {k.removeprefix("module."): v for k, v in raw[name].items()}
                    for name in NET_NAMES if name in raw}
     model = infer_model_config(state_dicts)
@@ -75,9 +79,13 @@ def import_official(checkpoint: str | Path, out_dir: str | Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     config.save_yaml(out_dir / "config.yaml")
     # Official networks serve both as "current" and as EMA weights; no optimizer state to resume from.
-    ema = Networks(nets.generator, nets.mapping_network, nets.style_encoder)
+    ema = Networks(*(copy.deepcopy(n) for n in (nets.generator, nets.mapping_network, nets.style_encoder)))
     state = TrainState(nets=nets, ema=ema, optimizers={}, step=_step_of(checkpoint))
     return save_checkpoint(out_dir, state, config, keep_last=0)
+
+
+def _is_state_dict(value: object) -> bool:
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
 
 
 def _step_of(checkpoint: Path) -> int:

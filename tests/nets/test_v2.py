@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,6 @@ TINY = ModelConfig(img_size=16, num_domains=2, latent_dim=4, style_dim=8, hidden
 
 
 def tiny(**changes) -> ModelConfig:
-    from dataclasses import replace
     return replace(TINY, **changes)
 
 
@@ -249,6 +249,10 @@ def test_w_hpf_adds_one_down_block_and_drops_decoder_skips():
     assert not hasattr(plain, "hpf") and "hpf.filter" not in plain.state_dict()
     assert "hpf.filter" in hpf.state_dict()
     assert all(b.w_hpf == 1 for b in hpf.decode) and all(b.w_hpf == 0 for b in plain.decode)
+    # the filter survives build_networks' He init, and scales with 1 / w_hpf
+    laplace = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, 8.0, -1.0], [-1.0, -1.0, -1.0]])
+    built = build_networks(tiny(img_size=32, w_hpf=2.0), with_discriminator=False).generator
+    torch.testing.assert_close(built.hpf.filter, laplace / 2)
 
     torch.manual_seed(0)
     hpf.apply(he_init)
@@ -281,8 +285,11 @@ def test_generator_with_masks_adds_high_pass_encoder_features(masked_generator, 
     masks = (torch.rand(2, 1, 128, 128), torch.rand(2, 1, 128, 128))
 
     encoder_inputs = {}
-    hooks = [blk.register_forward_pre_hook(lambda m, args: encoder_inputs.setdefault(args[0].size(2), args[0]))
-             for blk in g.encode]
+
+    def record(module, args):
+        encoder_inputs.setdefault(args[0].size(2), args[0])
+
+    hooks = [blk.register_forward_pre_hook(record) for blk in g.encode]
     seen = []
     real_hpf = g.hpf.forward
     monkeypatch.setattr(g.hpf, "forward", lambda t: (seen.append(t), real_hpf(t))[1])
