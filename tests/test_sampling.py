@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stargan import sampling
+from stargan import animation, sampling
 from stargan.config import ModelConfig
 from stargan.nets.v2 import Networks, build_networks
 
@@ -180,7 +180,7 @@ def test_save_grid_writes_png_atomically(nets: Networks, tmp_path: Path) -> None
 
 def test_interpolation_gif_has_expected_frames(nets: Networks, tmp_path: Path) -> None:
     x_src, refs, y_refs = images(2, 16, seed=1), images(3, 16, seed=2), torch.tensor([0, 1, 1])
-    path = sampling.write_interpolation(nets, x_src, refs, y_refs, tmp_path / "interp.gif",
+    path = animation.write_interpolation(nets, x_src, refs, y_refs, tmp_path / "interp.gif",
                                         frames_per_transition=4, fps=25)
     with Image.open(path) as gif:
         assert gif.n_frames == 3 * 4
@@ -204,7 +204,7 @@ def test_interpolation_is_streamed_frame_by_frame(nets: Networks, tmp_path: Path
         return forward(*args, **kwargs)
 
     monkeypatch.setattr(nets.generator, "forward", spy)
-    sampling.write_interpolation(nets, images(1, 16), images(2, 16), torch.tensor([0, 1]), path,
+    animation.write_interpolation(nets, images(1, 16), images(2, 16), torch.tensor([0, 1]), path,
                                  frames_per_transition=5)
     assert len(sizes_at_each_frame) == 10
     # Every frame is on disk before the next one is computed.
@@ -218,7 +218,7 @@ def test_gif_frames_round_trip(tmp_path: Path, height: int, width: int) -> None:
     for _ in range(4):
         colours = rng.integers(0, 256, (6, 3), dtype=np.uint8)  # few colours: no quantisation error
         frames.append(colours[rng.integers(0, 6, (height, width))])
-    path = sampling.write_animation(iter(frames), tmp_path / "frames.gif", fps=10)
+    path = animation.write_animation(iter(frames), tmp_path / "frames.gif", fps=10)
     with Image.open(path) as gif:
         assert gif.n_frames == 4
         for i, frame in enumerate(frames):
@@ -229,11 +229,11 @@ def test_gif_frames_round_trip(tmp_path: Path, height: int, width: int) -> None:
 def test_write_animation_rejects_bad_input(tmp_path: Path) -> None:
     frame = np.zeros((8, 8, 3), np.uint8)
     with pytest.raises(ValueError, match=r"\.gif or \.mp4"):
-        sampling.write_animation([frame], tmp_path / "a.avi")
+        animation.write_animation([frame], tmp_path / "a.avi")
     with pytest.raises(ValueError, match="same size"):
-        sampling.write_animation([frame, np.zeros((8, 9, 3), np.uint8)], tmp_path / "b.gif")
+        animation.write_animation([frame, np.zeros((8, 9, 3), np.uint8)], tmp_path / "b.gif")
     with pytest.raises(ValueError, match="no frames"):
-        sampling.write_animation([], tmp_path / "c.gif")
+        animation.write_animation([], tmp_path / "c.gif")
     assert list(tmp_path.iterdir()) == []  # failed writes leave nothing behind
 
 
@@ -241,20 +241,20 @@ def test_mp4_without_imageio_ffmpeg_says_what_to_install(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # makes `import imageio_ffmpeg` fail
     with pytest.raises(ImportError, match="pip install imageio imageio-ffmpeg"):
-        sampling.write_animation([np.zeros((16, 16, 3), np.uint8)], tmp_path / "out" / "a.mp4")
+        animation.write_animation([np.zeros((16, 16, 3), np.uint8)], tmp_path / "out" / "a.mp4")
     assert not (tmp_path / "out").exists()
 
 
 def test_interpolation_needs_two_references(nets: Networks, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 2 reference"):
-        sampling.write_interpolation(nets, images(1, 16), images(1, 16), torch.tensor([0]),
+        animation.write_interpolation(nets, images(1, 16), images(1, 16), torch.tensor([0]),
                                      tmp_path / "a.gif")
 
 
 def test_interpolation_mp4(nets: Networks, tmp_path: Path) -> None:
     pytest.importorskip("imageio_ffmpeg")
     imageio = pytest.importorskip("imageio.v2")
-    path = sampling.write_interpolation(nets, images(2, 16), images(2, 16), torch.tensor([0, 1]),
+    path = animation.write_interpolation(nets, images(2, 16), images(2, 16), torch.tensor([0, 1]),
                                         tmp_path / "interp.mp4", frames_per_transition=3, fps=10)
     with imageio.get_reader(path) as reader:
         assert reader.count_frames() == 6

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
 
-from stargan import sampling
+from stargan import animation, sampling
 from stargan.config import Config
+from stargan.data.folders import load_rgb
+from stargan.data.transforms import eval_transform, to_pil
 from stargan.nets.v2 import Networks
 
 ImageInput = Image.Image | str | os.PathLike[str]
@@ -73,7 +74,7 @@ class Translator:
             generator = torch.Generator().manual_seed(seed) if seed is not None else None
             z = torch.randn(num_styles, self.config.model.latent_dim, generator=generator)
             out = sampling.translate(self.nets, x, y, z=z, psi=psi, generator=generator)
-        return [_to_pil(t) for t in out]
+        return [to_pil(t) for t in out]
 
     def interpolate(self, image: ImageInput | Sequence[ImageInput], references: Sequence[ImageInput],
                     domains: str | Sequence[str], path: str | os.PathLike[str], *,
@@ -91,7 +92,7 @@ class Translator:
         x_src = torch.cat([self._load(source) for source in sources])
         refs = torch.cat([self._load(ref) for ref in references])
         y_refs = torch.tensor([self._domain_index(name) for name in names])
-        return sampling.write_interpolation(self.nets, x_src, refs, y_refs, path,
+        return animation.write_interpolation(self.nets, x_src, refs, y_refs, path,
                                             frames_per_transition=frames_per_transition, fps=fps)
 
     def _domain_index(self, domain: str) -> int:
@@ -101,18 +102,6 @@ class Translator:
 
     def _load(self, image: ImageInput) -> torch.Tensor:
         if not isinstance(image, Image.Image):
-            with Image.open(Path(image)) as opened:
-                return _to_tensor(opened, self.img_size)
-        return _to_tensor(image, self.img_size)
+            image = load_rgb(image)  # any mode (16-bit, CMYK, palette, alpha) becomes RGB
+        return eval_transform(image, self.img_size)[None]
 
-
-def _to_tensor(image: Image.Image, img_size: int) -> torch.Tensor:
-    """PIL image -> [1, 3, img_size, img_size] float tensor in [-1, 1]."""
-    image = TF.resize(image.convert("RGB"), [img_size, img_size], antialias=True)
-    return (TF.pil_to_tensor(image).float() / 127.5 - 1)[None]
-
-
-def _to_pil(image: torch.Tensor) -> Image.Image:
-    """[3, H, W] tensor in [-1, 1] -> RGB PIL image."""
-    pixels = ((image.detach().float().cpu() + 1) * 127.5).clamp(0, 255).round().to(torch.uint8)
-    return TF.to_pil_image(pixels)

@@ -22,7 +22,10 @@ def _config_from_args(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> Path:
+    from stargan.distributed import broadcast, init_from_env
     from stargan.training.loop import new_run_dir, train
+
+    world = init_from_env()  # several processes under torchrun, else one
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -35,9 +38,17 @@ def cmd_train(args: argparse.Namespace) -> Path:
     else:
         config = _config_from_args(args)
         run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(args.runs, config.preset)
-    print(f"run directory: {run_dir}")
-    ckpt = train(config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress)
-    _report(run_dir, ckpt)
+        run_dir = broadcast(run_dir, world)
+    if world.is_main:
+        print(f"run directory: {run_dir}")
+    ckpt = train(config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress,
+                 world=world)
+    if world.is_main:
+        _report(run_dir, ckpt)
+    if world.is_distributed:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return run_dir
 
 

@@ -27,6 +27,7 @@ class ModelConfig:
     max_conv_dim: int = 512    # channel cap of G, E and D
     base_dim: int = 0          # first conv width; 0 means the paper's 2**14 // img_size
     w_hpf: float = 1.0         # high-pass filter weight; > 0 drops decoder skips and adds a block
+    g_downsamples: int = 0     # G's down/up blocks; 0 means the paper's log2(img_size) - 4 (+1 w_hpf)
 
     @property
     def first_dim(self) -> int:

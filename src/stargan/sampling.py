@@ -1,4 +1,4 @@
-"""Sampling with trained StarGAN v2 networks: image grids, translations and style animations.
+"""Sampling with trained StarGAN v2 networks: image grids and translations (animations: animation.py).
 
 Every function runs under ``torch.inference_mode`` with the networks temporarily in eval mode (their
 previous mode is restored) on the device of the networks; inputs are moved there. Images are
@@ -8,13 +8,10 @@ tensors in [-1, 1] of shape [B, 3, S, S]; grids are [3, H, W] tensors in [0, 1] 
 from __future__ import annotations
 
 import contextlib
-import io
+from collections.abc import Iterator
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-from types import ModuleType
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -25,7 +22,6 @@ from stargan.nets.v2 import Networks
 
 GRID_PADDING = 2         # pixels between the cells of every grid
 MEAN_STYLE_CHUNK = 1000  # latent codes per forward pass in mean_style
-ANIMATION_SUFFIXES = (".gif", ".mp4")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,184 +277,3 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
     """[C, H, W] in [0, 1] -> [H, W, C] uint8."""
     pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
     return pixels.permute(1, 2, 0).cpu().numpy()
-
-
-# ----------------------------------------------------------------------------------------------
-# Style interpolation animations
-
-def interpolation_frames(nets: Networks, x_src: torch.Tensor, refs: torch.Tensor,
-                         y_refs: torch.Tensor, frames_per_transition: int = 30) -> Iterator[np.ndarray]:
-    """Lazily yield [H, W, 3] uint8 frames: each source next to its translation, row by row.
-
-    The style moves linearly from E(refs[0]) to E(refs[1]), ..., and back to E(refs[0]), so the
-    animation loops; there are ``len(refs) * frames_per_transition`` frames.
-    """
-    _check_images(x_src, "x_src", nets)
-    _check_images(refs, "refs", nets)
-    if refs.size(0) < 2:
-        raise ValueError(f"interpolation needs at least 2 reference images, got {refs.size(0)}")
-    if frames_per_transition < 1:
-        raise ValueError(f"frames_per_transition must be >= 1, got {frames_per_transition}")
-    y_refs = _domain_tensor(y_refs, refs.size(0), nets)
-    return _interpolation_frames(nets, x_src, refs, y_refs, frames_per_transition)
-
-
-@torch.inference_mode()
-def _interpolation_frames(nets: Networks, x_src: torch.Tensor, refs: torch.Tensor,
-                          y_refs: torch.Tensor, frames_per_transition: int) -> Iterator[np.ndarray]:
-    device = _device(nets)
-    x_src = x_src.to(device)
-    n = x_src.size(0)
-    with _eval_mode(nets):
-        styles = nets.style_encoder(refs.to(device), y_refs)  # [R, style_dim]
-        targets = torch.roll(styles, shifts=-1, dims=0)        # R-1 goes back to 0
-        for start, end in zip(styles, targets):
-            for k in range(frames_per_transition):
-                s = torch.lerp(start, end, k / frames_per_transition)
-                x_fake = nets.generator(x_src, s.expand(n, -1))
-                # Interleave to [src_0, fake_0, src_1, fake_1, ...]: one source per row.
-                cells = torch.stack([x_src, x_fake], dim=1).flatten(0, 1)
-                yield _to_uint8(make_grid(_to_unit(cells), nrow=2, padding=0))
-
-
-class _FrameWriter(Protocol):
-    def append_data(self, im: np.ndarray) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def write_interpolation(nets: Networks, x_src: torch.Tensor, refs: torch.Tensor, y_refs: torch.Tensor,
-                        path: str | os.PathLike[str], frames_per_transition: int = 30,
-                        fps: int = 30) -> Path:
-    """Write a looping style-interpolation animation (.gif, or .mp4 with imageio-ffmpeg).
-
-    ``x_src`` is [N, 3, S, S] (N >= 1), ``refs`` [R, 3, S, S] with their domains ``y_refs`` [R].
-    Frames are generated and written one at a time, so memory does not grow with the length.
-    """
-    frames = interpolation_frames(nets, x_src, refs, y_refs, frames_per_transition)
-    return write_animation(frames, path, fps=fps)
-
-
-def write_animation(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps: int = 30) -> Path:
-    """Stream [H, W, 3] uint8 frames to a .gif or .mp4 file, one frame at a time.
-
-    GIF frame delays are whole hundredths of a second, so e.g. 30 fps plays at 1/0.03 s.
-    A partially written file is removed if anything fails.
-    """
-    path = Path(path)
-    if fps < 1:
-        raise ValueError(f"fps must be >= 1, got {fps}")
-    suffix = path.suffix.lower()
-    if suffix not in ANIMATION_SUFFIXES:
-        raise ValueError(f"cannot write {path.name}: animations are written as "
-                         f"{' or '.join(ANIMATION_SUFFIXES)}")
-    imageio = _import_imageio_ffmpeg(path) if suffix != ".gif" else None  # fail before any work
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer: _FrameWriter
-    if imageio is None:
-        writer = _GifWriter(path, fps)
-    else:
-        # imageio's FFMPEG writer pipes each appended frame straight to an ffmpeg process.
-        writer = imageio.get_writer(path, format="FFMPEG", mode="I", fps=fps)
-    count = 0
-    try:
-        for frame in frames:
-            writer.append_data(frame)
-            count += 1
-        if count == 0:
-            raise ValueError(f"no frames to write to {path}")
-    except BaseException:
-        writer.close()
-        path.unlink(missing_ok=True)
-        raise
-    writer.close()
-    return path
-
-
-def _import_imageio_ffmpeg(path: Path) -> ModuleType:
-    try:
-        import imageio.v2 as imageio
-        import imageio_ffmpeg  # noqa: F401  (imageio's FFMPEG format needs it)
-    except ImportError as err:
-        raise ImportError(f"writing {path.suffix} videos needs imageio and imageio-ffmpeg: "
-                          "pip install imageio imageio-ffmpeg (or pip install 'stargan[video]'), "
-                          "or write a .gif instead") from err
-    return imageio
-
-
-class _GifWriter:
-    """Animated GIF written frame by frame (GIF89a), each frame with its own 256-colour palette.
-
-    Pillow can only save a multi-frame GIF from frames it holds all at once, so each frame is
-    encoded alone by Pillow and its image block is copied into the output stream.
-    """
-
-    def __init__(self, path: Path, fps: int, loop: int = 0):
-        self._file = open(path, "wb")
-        self._delay = max(2, round(100 / fps))  # hundredths of a second; < 2 is slowed by viewers
-        self._loop = loop                       # 0 = forever
-        self._size: tuple[int, int] | None = None
-
-    def append_data(self, im: np.ndarray) -> None:
-        if im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] != 3:
-            raise ValueError(f"frames must be [H, W, 3] uint8 arrays, got {im.dtype} {im.shape}")
-        height, width = im.shape[:2]
-        if self._size is None:
-            self._size = (width, height)
-            self._write_header(width, height)
-        elif self._size != (width, height):
-            raise ValueError(f"all frames must have the same size: the first was {self._size[0]}x"
-                             f"{self._size[1]}, this one is {width}x{height}")
-        palette, descriptor, data = _encode_gif_frame(Image.fromarray(im).quantize(256))
-        # Graphic control extension: disposal 1 (keep), delay, no transparency.
-        self._file.write(b"\x21\xf9\x04\x04" + self._delay.to_bytes(2, "little") + b"\x00\x00")
-        self._file.write(descriptor + palette + data)
-        self._file.flush()
-
-    def close(self) -> None:
-        if self._file.closed:
-            return
-        if self._size is not None:
-            self._file.write(b"\x3b")  # trailer
-        self._file.close()
-
-    def _write_header(self, width: int, height: int) -> None:
-        # Logical screen without a global palette (every frame carries its own).
-        screen = width.to_bytes(2, "little") + height.to_bytes(2, "little") + b"\x00\x00\x00"
-        loop = b"\x21\xff\x0bNETSCAPE2.0\x03\x01" + self._loop.to_bytes(2, "little") + b"\x00"
-        self._file.write(b"GIF89a" + screen + loop)
-
-
-def _encode_gif_frame(image: Image.Image) -> tuple[bytes, bytes, bytes]:
-    """(palette, image descriptor using it as local palette, LZW data) of a one-frame GIF."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="GIF")
-    data = buffer.getvalue()
-    palette, pos = _color_table(data, flags=data[10], pos=13)
-    while data[pos] == 0x21:  # skip extensions: introducer, label, sub-blocks
-        pos = _skip_sub_blocks(data, pos + 2)
-    if data[pos] != 0x2C:
-        raise RuntimeError("Pillow wrote a GIF without an image block; cannot stream this frame")
-    descriptor = bytearray(data[pos:pos + 10])
-    local, start = _color_table(data, flags=descriptor[9], pos=pos + 10)
-    palette = local or palette
-    if not palette:
-        raise RuntimeError("Pillow wrote a GIF frame without a palette; cannot stream this frame")
-    size_bits = (len(palette) // 3).bit_length() - 2  # table holds 2 ** (size_bits + 1) colours
-    descriptor[9] = 0x80 | (descriptor[9] & 0x40) | size_bits  # local table, keep interlace flag
-    end = _skip_sub_blocks(data, start + 1)  # LZW minimum code size, then data sub-blocks
-    return palette, bytes(descriptor), data[start:end]
-
-
-def _color_table(data: bytes, flags: int, pos: int) -> tuple[bytes, int]:
-    """The colour table announced by ``flags`` starting at ``pos`` (empty if none), and its end."""
-    if not flags & 0x80:
-        return b"", pos
-    length = 3 * 2 ** ((flags & 0x07) + 1)
-    return data[pos:pos + length], pos + length
-
-
-def _skip_sub_blocks(data: bytes, pos: int) -> int:
-    while data[pos]:
-        pos += data[pos] + 1
-    return pos + 1

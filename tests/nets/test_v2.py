@@ -335,3 +335,17 @@ def test_mapping_network_layout():
     head = [m for m in f.unshared[0] if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in head] == [(16, 16)] * 3 + [(16, 8)]
     assert isinstance(f.unshared[0][-1], torch.nn.Linear)  # no activation on the style
+
+
+def test_g_downsamples_sets_the_bottleneck_resolution():
+    paper = build_networks(replace(TINY, img_size=32)).generator
+    deeper = build_networks(replace(TINY, img_size=32, g_downsamples=3)).generator
+    assert len(paper.encode) == 1 + 2 and len(deeper.encode) == 3 + 2  # down blocks + 2 bottleneck
+    x, s = torch.randn(2, 3, 32, 32), torch.randn(2, TINY.style_dim)
+    sizes = []
+    hook = deeper.encode[-1].register_forward_hook(lambda m, i, o: sizes.append(o.shape[-1]))
+    assert deeper(x, s).shape == (2, 3, 32, 32)
+    hook.remove()
+    assert sizes == [4]
+    with pytest.raises(ValueError, match="g_downsamples=5"):
+        Generator(img_size=32, num_downsamples=5)

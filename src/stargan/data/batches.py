@@ -19,11 +19,13 @@ from stargan.data.transforms import eval_transform, train_transform
 NUM_STEPS = 2**62  # batches are indexed by training step; there is no end
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """A generator whose state depends on ``seed`` and ``step`` only (mixed, so nearby pairs differ)."""
-    if seed < 0 or step < 0:
-        raise ValueError(f"seed and step must be >= 0, got seed={seed}, step={step}")
-    low, high = np.random.SeedSequence([seed, step]).generate_state(2, np.uint32)
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """A generator whose state depends on ``seed``, ``step`` and the process ``rank`` only (mixed, so
+    nearby values differ)."""
+    if seed < 0 or step < 0 or rank < 0:
+        raise ValueError(f"seed, step and rank must be >= 0, got seed={seed}, step={step}, rank={rank}")
+    entropy = [seed, step] if rank == 0 else [seed, step, rank]
+    low, high = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
     return torch.Generator().manual_seed(int(high) << 32 | int(low))
 
 
@@ -36,7 +38,7 @@ class TrainBatches(Dataset):
     """
 
     def __init__(self, folder: ImageFolder, img_size: int, batch_size: int, latent_dim: int,
-                 seed: int, crop_prob: float = 0.5):
+                 seed: int, crop_prob: float = 0.5, rank: int = 0):
         if img_size < 1 or batch_size < 1 or latent_dim < 1:
             raise ValueError(f"img_size, batch_size and latent_dim must be >= 1, got {img_size}, "
                              f"{batch_size}, {latent_dim}")
@@ -52,6 +54,7 @@ class TrainBatches(Dataset):
         self.latent_dim = latent_dim
         self.seed = seed
         self.crop_prob = crop_prob
+        self.rank = rank  # each data-parallel process draws its own batches
 
     def __len__(self) -> int:
         return NUM_STEPS
@@ -69,7 +72,7 @@ class TrainBatches(Dataset):
         return torch.stack([train_transform(im, self.img_size, generator, self.crop_prob) for im in images])
 
     def __getitem__(self, step: int) -> dict[str, Tensor]:
-        g = step_generator(self.seed, int(step))
+        g = step_generator(self.seed, int(step), self.rank)
         num_domains, b = len(self.by_domain), self.batch_size
         y_org = torch.randint(num_domains, (b,), generator=g)
         y_trg = torch.randint(num_domains, (b,), generator=g)

@@ -27,7 +27,7 @@ def _num_downsamplings(img_size: int, offset: int) -> int:
 
 class Generator(nn.Module):
     def __init__(self, img_size: int = 256, style_dim: int = 64, max_conv_dim: int = 512,
-                 w_hpf: float = 1.0, base_dim: int = 0):
+                 w_hpf: float = 1.0, base_dim: int = 0, num_downsamples: int = 0):
         super().__init__()
         dim_in = base_dim or 2**14 // img_size
         self.img_size = img_size
@@ -36,7 +36,11 @@ class Generator(nn.Module):
         self.decode = nn.ModuleList()
         self.to_rgb = nn.Sequential(nn.InstanceNorm2d(dim_in, affine=True), nn.LeakyReLU(0.2),
                                     nn.Conv2d(dim_in, 3, 1, 1, 0))
-        repeat_num = _num_downsamplings(img_size, 4) + (1 if w_hpf > 0 else 0)
+        # The paper stops at 16x16 (8x8 with w_hpf); a small image may want a deeper bottleneck.
+        paper_num = _num_downsamplings(img_size, 4) + (1 if w_hpf > 0 else 0)
+        repeat_num = num_downsamples or paper_num
+        if not 0 <= repeat_num <= int(math.log2(img_size)) - 1:
+            raise ValueError(f"g_downsamples={num_downsamples} does not fit img_size={img_size}")
         dim_out = dim_in
         for _ in range(repeat_num):
             dim_out = min(dim_in * 2, max_conv_dim)
@@ -158,7 +162,8 @@ def build_networks(cfg: ModelConfig, with_discriminator: bool = True) -> Network
     if cfg.num_domains < 1:
         raise ValueError(f"num_domains must be >= 1, got {cfg.num_domains}")
     nets = Networks(
-        generator=Generator(cfg.img_size, cfg.style_dim, cfg.max_conv_dim, cfg.w_hpf, cfg.base_dim),
+        generator=Generator(cfg.img_size, cfg.style_dim, cfg.max_conv_dim, cfg.w_hpf, cfg.base_dim,
+                            cfg.g_downsamples),
         mapping_network=MappingNetwork(cfg.latent_dim, cfg.style_dim, cfg.num_domains, cfg.hidden_dim),
         style_encoder=StyleEncoder(cfg.img_size, cfg.style_dim, cfg.num_domains, cfg.max_conv_dim,
                                    cfg.base_dim),

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from stargan import checkpoints, sampling
 from stargan.config import Config
 from stargan.data import TrainBatches, fixed_batch, open_dataset, train_loader
+from stargan.distributed import World, device_for
 from stargan.nets.v2 import build_networks
 from stargan.training.step import TrainState, make_train_state, train_step
 
@@ -96,31 +97,39 @@ def write_samples(state: TrainState, config: Config, val_batch: tuple[torch.Tens
     return [sampling.save_grid(grid, f"{prefix}_{kind}.png") for kind, grid in grids.items()]
 
 
-def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bool = True) -> Path:
-    """Train (or continue training) the run in ``run_dir``; returns the last checkpoint."""
+def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bool = True,
+          world: World = World()) -> Path:
+    """Train (or continue training) the run in ``run_dir``; returns the last checkpoint.
+
+    With several processes (``world``), each trains on its own batches and rank 0 alone writes.
+    """
     config, train_set, val_set = resolve_data(config)
-    device = resolve_device(config.train.device)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if config.model.w_hpf > 0:
+    device = resolve_device(device_for(world, config.train.device))
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if config.model.w_hpf > 0 and world.is_main:
         warnings.warn(f"model.w_hpf={config.model.w_hpf}: no face landmark model is available, so the "
                       "high-pass masks are off (the generator keeps its w_hpf architecture)", stacklevel=2)
 
     torch.manual_seed(config.train.seed)
-    state = make_train_state(build_networks(config.model).to(device), config.optim)
+    state = make_train_state(build_networks(config.model).to(device), config.optim, world.world_size)
     if resume:
         ckpt = checkpoints.restore_train_state(run_dir, state, config)
-        tqdm.write(f"resumed from {ckpt} at step {state.step}")
-    config.save_yaml(run_dir / "config.yaml")
+        if world.is_main:
+            tqdm.write(f"resumed from {ckpt} at step {state.step}")
+    if world.is_main:
+        config.save_yaml(run_dir / "config.yaml")
 
     batches = TrainBatches(train_set, config.model.img_size, config.data.batch_size,
-                           config.model.latent_dim, config.train.seed, config.data.crop_prob)
+                           config.model.latent_dim, config.train.seed, config.data.crop_prob, world.rank)
     per_domain = -(-config.train.num_samples // len(val_set.domains))
-    val_batch = fixed_batch(val_set, config.model.img_size, per_domain=per_domain, seed=config.train.seed)
-    log = ScalarLog(run_dir / "logs")
+    val_batch = (fixed_batch(val_set, config.model.img_size, per_domain=per_domain, seed=config.train.seed)
+                 if world.is_main else None)
+    log = ScalarLog(run_dir / "logs") if world.is_main else None
     total = config.train.total_iters
     last_ckpt = None
     progress = tqdm(total=total, initial=state.step, desc="train", unit="it", dynamic_ncols=True,
-                    disable=not show_progress)
+                    disable=not (show_progress and world.is_main))
     try:
         batch_iter = train_loader(batches, state.step, config.data.num_workers)
         while state.step < total:
@@ -128,6 +137,8 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
             logs = train_step(state, batch, config.loss, config.optim.ema_beta)
             progress.update(1)
             step = state.step
+            if not world.is_main:
+                continue
             if step % config.train.log_every == 0 or step == total:
                 scalars = {k: float(v) for k, v in logs.items()}
                 log.write(step, scalars)
@@ -137,7 +148,15 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
                 write_samples(state, config, val_batch, run_dir / "samples", device)
             if step % config.train.save_every == 0 or step == total:
                 last_ckpt = checkpoints.save_checkpoint(run_dir, state, config, config.train.keep_last)
+    except KeyboardInterrupt:
+        if world.is_main and (last_ckpt is None or not last_ckpt.name.endswith(f"{state.step:06d}")):
+            saved = checkpoints.save_checkpoint(run_dir, state, config, config.train.keep_last)
+            tqdm.write(f"interrupted: saved {saved}; continue with --resume {run_dir}")
+        raise
     finally:
         progress.close()
-        log.close()
+        if log is not None:
+            log.close()
+    if not world.is_main:
+        return run_dir / "checkpoints" / f"step-{state.step:06d}"
     return last_ckpt or checkpoints.resolve_checkpoint(run_dir)

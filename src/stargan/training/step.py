@@ -19,6 +19,7 @@ from torch import nn
 
 from stargan import losses
 from stargan.config import LossConfig, OptimConfig
+from stargan.distributed import average_gradients
 from stargan.nets.v2 import Networks
 
 Masks = tuple[torch.Tensor, torch.Tensor] | None
@@ -32,9 +33,10 @@ class TrainState:
     ema: Networks                  # moving averages of G, F, E (no discriminator)
     optimizers: dict[str, torch.optim.Optimizer]
     step: int = 0                  # number of iterations done
+    world_size: int = 1            # processes whose gradients are averaged (see distributed.py)
 
 
-def make_train_state(nets: Networks, optim: OptimConfig) -> TrainState:
+def make_train_state(nets: Networks, optim: OptimConfig, world_size: int = 1) -> TrainState:
     ema = Networks(copy.deepcopy(nets.generator), copy.deepcopy(nets.mapping_network),
                    copy.deepcopy(nets.style_encoder))
     for _, net in ema.items():
@@ -45,7 +47,7 @@ def make_train_state(nets: Networks, optim: OptimConfig) -> TrainState:
                                betas=(optim.beta1, optim.beta2), weight_decay=optim.weight_decay)
         for name, net in nets.items()
     }
-    return TrainState(nets=nets, ema=ema, optimizers=optimizers)
+    return TrainState(nets=nets, ema=ema, optimizers=optimizers, world_size=world_size)
 
 
 @contextlib.contextmanager
@@ -119,6 +121,8 @@ def _update(state: TrainState, loss: torch.Tensor, names: tuple[str, ...]) -> No
     for optimizer in state.optimizers.values():
         optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if state.world_size > 1:
+        average_gradients([getattr(state.nets, name) for name in names], state.world_size)
     for name in names:
         state.optimizers[name].step()
 
