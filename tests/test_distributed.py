@@ -10,18 +10,15 @@ import textwrap
 import pytest
 import torch
 
-from stargan.config import ModelConfig, OptimConfig, LossConfig
+from stargan.config import LossConfig, OptimConfig
 from stargan.nets.v2 import build_networks
 from stargan.training.step import make_train_state, train_step
 
 pytestmark = pytest.mark.slow
 
-MODEL = ModelConfig(img_size=16, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=16,
-                    max_conv_dim=16, base_dim=8, w_hpf=0)
-
 WORKER = textwrap.dedent('''
     import sys, torch
-    from stargan.config import ModelConfig, OptimConfig, LossConfig
+    from stargan.config import OptimConfig, LossConfig
     from stargan.distributed import init_from_env
     from stargan.nets.v2 import build_networks
     from stargan.training.step import make_train_state, train_step
@@ -29,7 +26,7 @@ WORKER = textwrap.dedent('''
     from test_distributed_batches import MODEL, batch_for
     world = init_from_env()
     torch.manual_seed(0)
-    state = make_train_state(build_networks(MODEL).double(), OptimConfig(), world.world_size)
+    state = make_train_state(build_networks(MODEL).to(torch.float64), OptimConfig(), world.world_size)
     for step in range(2):
         train_step(state, batch_for(step, world.rank), LossConfig(), 0.999)
     torch.save({k: v for k, v in state.nets.generator.state_dict().items()} |
@@ -76,11 +73,11 @@ def test_two_processes_equal_one_step_on_the_joined_batch(tmp_path):
 
     sys.path.insert(0, str(tmp_path))
     try:
-        from test_distributed_batches import batch_for
+        from test_distributed_batches import MODEL, batch_for
     finally:
         sys.path.remove(str(tmp_path))
     torch.manual_seed(0)
-    state = make_train_state(build_networks(MODEL).double(), OptimConfig())
+    state = make_train_state(build_networks(MODEL).to(torch.float64), OptimConfig())
     for step in range(2):
         parts = [batch_for(step, 0), batch_for(step, 1)]
         joined = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

@@ -126,7 +126,7 @@ def test_train_batches_rejects_bad_arguments(folder):
         TrainBatches(folder, 8, 3, 2, seed=0, crop_prob=1.5)
     with pytest.raises(ValueError, match="batch_size"):
         TrainBatches(folder, 8, 0, 2, seed=0)
-    with pytest.raises(ValueError, match="seed and step must be >= 0"):
+    with pytest.raises(ValueError, match="seed, step and rank must be >= 0"):
         TrainBatches(folder, 8, 3, 2, seed=-1)[0]
 
 

@@ -93,3 +93,22 @@ def test_domains_must_match_the_run(demo_data, tmp_path):
     with pytest.raises(ValueError, match="expects domains"):
         train(tiny_config(demo_data, "data.domains=cat,dog", "train.total_iters=1"), tmp_path,
               show_progress=False)
+
+
+def test_ctrl_c_saves_a_checkpoint_to_resume_from(demo_data, tmp_path, monkeypatch):
+    from stargan.training import loop
+
+    calls = []
+
+    def interrupted_step(state, *args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real_step(state, *args, **kwargs)
+
+    real_step = loop.train_step
+    monkeypatch.setattr(loop, "train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(demo_data, "train.total_iters=10", "train.save_every=100"), tmp_path,
+              show_progress=False)
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-000003"]
