@@ -196,3 +196,19 @@ def test_optimizer_file_is_rejected_with_a_checkpoint_error(tmp_path):
     torch.save(raw, path)
     with pytest.raises(CheckpointError, match="optim"):
         import_official(path, tmp_path / "run")
+
+
+def test_cli_import_then_translate(celeba_file, tmp_path, capsys):
+    from PIL import Image
+
+    from stargan.cli import main
+
+    _, path = celeba_file
+    assert main(["import-official", str(path), "--out", str(tmp_path / "run"),
+                 "--domains", "female,male"]) == 0
+    assert "step-100000" in capsys.readouterr().out
+    Image.new("RGB", (40, 30), (200, 120, 90)).save(tmp_path / "face.jpg")
+    assert main(["translate", str(tmp_path / "run"), "--input", str(tmp_path / "face.jpg"),
+                 "--domain", "male", "--num-styles", "1", "--out", str(tmp_path / "out")]) == 0
+    with Image.open(tmp_path / "out" / "face_male_style0.png") as image:
+        assert image.size == (256, 256)
