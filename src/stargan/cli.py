@@ -53,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> Path:
 
 
 def _report(run_dir: Path, ckpt: Path) -> None:
-    samples = sorted((run_dir / "samples").glob("*.png"))
+    samples = sorted((run_dir / "samples").glob("[0-9]" * 6 + "_*.png"))  # the training grids
     print(f"\ncheckpoint:   {ckpt}")
     if samples:
         last = samples[-1].name.split("_")[0]
@@ -66,8 +66,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     data = make_demo_dataset(args.data)
     print(f"demo data:     {data}")
-    args.data, args.preset, args.resume, args.skip_bad_images = str(data), "demo", None, False
-    cmd_train(args)
+    cmd_train(argparse.Namespace(**{**vars(args), "data": str(data), "preset": "demo", "resume": None,
+                                    "skip_bad_images": False}))
 
 
 def cmd_sample(args: argparse.Namespace) -> None:

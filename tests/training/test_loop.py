@@ -64,6 +64,9 @@ def test_resume_gives_identical_weights(demo_data, tmp_path):
     torch.manual_seed(12345)  # disturb the global RNG: resume must not depend on it
     resumed = train(tiny_config(demo_data, "train.total_iters=4"), tmp_path / "b", resume=True,
                     show_progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "b" / "logs" / "scalars.jsonl").read_text().splitlines()]
+    # lambda_ds keeps decaying where it left off (ds_iter=4): the value used at steps 0..3
+    assert [(r["step"], r["G/lambda_ds"]) for r in rows] == [(1, 1.0), (2, 0.75), (3, 0.5), (4, 0.25)]
     a, b = weights(straight), weights(resumed)
     assert a.keys() == b.keys()
     assert any(k.startswith("ema.generator.") for k in a)
