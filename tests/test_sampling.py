@@ -259,3 +259,19 @@ def test_interpolation_mp4(nets: Networks, tmp_path: Path) -> None:
     with imageio.get_reader(path) as reader:
         assert reader.count_frames() == 6
         assert reader.get_meta_data()["size"] == (32, 32)
+
+
+def test_sample_grids_spreads_sources_over_the_batch_and_is_seeded(nets: Networks) -> None:
+    x, y = images(6, 16), torch.tensor([0, 0, 0, 1, 1, 1])
+    grids = sampling.sample_grids(nets, x, y, num_images=3, num_styles=2, seed=5)
+    assert set(grids) == {"cycle", "latent", "reference"}
+    assert grids["latent"].shape == grid_shape(1 + 2 * 2, 3, 16)
+    assert grids["reference"].shape == grid_shape(1 + 3, 3 + 1, 16)
+    # sources are images 0, 2 (rounded 2.5 -> 2) and 5; references the same, shifted by one
+    for col, index in enumerate([0, 2, 5]):
+        torch.testing.assert_close(cell(grids["cycle"], 0, col, 16), unit(x[index]))
+    torch.testing.assert_close(cell(grids["cycle"], 1, 0, 16), unit(x[5]))
+    again = sampling.sample_grids(nets, x, y, num_images=3, num_styles=2, seed=5)
+    assert torch.equal(again["latent"], grids["latent"])
+    other = sampling.sample_grids(nets, x, y, num_images=3, num_styles=2, seed=6)
+    assert not torch.equal(other["latent"], grids["latent"])

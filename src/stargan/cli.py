@@ -71,8 +71,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    import torch
-
     from stargan import checkpoints, sampling
     from stargan.data import fixed_batch, open_dataset
 
@@ -83,27 +81,19 @@ def cmd_sample(args: argparse.Namespace) -> None:
     _, val_set = open_dataset(root, check_images=False)
     per_domain = -(-args.num_images // len(val_set.domains))
     x, y = fixed_batch(val_set, config.model.img_size, per_domain=per_domain, seed=args.seed)
-    pick = torch.linspace(0, x.size(0) - 1, min(args.num_images, x.size(0))).round().long()
-    x_src, y_src = x[pick].to(args.device), y[pick].to(args.device)
-    x_ref, y_ref = x_src.roll(1, 0), y_src.roll(1, 0)
-    z = torch.randn(args.num_styles, config.model.latent_dim,
-                    generator=torch.Generator().manual_seed(args.seed)).to(args.device)
+    grids = sampling.sample_grids(nets, x, y, num_images=args.num_images, num_styles=args.num_styles,
+                                  psi=args.psi, seed=args.seed)
     out = Path(args.out or Path(args.run) / "samples")
-    written = [
-        sampling.save_grid(sampling.latent_grid(nets, x_src, config.model.num_domains, z, psi=args.psi),
-                           out / "latent.png"),
-        sampling.save_grid(sampling.reference_grid(nets, x_src, x_ref, y_ref), out / "reference.png"),
-        sampling.save_grid(sampling.cycle_grid(nets, x_src, y_src, x_ref, y_ref), out / "cycle.png"),
-    ]
+    written = [sampling.save_grid(grid, out / f"{kind}.png") for kind, grid in grids.items()]
     print("\n".join(str(p) for p in written))
 
 
 def _input_images(path: Path) -> list[Path]:
-    from stargan.data.folders import IMAGE_EXTENSIONS
+    from stargan.data.folders import IMAGE_EXTENSIONS, list_images
 
     if path.is_file():
         return [path]
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = list_images(path)
     if not files:
         raise SystemExit(f"error: no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}")
     return files

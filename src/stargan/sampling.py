@@ -277,3 +277,26 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
     """[C, H, W] in [0, 1] -> [H, W, C] uint8."""
     pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
     return pixels.permute(1, 2, 0).cpu().numpy()
+
+
+def sample_grids(nets: Networks, x_val: torch.Tensor, y_val: torch.Tensor, num_images: int,
+                 num_styles: int, psi: float = 1.0, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The three standard grids ("cycle", "latent", "reference") on a validation batch.
+
+    ``num_images`` sources are spread evenly over ``x_val`` (so over all domains when it is sorted
+    by domain); the references are the same images shifted by one. ``seed`` fixes the latent codes
+    and the mean style used by ``psi``.
+    """
+    device = _device(nets)
+    x_val, y_val = x_val.to(device), y_val.to(device)
+    n = min(num_images, x_val.size(0))
+    pick = torch.linspace(0, x_val.size(0) - 1, n).round().long().to(device)
+    x_src, y_src = x_val[pick], y_val[pick]
+    x_ref, y_ref = x_src.roll(1, 0), y_src.roll(1, 0)
+    z = torch.randn(num_styles, _latent_dim(nets), generator=torch.Generator().manual_seed(seed))
+    return {
+        "cycle": cycle_grid(nets, x_src, y_src, x_ref, y_ref),
+        "latent": latent_grid(nets, x_src, _num_domains(nets), z, psi=psi,
+                              generator=torch.Generator().manual_seed(seed)),
+        "reference": reference_grid(nets, x_src, x_ref, y_ref),
+    }

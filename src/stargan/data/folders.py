@@ -57,7 +57,8 @@ def _is_visible(path: Path, base: Path) -> bool:
     return not any(part.startswith(".") for part in path.relative_to(base).parts)
 
 
-def _images_in(folder: Path) -> list[Path]:
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively, sorted, hidden files and folders skipped)."""
     return sorted(p for p in folder.rglob("*")
                   if p.suffix.lower() in IMAGE_EXTENSIONS and _is_visible(p, folder) and p.is_file())
 
@@ -85,7 +86,7 @@ def scan_split(root: str | Path, domains: Sequence[str] | None = None) -> ImageF
     files: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(found):
-        images = _images_in(root / name)
+        images = list_images(root / name)
         if not images:
             others = sorted(p.name for p in (root / name).rglob("*") if p.is_file())
             seen = f" (it holds {len(others)} other files, e.g. {others[0]})" if others else ""

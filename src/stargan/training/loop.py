@@ -75,25 +75,11 @@ class ScalarLog:
 
 
 def write_samples(state: TrainState, config: Config, val_batch: tuple[torch.Tensor, torch.Tensor],
-                  out_dir: Path, device: torch.device) -> list[Path]:
+                  out_dir: Path) -> list[Path]:
     """Cycle, latent-guided and reference-guided grids from the EMA networks on a fixed batch."""
-    x_val, y_val = (t.to(device) for t in val_batch)
-    n = min(config.train.num_samples, x_val.size(0))
-    # Sources spread over all domains; references are the same images in another order.
-    pick = torch.linspace(0, x_val.size(0) - 1, n).round().long().to(device)
-    x_src, y_src = x_val[pick], y_val[pick]
-    ref_pick = pick.roll(1)
-    x_ref, y_ref = x_val[ref_pick], y_val[ref_pick]
-    generator = torch.Generator().manual_seed(config.train.seed)
-    z = torch.randn(config.train.num_samples, config.model.latent_dim, generator=generator).to(device)
+    grids = sampling.sample_grids(state.ema, *val_batch, num_images=config.train.num_samples,
+                                  num_styles=4, psi=config.train.psi, seed=config.train.seed)
     prefix = out_dir / f"{state.step:06d}"
-    mean_gen = torch.Generator(device=device).manual_seed(config.train.seed)
-    grids = {
-        "cycle": sampling.cycle_grid(state.ema, x_src, y_src, x_ref, y_ref),
-        "latent": sampling.latent_grid(state.ema, x_src, config.model.num_domains, z[:4],
-                                       psi=config.train.psi, generator=mean_gen),
-        "reference": sampling.reference_grid(state.ema, x_src, x_ref, y_ref),
-    }
     return [sampling.save_grid(grid, f"{prefix}_{kind}.png") for kind, grid in grids.items()]
 
 
@@ -145,7 +131,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
                 progress.set_postfix({short: f"{scalars[k]:.3f}" for k, short in PROGRESS_KEYS.items()},
                                      refresh=False)
             if step % config.train.sample_every == 0 or step == total:
-                write_samples(state, config, val_batch, run_dir / "samples", device)
+                write_samples(state, config, val_batch, run_dir / "samples")
             if step % config.train.save_every == 0 or step == total:
                 last_ckpt = checkpoints.save_checkpoint(run_dir, state, config, config.train.keep_last)
     except KeyboardInterrupt:
