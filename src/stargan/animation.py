@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision.utils import make_grid
+from tqdm import tqdm
 
 from stargan.nets.v2 import Networks
 from stargan.sampling import _check_images, _device, _domain_tensor, _eval_mode, _to_uint8, _to_unit
@@ -70,7 +71,8 @@ def write_interpolation(nets: Networks, x_src: torch.Tensor, refs: torch.Tensor,
     Frames are generated and written one at a time, so memory does not grow with the length.
     """
     frames = interpolation_frames(nets, x_src, refs, y_refs, frames_per_transition)
-    return write_animation(frames, path, fps=fps)
+    total = refs.size(0) * frames_per_transition
+    return write_animation(tqdm(frames, total=total, desc="interpolate", unit="frame"), path, fps=fps)
 
 
 def write_animation(frames: Iterable[np.ndarray], path: str | os.PathLike[str], fps: int = 30) -> Path:
