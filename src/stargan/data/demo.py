@@ -1,7 +1,7 @@
 """A built-in synthetic dataset: one domain per shape, drawn deterministically (no download).
 
 What a translation should keep (content, drawn the same way in every domain): the object's centre,
-its size (the diameter of a circle of the same area) and its rotation. What varies within a domain
+its size (the diameter of the circle it fits in) and its rotation. What varies within a domain
 (style): the object's colour and the background (colour and pattern: plain, vertical gradient or
 vertical stripes). Only the shape tells the domains apart.
 """
@@ -22,7 +22,7 @@ from stargan.data.folders import DataError
 
 DEMO_DOMAINS = ("circle", "square", "triangle")
 SPLITS = ("train", "val")
-GENERATOR_VERSION = 2     # bump when the drawing changes, so old datasets are regenerated
+GENERATOR_VERSION = 3     # bump when the drawing changes, so old datasets are regenerated
 SUPERSAMPLE = 4           # draw at 4x and downsample, for anti-aliased edges
 COMPLETE, GENERATING = ".complete", ".generating"
 
@@ -31,17 +31,12 @@ COMPLETE, GENERATING = ".complete", ".generating"
 class ShapeParams:
     cx: float        # centre, as a fraction of the image side
     cy: float
-    diameter: float  # of the circle with the same area as the object, as a fraction of the image side
+    diameter: float  # of the circumscribed circle, as a fraction of the image side
     angle: float     # degrees; 0 is upright (square axis-aligned, triangle pointing up)
     color: tuple[int, int, int]
     background: str  # "plain" | "gradient" | "stripes"
     bg_colors: tuple[tuple[int, int, int], tuple[int, int, int]]
     period: float    # stripe period, as a fraction of the image side
-
-
-# Circumradius of each shape relative to a circle of the same area, so that "size" (the diameter of
-# that circle) means the same amount of object in every domain: pi r^2 = 2 R^2 = (3 sqrt(3) / 4) R^2.
-EXTENT = {"circle": 1.0, "square": math.sqrt(math.pi / 2), "triangle": math.sqrt(4 * math.pi / (3 * math.sqrt(3)))}
 
 
 def _hsv(rng: np.random.Generator, s: tuple[float, float], v: tuple[float, float]) -> tuple[int, int, int]:
@@ -51,8 +46,8 @@ def _hsv(rng: np.random.Generator, s: tuple[float, float], v: tuple[float, float
 
 def sample_params(rng: np.random.Generator) -> ShapeParams:
     """Content and style of one image; the same distribution for every domain."""
-    diameter = rng.uniform(0.36, 0.60)
-    margin = diameter / 2 * max(EXTENT.values()) + 0.02
+    diameter = rng.uniform(0.40, 0.75)
+    margin = diameter / 2 + 0.03
     return ShapeParams(
         cx=rng.uniform(margin, 1 - margin),
         cy=rng.uniform(margin, 1 - margin),
@@ -83,8 +78,7 @@ def _background(p: ShapeParams, side: int) -> Image.Image:
 def draw(shape: str, p: ShapeParams, img_size: int) -> Image.Image:
     side = img_size * SUPERSAMPLE
     img = _background(p, side)
-    cx, cy = p.cx * side, p.cy * side
-    radius = p.diameter * side / 2 * EXTENT[shape]
+    cx, cy, radius = p.cx * side, p.cy * side, p.diameter * side / 2
     pen = ImageDraw.Draw(img)
     if shape == "circle":
         pen.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=p.color)
