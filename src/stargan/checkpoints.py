@@ -41,6 +41,11 @@ def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    """Where the checkpoint of ``step`` lives in a run."""
+    return Path(run_dir) / "checkpoints" / f"step-{step:06d}"
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """Accept a checkpoint directory or a run directory (its latest checkpoint)."""
     path = Path(path)
@@ -92,9 +97,9 @@ def _network_tensors(state: TrainState) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(run_dir: str | Path, state: TrainState, config: Config, keep_last: int = 3) -> Path:
     """Write ``RUN/checkpoints/step-NNNNNN`` atomically and delete all but the newest ``keep_last``."""
-    root = Path(run_dir) / "checkpoints"
+    final = checkpoint_path(run_dir, state.step)
+    root = final.parent
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{state.step:06d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

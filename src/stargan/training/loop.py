@@ -108,8 +108,8 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
 
     batches = TrainBatches(train_set, config.model.img_size, config.data.batch_size,
                            config.model.latent_dim, config.train.seed, config.data.crop_prob, world.rank)
-    per_domain = -(-config.train.num_samples // len(val_set.domains))
-    val_batch = (fixed_batch(val_set, config.model.img_size, per_domain=per_domain, seed=config.train.seed)
+    per_domain = -(-config.train.num_samples // len(val_set.domains))  # ceil: every domain shown
+    val_batch = (fixed_batch(val_set, config.model.img_size, per_domain, seed=config.train.seed)
                  if world.is_main else None)
     log = ScalarLog(run_dir / "logs") if world.is_main else None
     total = config.train.total_iters
@@ -135,7 +135,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
             if step % config.train.save_every == 0 or step == total:
                 last_ckpt = checkpoints.save_checkpoint(run_dir, state, config, config.train.keep_last)
     except KeyboardInterrupt:
-        if world.is_main and (last_ckpt is None or not last_ckpt.name.endswith(f"{state.step:06d}")):
+        if world.is_main and last_ckpt != checkpoints.checkpoint_path(run_dir, state.step):
             saved = checkpoints.save_checkpoint(run_dir, state, config, config.train.keep_last)
             tqdm.write(f"interrupted: saved {saved}; continue with --resume {run_dir}")
         raise
@@ -144,5 +144,5 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
         if log is not None:
             log.close()
     if not world.is_main:
-        return run_dir / "checkpoints" / f"step-{state.step:06d}"
+        return checkpoints.checkpoint_path(run_dir, state.step)
     return last_ckpt or checkpoints.resolve_checkpoint(run_dir)
