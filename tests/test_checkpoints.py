@@ -7,9 +7,11 @@ from safetensors.torch import load_file
 
 from stargan import checkpoints
 from stargan.checkpoints import CheckpointError, load_for_sampling, resolve_checkpoint, save_checkpoint
-from stargan.config import Config
+from stargan.config import Config, V1Config
+from stargan.nets.v1 import build_v1_networks
 from stargan.nets.v2 import build_networks
 from stargan.training.step import make_train_state
+from stargan.training.step_v1 import make_v1_train_state
 
 CONFIG = Config().with_overrides([
     "model.img_size=16", "model.num_domains=2", "model.latent_dim=4", "model.style_dim=8",
@@ -98,3 +100,53 @@ def test_errors_name_the_problem(tmp_path):
     torch.save({"format": "something-else"}, ckpt / "state.pt")
     with pytest.raises(CheckpointError, match="not a stargan checkpoint"):
         load_for_sampling(ckpt)
+
+
+# ---------------------------------------------------------------- StarGAN v1
+
+V1_CONFIG = V1Config().with_overrides([
+    "model.img_size=16", "model.c_dim=3", "model.g_conv_dim=4", "model.d_conv_dim=4", "model.g_repeat_num=1",
+    "model.d_repeat_num=2", "data.domains=a,b,c"])
+
+
+def make_v1_state(step: int = 0):
+    torch.manual_seed(0)
+    state = make_v1_train_state(build_v1_networks(V1_CONFIG.model), V1_CONFIG.optim)
+    state.step = step
+    return state
+
+
+def test_v1_format_round_trip_and_sampling(tmp_path):
+    state = make_v1_state(5)
+    ckpt = save_checkpoint(tmp_path, state, V1_CONFIG)
+    tensors = load_file(str(ckpt / "networks.safetensors"))
+    assert {k.split(".")[0] for k in tensors} == {"generator", "discriminator"}
+    meta = torch.load(ckpt / "state.pt", weights_only=True)
+    assert meta["format"] == checkpoints.V1_FORMAT == "stargan-v1-checkpoint/1"
+    assert meta["config"]["arch"] == "v1" and set(meta["optimizers"]) == {"generator", "discriminator"}
+    assert checkpoints.load_config(tmp_path) == V1_CONFIG and checkpoints.load_config(ckpt).arch == "v1"
+    config, generator = checkpoints.load_v1_for_sampling(tmp_path)
+    assert config == V1_CONFIG and not generator.training
+    for key, value in state.nets.generator.state_dict().items():
+        assert torch.equal(generator.state_dict()[key], value), key
+    with torch.no_grad():
+        state.nets.generator.main[0].weight.add_(1.0)
+    fresh = make_v1_state(0)
+    checkpoints.restore_train_state(tmp_path, fresh, V1_CONFIG)
+    assert fresh.step == 5
+    assert not torch.equal(fresh.nets.generator.main[0].weight, state.nets.generator.main[0].weight)
+    assert torch.equal(fresh.nets.generator.main[0].weight, generator.main[0].weight)
+
+
+def test_v1_and_v2_checkpoints_are_not_mixed_up(tmp_path):
+    save_checkpoint(tmp_path / "v1", make_v1_state(1), V1_CONFIG)
+    save_checkpoint(tmp_path / "v2", make_state(1), CONFIG)
+    assert checkpoints.load_config(tmp_path / "v2") == CONFIG
+    with pytest.raises(CheckpointError, match="v1 checkpoint, not v2; load it with .*load_v1_for_sampling"):
+        load_for_sampling(tmp_path / "v1")
+    with pytest.raises(CheckpointError, match="StarGAN v2 checkpoint, not v1"):
+        checkpoints.load_v1_for_sampling(tmp_path / "v2")
+    with pytest.raises(CheckpointError, match="StarGAN v2 checkpoint but this run is v1"):
+        checkpoints.restore_train_state(tmp_path / "v2", make_v1_state(), V1_CONFIG)
+    with pytest.raises(TypeError, match="v1 config needs a V1TrainState"):
+        save_checkpoint(tmp_path / "x", make_state(1), V1_CONFIG)

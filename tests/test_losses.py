@@ -118,3 +118,51 @@ def test_lambda_ds_matches_the_official_running_decrement():
         assert losses.lambda_ds_at(step, initial, ds_iter) == pytest.approx(max(value, 0.0), abs=1e-12)
         if value > 0:
             value -= initial / ds_iter
+
+
+# ---------------------------------------------------------------- StarGAN v1
+
+def test_wasserstein_scores_real_up_and_fake_down():
+    out = torch.tensor([[[[1.0, 3.0]]], [[[-2.0, 0.0]]]])   # [2, 1, 1, 2] patches, mean 0.5
+    assert losses.wasserstein(out, real=True).item() == pytest.approx(-0.5)
+    assert losses.wasserstein(out, real=False).item() == pytest.approx(0.5)
+
+
+def test_gradient_penalty_of_a_linear_critic_is_exact():
+    # D_src(x) = sum(w * x) has gradient w at every x, so GP = (||w|| - 1)^2 = (sqrt(14.25) - 1)^2
+    w = torch.tensor([[1.0, -2.0], [0.5, 3.0]], requires_grad=True)
+    x_hat = torch.randn(3, 1, 2, 2).requires_grad_(True)
+    out_src = (w * x_hat).sum(dim=(2, 3), keepdim=True)   # [3, 1, 1, 1]
+    gp = losses.gradient_penalty(out_src, x_hat)
+    norm = math.sqrt(14.25)
+    assert gp.item() == pytest.approx((norm - 1) ** 2, rel=1e-6)
+    gp.backward()   # the graph is kept: d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||
+    torch.testing.assert_close(w.grad, 2 * (norm - 1) * w.detach() / norm)
+
+
+def test_gradient_penalty_is_zero_for_unit_gradients_and_sums_over_patches_per_image():
+    x_hat = torch.zeros(2, 1, 1, 2, requires_grad=True)
+    # a [B, 1, 1, 2] PatchGAN output; image i's gradient is (a_i, b_i) from its own two patches only
+    scale = torch.tensor([[0.6, 0.8], [3.0, 4.0]])[:, None, None, :]
+    gp = losses.gradient_penalty(scale * x_hat + 1.0, x_hat)
+    assert gp.item() == pytest.approx((0.0 + (5.0 - 1.0) ** 2) / 2)   # norms 1 and 5
+
+
+def test_domain_classification_multi_label_sums_bce_over_attributes_and_averages_over_the_batch():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    per_image = [sum(-math.log(_sigmoid(l)) if y else -math.log(1 - _sigmoid(l))
+                     for l, y in zip(row_l, row_y))
+                 for row_l, row_y in zip(logits.tolist(), labels.tolist())]
+    expected = sum(per_image) / 2
+    loss = losses.domain_classification(logits, labels, multi_label=True)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_domain_classification_single_label_is_cross_entropy():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+    labels = torch.tensor([2, 1])
+    expected = sum(-math.log(math.exp(row[y]) / sum(math.exp(v) for v in row))
+                   for row, y in zip(logits.tolist(), labels.tolist())) / 2
+    loss = losses.domain_classification(logits, labels, multi_label=False)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)

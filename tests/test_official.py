@@ -1,21 +1,29 @@
-"""Importing checkpoints in the official StarGAN v2 format into a run directory.
+"""Importing checkpoints in the official StarGAN v2 and v1 formats into a run directory.
 
-Official files are ``torch.save``d dicts of state dicts. The importer reads the architecture off the
-tensor shapes assuming the paper's first width (2**14 // img_size), so the networks here are
-paper-like (base_dim 0) at 256 px, but narrow: widths 64 throughout, small style / latent / hidden sizes.
+StarGAN v2's official files are ``torch.save``d dicts of state dicts. The importer reads the
+architecture off the tensor shapes assuming the paper's first width (2**14 // img_size), so the
+networks here are paper-like (base_dim 0) at 256 px, but narrow: widths 64 throughout, small
+style / latent / hidden sizes.
+StarGAN v1's are bare G and D state dicts (``200000-G.ckpt``, ``200000-D.ckpt``); narrow ones here too.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from stargan.checkpoints import CheckpointError, checkpoint_dirs, load_for_sampling
-from stargan.config import Config, ModelConfig
+from stargan.checkpoints import (CheckpointError, checkpoint_dirs, load_config, load_for_sampling,
+                                 load_v1_for_sampling, restore_train_state)
+from stargan.config import Config, ModelConfig, V1Config, V1ModelConfig
+from stargan.nets.v1 import build_v1_networks
 from stargan.nets.v2 import build_networks
-from stargan.official import import_official, infer_model_config
+from stargan.official import (RAFD_DOMAINS, import_official, import_official_v1, infer_model_config,
+                              infer_v1_model_config)
+from stargan.training.step_v1 import make_v1_train_state
 
 NARROW_HPF = ModelConfig(img_size=256, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=32,
                          max_conv_dim=64, base_dim=0, w_hpf=1.0)
@@ -212,3 +220,102 @@ def test_cli_import_then_translate(celeba_file, tmp_path, capsys):
                  "--domain", "male", "--num-styles", "1", "--out", str(tmp_path / "out")]) == 0
     with Image.open(tmp_path / "out" / "face_male_style0.png") as image:
         assert image.size == (256, 256)
+
+
+# ---------------------------------------------------------------- StarGAN v1: bare G and D state dicts
+
+V1_KEYS_TSV = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / \
+    "stargan_v1_official_state_dict_keys.tsv"
+NARROW_V1 = V1ModelConfig(img_size=32, c_dim=5, g_conv_dim=8, d_conv_dim=4, g_repeat_num=2, d_repeat_num=4)
+NARROW_V1_BOTH = replace(NARROW_V1, c2_dim=8)
+
+
+def _v1_files(tmp_path, model: V1ModelConfig, seed: int = 0, step: str = "200000"):
+    """The release's files: ``NNNNNN-G.ckpt`` and ``NNNNNN-D.ckpt``, bare state dicts."""
+    torch.manual_seed(seed)
+    nets = build_v1_networks(model)
+    with torch.no_grad():   # non-identity norms and running statistics, so a dropped tensor would show
+        for key, value in nets.generator.state_dict().items():
+            if value.is_floating_point() and value.dim() == 1:
+                value.add_(0.1 * torch.randn_like(value))
+    g, d = tmp_path / f"{step}-G.ckpt", tmp_path / f"{step}-D.ckpt"
+    torch.save(nets.generator.state_dict(), g)
+    torch.save(nets.discriminator.state_dict(), d)
+    return nets, g, d
+
+
+def test_v1_import_of_g_and_d_rebuilds_the_released_run(tmp_path):
+    nets, g, d = _v1_files(tmp_path, NARROW_V1)
+    ckpt = import_official_v1(g, d, out_dir=tmp_path / "run")
+    assert ckpt == tmp_path / "run" / "checkpoints" / "step-200000"
+    config = load_config(tmp_path / "run")
+    assert isinstance(config, V1Config) and config.model == NARROW_V1   # img_size from D's head kernel
+    assert config.data.mode == "celeba" and config.data.attrs == V1Config().data.attrs
+    assert config.preset == "official:200000-G.ckpt"
+    assert V1Config.load_yaml(tmp_path / "run" / "config.yaml") == config
+    tensors = load_file(str(ckpt / "networks.safetensors"))
+    for name, net in nets.items():
+        for key, value in net.state_dict().items():
+            assert torch.equal(tensors[f"{name}.{key}"], value), f"{name}.{key}"
+    _, generator = load_v1_for_sampling(tmp_path / "run")
+    x, c = torch.rand(2, 3, 32, 32) * 2 - 1, torch.tensor([[1.0, 0, 0, 1, 0], [0, 0, 1, 0, 1]])
+    with torch.no_grad():
+        torch.testing.assert_close(generator(x, c), nets.generator(x, c))
+    state = make_v1_train_state(build_v1_networks(NARROW_V1), config.optim)
+    with pytest.raises(CheckpointError, match="networks only"):
+        restore_train_state(tmp_path / "run", state, config)
+
+
+def test_v1_import_of_g_alone_assumes_128_pixels(tmp_path):
+    nets, g, _ = _v1_files(tmp_path, NARROW_V1)
+    ckpt = import_official_v1(g, out_dir=tmp_path / "run")
+    config = load_config(ckpt)
+    assert config.model == replace(NARROW_V1, img_size=128, d_conv_dim=64, d_repeat_num=6)
+    assert not any(k.startswith("discriminator.") for k in load_file(str(ckpt / "networks.safetensors")))
+
+
+def test_v1_import_of_a_two_dataset_model(tmp_path):
+    _, g, d = _v1_files(tmp_path, NARROW_V1_BOTH)
+    config = load_config(import_official_v1(g, d, out_dir=tmp_path / "a"))
+    assert config.model == NARROW_V1_BOTH   # D's 13 logits vs G's 15 labels; c_dim 5 as released
+    assert config.data.mode == "both" and config.data.domains == RAFD_DOMAINS
+    names = tuple("abcde") + tuple(f"e{i}" for i in range(8))
+    config = load_config(import_official_v1(g, out_dir=tmp_path / "b", c_dim=5, names=names))
+    assert config.model == replace(NARROW_V1_BOTH, img_size=128, d_conv_dim=64, d_repeat_num=6)
+    assert config.data.attrs == names[:5] and config.data.domains == names[5:]
+    with pytest.raises(ValueError, match="3 names"):
+        import_official_v1(g, d, out_dir=tmp_path / "c", names=("a", "b", "c"))
+
+
+def test_v1_import_errors_name_the_problem(tmp_path):
+    _, g, d = _v1_files(tmp_path, NARROW_V1)
+    with pytest.raises(CheckpointError, match="not found"):
+        import_official_v1(tmp_path / "nope-G.ckpt", out_dir=tmp_path / "run")
+    with pytest.raises(CheckpointError, match="is a discriminator; pass NNNNNN-G.ckpt first"):
+        import_official_v1(d, g, out_dir=tmp_path / "run")
+    v2_file = tmp_path / "100000_nets_ema.ckpt"
+    torch.save(_official_dicts(build_networks(NARROW_HPF, with_discriminator=False)), v2_file)
+    with pytest.raises(CheckpointError, match="StarGAN v2 file.*without --model v1"):
+        import_official_v1(v2_file, out_dir=tmp_path / "run")
+    torch.save([1, 2], tmp_path / "list-G.ckpt")
+    with pytest.raises(CheckpointError, match="not a bare state dict"):
+        import_official_v1(tmp_path / "list-G.ckpt", out_dir=tmp_path / "run")
+    (tmp_path / "other").mkdir()
+    _, _, other_d = _v1_files(tmp_path / "other", replace(NARROW_V1, c_dim=4))
+    with pytest.raises(CheckpointError, match="same model"):
+        import_official_v1(g, other_d, out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not V1_KEYS_TSV.is_file(), reason=f"reference key file {V1_KEYS_TSV} is absent")
+def test_v1_infer_reads_the_released_configurations_off_the_key_file():
+    sections: dict[str, dict[str, dict]] = {}
+    for line in V1_KEYS_TSV.read_text().splitlines():
+        if line.startswith("## "):
+            current = sections.setdefault(line, {"G": {}, "D": {}})
+        elif line.strip() and not line.startswith("#"):
+            net, key, shape = line.split("\t")
+            shape = tuple(int(v) for v in re.findall(r"\d+", shape))
+            current[net][key] = torch.empty(shape, device="meta")
+    found = {infer_v1_model_config(s["G"], s["D"]) for s in sections.values()}
+    assert found == {V1ModelConfig(), V1ModelConfig(img_size=256, c_dim=5, c2_dim=8)}

@@ -1,8 +1,9 @@
 """Checkpoints: networks as safetensors, everything else in a ``weights_only``-loadable torch file.
 
 A checkpoint is a directory ``RUN/checkpoints/step-NNNNNN/`` holding
-    networks.safetensors   generator.*, mapping_network.*, style_encoder.*, discriminator.*, ema.<net>.*
-    state.pt               format, step, config, optimizer states, RNG states
+    networks.safetensors   StarGAN v2: generator.*, mapping_network.*, style_encoder.*, discriminator.*,
+                           ema.<net>.*; StarGAN v1: generator.*, discriminator.*
+    state.pt               format, step, config (with its arch), optimizer states, RNG states
 It is written to a temporary directory and renamed into place, so a crash never leaves a half-written
 checkpoint behind, and the config it carries is enough to rebuild its networks.
 """
@@ -19,11 +20,17 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from stargan.config import Config
+from stargan.config import AnyConfig, Config, V1Config, config_from_dict
+from stargan.nets.v1 import Generator as V1Generator
+from stargan.nets.v1 import V1Networks, build_v1_networks
 from stargan.nets.v2 import Networks, build_networks
 from stargan.training.step import TrainState
+from stargan.training.step_v1 import V1TrainState
 
 FORMAT = "stargan-v2-checkpoint/1"
+V1_FORMAT = "stargan-v1-checkpoint/1"
+FORMATS = {"v2": FORMAT, "v1": V1_FORMAT}  # by config.arch
+STATE_TYPES = {"v2": TrainState, "v1": V1TrainState}
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -86,38 +93,51 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _network_tensors(state: TrainState) -> dict[str, torch.Tensor]:
+def _network_tensors(state: TrainState | V1TrainState) -> dict[str, torch.Tensor]:
+    groups = [("", state.nets)] + ([("ema.", state.ema)] if isinstance(state, TrainState) else [])
     tensors = {}
-    for prefix, nets in (("", state.nets), ("ema.", state.ema)):
+    for prefix, nets in groups:
         for name, net in nets.items():
             for key, value in net.state_dict().items():
                 tensors[f"{prefix}{name}.{key}"] = value.detach().contiguous()
     return tensors
 
 
-def save_checkpoint(run_dir: str | Path, state: TrainState, config: Config, keep_last: int = 3) -> Path:
-    """Write ``RUN/checkpoints/step-NNNNNN`` atomically and delete all but the newest ``keep_last``."""
-    final = checkpoint_path(run_dir, state.step)
+def save_checkpoint(run_dir: str | Path, state: TrainState | V1TrainState, config: AnyConfig,
+                    keep_last: int = 3) -> Path:
+    """Write ``RUN/checkpoints/step-NNNNNN`` atomically and delete all but the newest ``keep_last``.
+
+    The format (StarGAN v1 or v2) follows ``config.arch``; ``state`` must be of the same arch.
+    """
+    if not isinstance(state, STATE_TYPES[config.arch]):
+        raise TypeError(f"a {config.arch} config needs a {STATE_TYPES[config.arch].__name__}, "
+                        f"got {type(state).__name__}")
+    return _write_atomically(checkpoint_path(run_dir, state.step), _network_tensors(state), {
+        "format": FORMATS[config.arch],
+        "step": state.step,
+        "config": config.to_dict(),
+        "optimizers": {name: opt.state_dict() for name, opt in state.optimizers.items()},
+        "rng": _rng_state(),
+    }, keep_last)
+
+
+def _write_atomically(final: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                      keep_last: int) -> Path:
+    """networks.safetensors and state.pt into a temporary directory, synced, then renamed to ``final``."""
     root = final.parent
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file(_network_tensors(state), str(tmp / "networks.safetensors"), metadata={"format": FORMAT})
-    torch.save({
-        "format": FORMAT,
-        "step": state.step,
-        "config": config.to_dict(),
-        "optimizers": {name: opt.state_dict() for name, opt in state.optimizers.items()},
-        "rng": _rng_state(),
-    }, tmp / "state.pt")
+    save_file(tensors, str(tmp / "networks.safetensors"), metadata={"format": meta["format"]})
+    torch.save(meta, tmp / "state.pt")
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
     if final.exists():  # same step saved twice (e.g. re-run after a crash): replace it
         shutil.rmtree(final)
     os.rename(tmp, final)
-    for old in checkpoint_dirs(run_dir)[:-keep_last] if keep_last > 0 else []:
+    for old in checkpoint_dirs(root.parent)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -127,14 +147,27 @@ def _read_state(ckpt: Path) -> dict[str, Any]:
         meta = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors come in many types
         raise CheckpointError(f"cannot read {ckpt / 'state.pt'}: {err}") from err
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") not in FORMATS.values():
         raise CheckpointError(f"{ckpt / 'state.pt'} is not a stargan checkpoint (format "
                               f"{meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r},"
-                              f" expected {FORMAT!r}); official files go through `stargan import-official`")
+                              f" expected {' or '.join(map(repr, FORMATS.values()))}); official files go "
+                              "through `stargan import-official`")
     return meta
 
 
-def _load_into(nets: Networks, tensors: dict[str, torch.Tensor], prefix: str, source: Path) -> None:
+def _config_of(meta: dict[str, Any], ckpt: Path) -> AnyConfig:
+    try:
+        config = config_from_dict(meta["config"])
+    except ValueError as err:
+        raise CheckpointError(f"{ckpt / 'state.pt'} holds an invalid config: {err}") from err
+    if FORMATS[config.arch] != meta["format"]:
+        raise CheckpointError(f"{ckpt / 'state.pt'} has format {meta['format']!r} but a config for arch "
+                              f"{config.arch!r}; the checkpoint is inconsistent")
+    return config
+
+
+def _load_into(nets: Networks | V1Networks, tensors: dict[str, torch.Tensor], prefix: str,
+               source: Path) -> None:
     for name, net in nets.items():
         head = f"{prefix}{name}."
         sub = {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}
@@ -144,20 +177,24 @@ def _load_into(nets: Networks, tensors: dict[str, torch.Tensor], prefix: str, so
             raise CheckpointError(f"{source}: {prefix}{name} does not match its config: {err}") from err
 
 
-def load_config(path: str | Path) -> Config:
-    """The config stored inside a checkpoint (or a run's latest checkpoint)."""
-    return Config.from_dict(_read_state(resolve_checkpoint(path))["config"])
+def load_config(path: str | Path) -> AnyConfig:
+    """The config stored inside a checkpoint (or a run's latest checkpoint); ``.arch`` tells v1 from v2."""
+    ckpt = resolve_checkpoint(path)
+    return _config_of(_read_state(ckpt), ckpt)
 
 
-def restore_train_state(path: str | Path, state: TrainState, config: Config,
+def restore_train_state(path: str | Path, state: TrainState | V1TrainState, config: AnyConfig,
                         restore_rng: bool = True) -> Path:
-    """Load networks, EMA networks, optimizers, step (and RNG states) into ``state``.
+    """Load networks (and v2's EMA networks), optimizers, step (and RNG states) into ``state``.
 
-    Refuses a checkpoint whose model config differs from ``config.model``.
+    Refuses a checkpoint of the other arch or whose model config differs from ``config.model``.
     """
     ckpt = resolve_checkpoint(path)
     meta = _read_state(ckpt)
-    saved = Config.from_dict(meta["config"])
+    saved = _config_of(meta, ckpt)
+    if saved.arch != config.arch:
+        raise CheckpointError(f"{ckpt} is a StarGAN {saved.arch} checkpoint but this run is {config.arch}; "
+                              "resume it with its own config.yaml")
     if saved.model != config.model:
         raise CheckpointError(f"{ckpt} was trained with model config {saved.model}, "
                               f"which differs from the requested {config.model}")
@@ -167,7 +204,8 @@ def restore_train_state(path: str | Path, state: TrainState, config: Config,
     device = next(state.nets.generator.parameters()).device
     tensors = load_file(str(ckpt / "networks.safetensors"), device=str(device))
     _load_into(state.nets, tensors, "", ckpt)
-    _load_into(state.ema, tensors, "ema.", ckpt)
+    if isinstance(state, TrainState):
+        _load_into(state.ema, tensors, "ema.", ckpt)
     for name, opt in state.optimizers.items():
         opt.load_state_dict(meta["optimizers"][name])
     state.step = int(meta["step"])
@@ -176,10 +214,19 @@ def restore_train_state(path: str | Path, state: TrainState, config: Config,
     return ckpt
 
 
-def load_for_sampling(path: str | Path, device: str | torch.device = "cpu") -> tuple[Config, Networks]:
-    """Config and EMA networks (G, F, E; no discriminator) of a run or checkpoint, in eval mode."""
+def _sampling_config(path: str | Path, arch: str) -> tuple[Path, AnyConfig]:
     ckpt = resolve_checkpoint(path)
-    config = Config.from_dict(_read_state(ckpt)["config"])
+    config = _config_of(_read_state(ckpt), ckpt)
+    if config.arch != arch:
+        loader = "load_v1_for_sampling" if config.arch == "v1" else "load_for_sampling"
+        raise CheckpointError(f"{ckpt} is a StarGAN {config.arch} checkpoint, not {arch}; load it with "
+                              f"stargan.checkpoints.{loader}")
+    return ckpt, config
+
+
+def load_for_sampling(path: str | Path, device: str | torch.device = "cpu") -> tuple[Config, Networks]:
+    """Config and EMA networks (G, F, E; no discriminator) of a StarGAN v2 run or checkpoint, in eval mode."""
+    ckpt, config = _sampling_config(path, "v2")
     nets = build_networks(config.model, with_discriminator=False)
     tensors = load_file(str(ckpt / "networks.safetensors"), device="cpu")
     prefix = "ema." if any(k.startswith("ema.") for k in tensors) else ""
@@ -187,3 +234,12 @@ def load_for_sampling(path: str | Path, device: str | torch.device = "cpu") -> t
     for _, net in nets.items():
         net.eval()
     return config, nets.to(device)
+
+
+def load_v1_for_sampling(path: str | Path, device: str | torch.device = "cpu"
+                         ) -> tuple[V1Config, V1Generator]:
+    """Config and generator of a StarGAN v1 run or checkpoint, in eval mode."""
+    ckpt, config = _sampling_config(path, "v1")
+    nets = build_v1_networks(config.model, with_discriminator=False)
+    _load_into(nets, load_file(str(ckpt / "networks.safetensors"), device="cpu"), "", ckpt)
+    return config, nets.generator.eval().to(device)

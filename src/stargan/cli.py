@@ -1,18 +1,35 @@
-"""Command line: ``stargan demo | train | sample | translate | interpolate | import-official | presets``."""
+"""Command line: ``stargan demo | train | sample | translate | interpolate | eval | classifier | data |
+import-official | presets``."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import warnings
 from pathlib import Path
 
-from stargan.config import Config, available_presets, load_preset
+from stargan.config import AnyConfig, EvalConfig, available_presets, load_config_yaml, load_preset
 
 DEMO_DATA = Path("data/demo")
+DEFAULT_PRESETS = {"v2": "cpu", "v1": "cpu-v1"}  # `stargan train --model MODEL` without --preset
 
 
-def _config_from_args(args: argparse.Namespace) -> Config:
-    config = load_preset(args.preset)
+def _preset_name(args: argparse.Namespace) -> str:
+    if args.preset is None:
+        return DEFAULT_PRESETS[args.model or "v2"]
+    arch = load_preset(args.preset).arch
+    if args.model and args.model != arch:
+        raise ValueError(f"--model {args.model} does not match --preset {args.preset}, a StarGAN {arch} "
+                         f"preset; StarGAN {args.model} presets: {', '.join(_presets_of(args.model))}")
+    return args.preset
+
+
+def _presets_of(arch: str) -> list[str]:
+    return [name for name in available_presets() if load_preset(name).arch == arch]
+
+
+def _config_from_args(args: argparse.Namespace) -> AnyConfig:
+    config = load_preset(_preset_name(args))
     overrides = list(args.set or [])
     if args.data:
         overrides.append(f"data.root={args.data}")
@@ -24,6 +41,7 @@ def _config_from_args(args: argparse.Namespace) -> Config:
 def cmd_train(args: argparse.Namespace) -> Path:
     from stargan.distributed import broadcast, init_from_env
     from stargan.training.loop import new_run_dir, train
+    from stargan.training.loop_v1 import train_v1
 
     world = init_from_env()  # several processes under torchrun, else one
 
@@ -32,7 +50,7 @@ def cmd_train(args: argparse.Namespace) -> Path:
         if not (run_dir / "config.yaml").is_file():
             raise SystemExit(f"error: {run_dir} is not a run directory (no config.yaml); "
                              "--resume takes the directory a previous `stargan train` created")
-        config = Config.load_yaml(run_dir / "config.yaml").with_overrides(list(args.set or []))
+        config = load_config_yaml(run_dir / "config.yaml").with_overrides(list(args.set or []))
         if args.data:
             config = config.with_overrides([f"data.root={args.data}"])
     else:
@@ -41,8 +59,9 @@ def cmd_train(args: argparse.Namespace) -> Path:
         run_dir = broadcast(run_dir, world)
     if world.is_main:
         print(f"run directory: {run_dir}")
-    ckpt = train(config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress,
-                 world=world)
+    train_fn = train if config.arch == "v2" else train_v1
+    ckpt = train_fn(config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress,
+                    world=world)
     if world.is_main:
         _report(run_dir, ckpt)
     if world.is_distributed:
@@ -66,14 +85,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     data = make_demo_dataset(args.data)
     print(f"demo data:     {data}")
-    cmd_train(argparse.Namespace(**{**vars(args), "data": str(data), "preset": "demo", "resume": None,
-                                    "skip_bad_images": False}))
+    cmd_train(argparse.Namespace(**{**vars(args), "data": str(data), "preset": "demo", "model": None,
+                                    "resume": None, "skip_bad_images": False}))
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from stargan import checkpoints, sampling
     from stargan.data import fixed_batch, open_dataset
 
+    if checkpoints.load_config(args.run).arch == "v1":
+        return _sample_v1(args)
     config, nets = checkpoints.load_for_sampling(args.run, args.device)
     root = args.data or config.data.root
     if not root:
@@ -85,6 +106,19 @@ def cmd_sample(args: argparse.Namespace) -> None:
                                   psi=args.psi, seed=args.seed)
     out = Path(args.out or Path(args.run) / "samples")
     written = [sampling.save_grid(grid, out / f"{kind}.png") for kind, grid in grids.items()]
+    print("\n".join(str(p) for p in written))
+
+
+def _sample_v1(args: argparse.Namespace) -> None:
+    from stargan import checkpoints, sampling_v1
+
+    config, generator = checkpoints.load_v1_for_sampling(args.run, args.device)
+    if args.data:
+        config = config.with_overrides([f"data.root={args.data}"])
+    if not config.data.root:
+        raise SystemExit("error: this run has no dataset recorded; pass --data DIR")
+    written = sampling_v1.sample_run(generator, config, Path(args.out or Path(args.run) / "samples"),
+                                     num_images=args.num_images, seed=args.seed)
     print("\n".join(str(p) for p in written))
 
 
@@ -133,11 +167,62 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
 
 
 def cmd_import_official(args: argparse.Namespace) -> None:
-    from stargan.official import import_official
+    from stargan.official import import_official, import_official_v1
 
+    if args.model == "v1":
+        g_ckpt, d_ckpt = (args.checkpoint + [None])[:2]
+        names = tuple(args.domains.split(",")) if args.domains else None
+        ckpt = import_official_v1(g_ckpt, d_ckpt, out_dir=args.out, names=names, c_dim=args.c_dim)
+        print(f"imported {g_ckpt} -> {ckpt}\nsample with: stargan sample {args.out} --data DIR")
+        return
+    if len(args.checkpoint) != 1:
+        raise ValueError(f"a StarGAN v2 import takes one *_nets_ema.ckpt file, got {len(args.checkpoint)}; "
+                         "two files (G.ckpt D.ckpt) are a StarGAN v1 import: add --model v1")
+    args.checkpoint = args.checkpoint[0]
     domains = tuple(args.domains.split(",")) if args.domains else None
     ckpt = import_official(args.checkpoint, args.out, domains=domains)
     print(f"imported {args.checkpoint} -> {ckpt}\nsample with: stargan sample {args.out} --data DIR")
+
+
+def cmd_data_fashion_mnist(args: argparse.Namespace) -> None:
+    from stargan.data.fashion_mnist import make_fashion_mnist
+
+    out = make_fashion_mnist(args.out, classes=args.classes, source=args.source,
+                             max_per_class=args.max_per_class, progress=not args.no_progress)
+    print(f"wrote {out}/train and {out}/val; train with: stargan train --preset fmnist_shoes --data {out}")
+
+
+def eval_settings(args: argparse.Namespace, base: EvalConfig) -> EvalConfig:
+    """The run's eval settings with the command line's choices on top."""
+    chosen = {"mode": args.mode, "num_outs": args.num_outs, "max_inputs": args.max_inputs,
+              "backbone": args.backbone, "weights": args.weights, "lpips_weights": args.lpips_weights,
+              "classifier": args.classifier, "batch_size": args.batch_size,
+              "lpips": False if args.no_lpips else None}
+    return dataclasses.replace(base, **{k: v for k, v in chosen.items() if v is not None})
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from stargan import checkpoints
+    from stargan.metrics.evaluate import evaluate_run, headline
+
+    config = checkpoints.load_config(args.run)
+    settings = eval_settings(args, config.eval)
+    path, summary = evaluate_run(args.run, settings, data_root=args.data, device=args.device, seed=args.seed,
+                                 random_init=args.random_weights, cache_dir=args.cache_dir,
+                                 progress=not args.no_progress)
+    for key, value in headline(summary).items():
+        print(f"{key:28s} {value:.4f}")
+    if "classifier_real_val_accuracy" in summary:
+        print(f"{'classifier real val accuracy':28s} {summary['classifier_real_val_accuracy']:.4f}")
+    print(f"wrote {path}")
+
+
+def cmd_classifier_train(args: argparse.Namespace) -> None:
+    from stargan.metrics.classifier import train_classifier
+
+    result = train_classifier(args.data, args.img_size, args.out, epochs=args.epochs, seed=args.seed,
+                              device=args.device, progress=not args.no_progress)
+    print(f"val accuracy {result.val_accuracy:.4f} (train {result.train_accuracy:.4f}); wrote {result.path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,8 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config value, e.g. --set optim.lr=2e-4 (repeatable)")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    p = sub.add_parser("train", help="train StarGAN v2 on train/<domain>/ and val/<domain>/ folders")
-    p.add_argument("--preset", default="cpu", choices=available_presets())
+    p = sub.add_parser("train", help="train StarGAN v2 (or v1: --model v1) on a dataset")
+    p.add_argument("--model", choices=["v2", "v1"], help="StarGAN v2 (default) or v1; picks the default "
+                   "preset (cpu or cpu-v1) and checks --preset against it")
+    p.add_argument("--preset", choices=available_presets(), help="config preset (default: cpu, or cpu-v1 "
+                   "with --model v1); see `stargan presets`")
     p.add_argument("--data", help="dataset folder holding train/ and val/")
     p.add_argument("--run-dir", help="exact run directory (default: RUNS/NNNNN-PRESET)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
@@ -199,14 +287,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .gif or .mp4")
     p.set_defaults(func=cmd_interpolate)
 
-    p = sub.add_parser("import-official", help="turn an official StarGAN v2 .ckpt into a run directory")
-    p.add_argument("checkpoint")
+    p = sub.add_parser("import-official", help="turn official StarGAN v2 (or v1) checkpoints into a run")
+    p.add_argument("checkpoint", nargs="+", help="v2: NNNNNN_nets_ema.ckpt; v1: NNNNNN-G.ckpt [NNNNNN-D.ckpt]")
+    p.add_argument("--model", choices=["v2", "v1"], default="v2")
     p.add_argument("--out", required=True, help="run directory to create")
-    p.add_argument("--domains", help="comma-separated domain names (default: female,male or cat,dog,wild)")
+    p.add_argument("--domains", help="comma-separated domain (v1: label) names (default: female,male or "
+                   "cat,dog,wild; v1: the CelebA attributes or RaFD expressions)")
+    p.add_argument("--c-dim", type=int, help="v1 with two datasets: the first dataset's label length (5)")
     p.set_defaults(func=cmd_import_official)
 
+    p = sub.add_parser("eval", help="FID, KID, LPIPS (and classifier accuracy) with the StarGAN v2 protocol")
+    p.add_argument("run", help="run directory (its latest checkpoint) or checkpoint directory")
+    p.add_argument("--data", help="dataset folder (default: the run's)")
+    p.add_argument("--mode", choices=["latent", "reference", "both"])
+    p.add_argument("--num-outs", type=int, help="outputs per input image (default 10)")
+    p.add_argument("--max-inputs", type=int, help="validation images per source domain (default all)")
+    p.add_argument("--backbone", choices=["inception-tf", "inception-torchvision", "none"],
+                   help="FID/KID feature space (default inception-tf; none: LPIPS and classifier only)")
+    p.add_argument("--weights", help="the backbone's weight file (default: the torch hub cache)")
+    p.add_argument("--lpips-weights", help="torchvision AlexNet weight file (default: the torch hub cache)")
+    p.add_argument("--no-lpips", action="store_true", help="skip LPIPS (e.g. without the AlexNet weights)")
+    p.add_argument("--classifier", help="a `stargan classifier train` file: accuracy and classifier FID")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", help="where real-image statistics are cached (default ~/.cache/stargan)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="random backbone weights: tests the pipeline only, the numbers mean nothing")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("classifier", help="the domain classifier used by `stargan eval --classifier`")
+    clf_sub = p.add_subparsers(dest="action", required=True)
+    p = clf_sub.add_parser("train", help="train a small CNN on DATA/train, report accuracy on DATA/val")
+    p.add_argument("data", help="dataset folder with train/<domain>/ and val/<domain>/")
+    p.add_argument("--out", required=True, help="classifier file to write (.safetensors)")
+    p.add_argument("--img-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_classifier_train)
+
+    p = sub.add_parser("data", help="make a ready-to-train dataset from local files")
+    data_sub = p.add_subparsers(dest="dataset", required=True)
+    p = data_sub.add_parser("fashion-mnist", help="Fashion-MNIST classes as train/val domain folders (32 px)")
+    p.add_argument("--classes", default="sandal,sneaker,ankle_boot", help="comma-separated class names")
+    p.add_argument("--source", default="/usr/share/datasets/fashion-mnist",
+                   help="folder with the four idx files (apt-get install dataset-fashion-mnist)")
+    p.add_argument("--out", required=True, help="dataset folder to write (train/ and val/)")
+    p.add_argument("--max-per-class", type=int, default=0, help="cap per class and split (0 = all)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_data_fashion_mnist)
+
     p = sub.add_parser("presets", help="list the config presets")
-    p.set_defaults(func=lambda args: print("\n".join(available_presets())))
+    p.set_defaults(func=lambda args: print("\n".join(f"{name:14s} StarGAN {load_preset(name).arch}"
+                                                    for name in available_presets())))
     return parser
 
 

@@ -1,6 +1,7 @@
 """Typed configuration: dataclasses, YAML presets and ``key=value`` overrides.
 
-A :class:`Config` is frozen. Presets and overrides produce new objects; training never changes one.
+:class:`Config` describes a StarGAN v2 run and :class:`V1Config` a StarGAN v1 run; ``arch`` says
+which, and :func:`config_from_dict` picks the class. Both are frozen. Presets and overrides produce new objects; training never changes one.
 The resolved config is written to every run directory and stored inside every checkpoint, so a
 checkpoint alone is enough to rebuild its networks.
 """
@@ -73,17 +74,25 @@ class TrainConfig:
     save_every: int = 10_000
     keep_last: int = 3         # checkpoints kept on disk
     num_samples: int = 8       # images per row of the sample grids
-    psi: float = 1.0           # truncation of latent-guided samples towards the mean style
+    psi: float = 1.0           # truncation of latent-guided samples towards the mean style (v2)
 
 
 @dataclass(frozen=True)
-class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    preset: str = ""
+class EvalConfig:
+    every: int = 0             # run the evaluation every N training iterations; 0 = never
+    mode: str = "both"         # latent | reference | both
+    num_outs: int = 10         # outputs per input image (LPIPS over their pairs)
+    max_inputs: int = 0        # validation images per source domain; 0 = all
+    backbone: str = "inception-tf"  # inception-tf | inception-torchvision | none
+    weights: str = ""          # the backbone's weight file (default: the torch hub cache)
+    lpips: bool = True         # LPIPS diversity (needs torchvision's AlexNet weights)
+    lpips_weights: str = ""    # torchvision's AlexNet file for LPIPS (default: the torch hub cache)
+    classifier: str = ""       # a `stargan classifier train` file: accuracy and classifier-space FID
+    batch_size: int = 32
+
+
+class _ConfigMethods:
+    """Conversion to and from plain dicts and YAML, and ``--set`` overrides, for both configs."""
 
     def to_dict(self) -> dict[str, Any]:
         def plain(value: Any) -> Any:
@@ -101,10 +110,14 @@ class Config:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Config":
+    def from_dict(cls, data: dict[str, Any]):
+        data = dict(data)
+        arch = data.pop("arch", cls.arch)
+        if arch != cls.arch:
+            raise ValueError(f"config is for arch {arch!r}, not {cls.arch!r}; use config_from_dict")
         return _merge(cls(), data, where="config")
 
-    def with_overrides(self, overrides: list[str] | tuple[str, ...]) -> "Config":
+    def with_overrides(self, overrides: list[str] | tuple[str, ...]):
         """Apply ``section.key=value`` strings (values parsed as YAML)."""
         config = self
         for item in overrides:
@@ -119,21 +132,123 @@ class Config:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
-    def load_yaml(cls, path: str | Path) -> "Config":
+    def load_yaml(cls, path: str | Path):
         data = yaml.safe_load(Path(path).read_text()) or {}
         return cls.from_dict(data)
+
+
+@dataclass(frozen=True)
+class Config(_ConfigMethods):
+    """A StarGAN v2 run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    preset: str = ""
+    arch: str = "v2"
+
+
+# ------------------------------------------------------------------------------------------------
+# StarGAN v1 (Choi et al., CVPR 2018), defaults as released for CelebA at 128 px.
+
+@dataclass(frozen=True)
+class V1ModelConfig:
+    img_size: int = 128
+    c_dim: int = 5             # label length of the (first) dataset: attributes or domains
+    c2_dim: int = 0            # label length of the second dataset when data.mode is "both"
+    g_conv_dim: int = 64       # G's first width
+    d_conv_dim: int = 64       # D's first width
+    g_repeat_num: int = 6      # residual blocks in G's bottleneck
+    d_repeat_num: int = 6      # strided convolutions in D
+
+    @property
+    def label_dim(self) -> int:
+        """Length of G's conditioning vector: c, or [c, c2, mask] when training on two datasets."""
+        return self.c_dim + self.c2_dim + 2 if self.c2_dim else self.c_dim
+
+
+@dataclass(frozen=True)
+class V1LossConfig:
+    lambda_cls: float = 1.0    # domain classification
+    lambda_rec: float = 10.0   # reconstruction (cycle)
+    lambda_gp: float = 10.0    # WGAN-GP gradient penalty
+
+
+@dataclass(frozen=True)
+class V1OptimConfig:
+    g_lr: float = 1e-4
+    d_lr: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    n_critic: int = 5          # D updates per G update
+    decay_start: int = 100_000 # the learning rates decay linearly to 0 from here to train.total_iters
+
+
+@dataclass(frozen=True)
+class V1DataConfig:
+    mode: str = "folders"      # celeba | folders | both
+    root: str = ""             # folders: ROOT/train/<domain>/, ROOT/val/<domain>/; celeba: image folder
+    attr_file: str = ""        # celeba: list_attr_celeba.txt (default: ROOT/../list_attr_celeba.txt)
+    attrs: tuple[str, ...] = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young")
+    exclusive: tuple[str, ...] = ("Black_Hair+Blond_Hair+Brown_Hair+Gray_Hair",)  # '+'-joined groups
+    test_size: int = 2000      # celeba: the first N shuffled lines are held out as the test split
+    rafd_root: str = ""        # both: the folder-per-class dataset trained alongside CelebA
+    domains: tuple[str, ...] = ()  # folders: filled from the folder names when a run starts
+    crop_size: int = 178       # center crop before resizing to model.img_size (0 = none)
+    rafd_crop_size: int = 256  # both: the center crop of the folder dataset (RaFD), as released
+    flip: bool = True          # random horizontal flip
+    batch_size: int = 16
+    num_workers: int = 1
+    skip_bad_images: bool = False
+
+    @property
+    def crop_sizes(self) -> tuple[int, ...]:
+        """The center crop of each training dataset, in label order."""
+        return (self.crop_size, self.rafd_crop_size) if self.mode == "both" else (self.crop_size,)
+
+
+@dataclass(frozen=True)
+class V1Config(_ConfigMethods):
+    """A StarGAN v1 run."""
+
+    model: V1ModelConfig = field(default_factory=V1ModelConfig)
+    loss: V1LossConfig = field(default_factory=V1LossConfig)
+    optim: V1OptimConfig = field(default_factory=V1OptimConfig)
+    data: V1DataConfig = field(default_factory=V1DataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(total_iters=200_000, sample_every=1000,
+                                                                   save_every=10_000))
+    preset: str = ""
+    arch: str = "v1"
+
+
+ARCHS = {"v2": Config, "v1": V1Config}
+AnyConfig = Config | V1Config
+
+
+def config_from_dict(data: dict[str, Any]) -> AnyConfig:
+    """A :class:`Config` or :class:`V1Config`, after the dict's ``arch`` (v2 when absent)."""
+    arch = (data or {}).get("arch", "v2")
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
+    return ARCHS[arch].from_dict(data or {})
+
+
+def load_config_yaml(path: str | Path) -> AnyConfig:
+    return config_from_dict(yaml.safe_load(Path(path).read_text()) or {})
 
 
 def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def load_preset(name: str) -> Config:
+def load_preset(name: str) -> AnyConfig:
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ValueError(f"unknown preset {name!r}; available presets: {', '.join(available_presets())}")
-    data = yaml.safe_load(path.read_text()) or {}
-    return dataclasses.replace(Config.from_dict(data), preset=name)
+    return dataclasses.replace(load_config_yaml(path), preset=name)
 
 
 def _merge(obj: Any, updates: dict[str, Any], where: str) -> Any:
@@ -144,6 +259,8 @@ def _merge(obj: Any, updates: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(type(obj))
     changes = {}
     for name, value in updates.items():
+        if name == "arch" and name in fields and value != getattr(obj, name):
+            raise ValueError(f"{where}: arch cannot be changed from {getattr(obj, name)!r} to {value!r}")
         if name not in fields:
             raise ValueError(f"{where}: unknown key {name!r} in {type(obj).__name__}; "
                              f"valid keys: {', '.join(fields)}")

@@ -6,6 +6,11 @@ StarGAN v2 (Choi et al., 2020), Section 2 / Eq. 1-5:
     L_sty  = E[|s~ - E_y~(G(x, s~))|]
     L_ds   = E[|G(x, s1) - G(x, s2)|]                     (maximised by G)
     L_cyc  = E[|x - G(G(x, s~), E_y(x))|]
+
+StarGAN v1 (Choi et al., 2018), Section 3 / Eq. 1-4, with the WGAN-GP objective of Section 5.2:
+    L_adv  = E[D_src(x)] - E[D_src(G(x, c))] - lambda_gp * E[(||grad D_src(x^)||_2 - 1)^2]
+    L_cls  = E[-log D_cls(c | x)]      (real images for D with c', fakes for G with target c)
+    L_rec  = E[|x - G(G(x, c), c')|]   (= cycle_consistency)
 """
 from __future__ import annotations
 
@@ -49,3 +54,30 @@ def lambda_ds_at(step: int, initial: float, ds_iter: int) -> float:
     if ds_iter <= 0:
         return 0.0
     return max(0.0, initial * (1.0 - step / ds_iter))
+
+
+def wasserstein(out_src: torch.Tensor, real: bool) -> torch.Tensor:
+    """Critic loss term: -mean D_src for images to be scored as real, +mean for fakes."""
+    return -out_src.mean() if real else out_src.mean()
+
+
+def gradient_penalty(out_src: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Batch mean of (||grad_x^ D_src(x^)||_2 - 1)^2, the norm taken over each whole image.
+
+    ``x_hat`` must have ``requires_grad=True`` and ``out_src`` (any shape [B, ...]) must be computed
+    from it. The graph is kept so that the penalty can be differentiated w.r.t. D's parameters.
+    """
+    (grad,) = torch.autograd.grad(out_src.sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
+
+
+def domain_classification(logits: torch.Tensor, labels: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    """-log D_cls(c | x) for logits [B, c].
+
+    Multi-label (CelebA attributes, labels [B, c] in {0, 1}): binary cross-entropy summed over the
+    attributes, averaged over the batch. Single-label (labels [B] long): cross-entropy, batch mean.
+    """
+    if multi_label:
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype),
+                                                  reduction="sum") / logits.size(0)
+    return F.cross_entropy(logits, labels)

@@ -83,6 +83,16 @@ def write_samples(state: TrainState, config: Config, val_batch: tuple[torch.Tens
     return [sampling.save_grid(grid, f"{prefix}_{kind}.png") for kind, grid in grids.items()]
 
 
+def evaluate_and_log(state: TrainState, config: Config, run_dir: Path, log: ScalarLog,
+                     show_progress: bool) -> Path:
+    """The StarGAN v2 metrics of the EMA networks, as ``metrics/step-NNNNNN.json`` and scalars."""
+    from stargan.metrics.evaluate import evaluate_networks, headline, write_results
+
+    summary = evaluate_networks(state.ema, config, config.eval, seed=config.train.seed, progress=show_progress)
+    log.write(state.step, {f"eval/{key}": value for key, value in headline(summary).items()})
+    return write_results(summary, run_dir, state.step)
+
+
 def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bool = True,
           world: World = World()) -> Path:
     """Train (or continue training) the run in ``run_dir``; returns the last checkpoint.
@@ -91,6 +101,10 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     """
     config, train_set, val_set = resolve_data(config)
     device = resolve_device(device_for(world, config.train.device))
+    if config.eval.every > 0 and world.is_main:
+        from stargan.metrics.evaluate import preflight
+
+        preflight(config.eval)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     if config.model.w_hpf > 0 and world.is_main:
@@ -134,6 +148,8 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
                 write_samples(state, config, val_batch, run_dir / "samples")
             if step % config.train.save_every == 0 or step == total:
                 last_ckpt = checkpoints.save_checkpoint(run_dir, state, config, config.train.keep_last)
+            if config.eval.every > 0 and (step % config.eval.every == 0 or step == total):
+                tqdm.write(f"metrics: {evaluate_and_log(state, config, run_dir, log, show_progress)}")
     except KeyboardInterrupt:
         if world.is_main and last_ckpt != checkpoints.checkpoint_path(run_dir, state.step):
             saved = checkpoints.save_checkpoint(run_dir, state, config, config.train.keep_last)

@@ -1,0 +1,210 @@
+"""Feature extractors for FID and KID: two Inception v3 variants behind one interface.
+
+``inception-tf``           the TF Inception (2015-12-05) of the FID paper, as ported by pytorch-fid and
+                           used by pytorch-fid, torch-fidelity and clean-fid, with clean-fid's resize.
+``inception-torchvision``  torchvision's ImageNet Inception v3 with the preprocessing of the released
+                           StarGAN v2 evaluation, for numbers comparable to the paper's.
+
+Both return the 2048-d pool3 features, run in eval mode under ``torch.inference_mode`` and never
+download: the weights come from :func:`stargan.metrics.weights.resolve_weights`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from PIL import Image
+from torch import Tensor, nn
+
+from stargan.metrics.weights import RANDOM_INIT, load_into, load_state_dict, resolve_weights, seeded_init
+
+INCEPTION_SIZE = 299
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class FeatureExtractor(nn.Module):
+    """Images ``[B, 3, H, W]`` in [-1, 1] (any H = W) -> features ``[B, feature_dim]`` float32.
+
+    Always in eval mode with frozen parameters. ``protocol`` is one line describing the
+    preprocessing; it is stored in every result and in the key of cached statistics.
+    """
+
+    name: str
+    weights_sha256: str
+    protocol: str
+    feature_dim: int
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> "FeatureExtractor":
+        # A metric network never leaves eval mode: batch-norm statistics and dropout stay fixed.
+        return super().train(False)
+
+
+def describe(extractor: FeatureExtractor) -> dict[str, str | int]:
+    """The identity of an extractor, as stored next to every metric value."""
+    return {"extractor": extractor.name, "weights_sha256": extractor.weights_sha256,
+            "protocol": extractor.protocol, "feature_dim": extractor.feature_dim}
+
+
+def _check_images(x: Tensor, name: str) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 4 or x.size(1) != 3 or x.size(2) != x.size(3):
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name} expects square images of shape [B, 3, S, S] in [-1, 1], got {shape}")
+    if x.size(0) == 0:
+        raise ValueError(f"{name} got an empty batch; pass at least one image")
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _freeze(module: nn.Module) -> None:
+    module.eval()
+    module.requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------------------------
+# inception-tf
+
+def clean_resize(x: Tensor, size: int = INCEPTION_SIZE) -> Tensor:
+    """clean-fid's resize: PIL bicubic on each float32 channel in [0, 255], without re-quantising.
+
+    ``x`` is ``[B, 3, H, W]`` in [-1, 1]; returns float32 ``[B, 3, size, size]`` in [-1, 1] on the
+    device of ``x``.
+    """
+    pixels = ((x.detach().float().cpu() + 1) * 127.5).numpy()
+    out = np.empty((*pixels.shape[:2], size, size), dtype=np.float32)
+    for b in range(pixels.shape[0]):
+        for c in range(pixels.shape[1]):
+            channel = Image.fromarray(np.ascontiguousarray(pixels[b, c]))  # mode "F": float32
+            out[b, c] = np.asarray(channel.resize((size, size), Image.Resampling.BICUBIC))
+    # Bicubic overshoots; clean-fid clips to the 8-bit range, then the TF network wants [-1, 1].
+    out = np.clip(out, 0, 255) / 127.5 - 1
+    return torch.from_numpy(out.astype(np.float32)).to(x.device)
+
+
+def _tf_inception_network() -> nn.Module:
+    """torchvision's Inception v3 patched into the TF graph, as ``pytorch_fid.inception.fid_inception_v3``."""
+    from pytorch_fid.inception import FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
+
+    net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False,
+                                          transform_input=False, num_classes=1008)
+    net.Mixed_5b = FIDInceptionA(192, pool_features=32)
+    net.Mixed_5c = FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b = FIDInceptionC(768, channels_7x7=128)
+    net.Mixed_6c = FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d = FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6e = FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b = FIDInceptionE_1(1280)
+    net.Mixed_7c = FIDInceptionE_2(2048)
+    return net
+
+
+class InceptionTF(FeatureExtractor):
+    """TF Inception pool3 features after clean-fid's resize to 299."""
+
+    def __init__(self, net: nn.Module, weights_sha256: str) -> None:
+        super().__init__()
+        net.fc = nn.Identity()  # the 1008-way logits are not used; the output is pool3
+        self.net = net
+        self.name = "inception-tf"
+        self.weights_sha256 = weights_sha256
+        self.protocol = ("inception-tf: clean-fid resize (PIL bicubic on float32, clipped to [0, 255]) "
+                         f"to {INCEPTION_SIZE}, [-1,1] input, pool3 2048-d")
+        self.feature_dim = 2048
+        _freeze(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_images(x, self.name)
+        with torch.inference_mode():
+            x = clean_resize(x.clamp(-1, 1)).to(_device(self))
+            return self.net(x).float()
+
+
+def _build_inception_tf(weights: str | None, random_init: bool) -> InceptionTF:
+    if random_init:
+        with seeded_init():
+            return InceptionTF(_tf_inception_network(), RANDOM_INIT)
+    resolved = resolve_weights("inception-tf", weights)
+    net = _tf_inception_network()
+    load_into(net, load_state_dict(resolved), resolved, "inception-tf")
+    return InceptionTF(net, resolved.sha256)
+
+
+# ----------------------------------------------------------------------------------------------
+# inception-torchvision
+
+def _torchvision_inception_network() -> nn.Module:
+    return torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False,
+                                           transform_input=False)
+
+
+class InceptionTorchvision(FeatureExtractor):
+    """torchvision Inception pool3 features, preprocessed as the released StarGAN v2 evaluation."""
+
+    def __init__(self, net: nn.Module, weights_sha256: str, img_size: int) -> None:
+        super().__init__()
+        net.fc = nn.Identity()
+        self.net = net
+        self.img_size = img_size
+        self.name = "inception-torchvision"
+        self.weights_sha256 = weights_sha256
+        self.protocol = (f"inception-torchvision: bilinear (antialiased) resize to {img_size}, then to "
+                         f"{INCEPTION_SIZE}, ImageNet mean/std on [0,1] input (StarGAN v2 eval), "
+                         "pool3 2048-d")
+        self.feature_dim = 2048
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        _freeze(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_images(x, self.name)
+        with torch.inference_mode():
+            x = x.to(_device(self), torch.float32).clamp(-1, 1)
+            for size in (self.img_size, INCEPTION_SIZE):
+                if x.size(-1) != size:
+                    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                      antialias=True)
+            x = ((x + 1) / 2 - self.mean) / self.std
+            return self.net(x).float()
+
+
+def _build_inception_torchvision(img_size: int, weights: str | None,
+                                 random_init: bool) -> InceptionTorchvision:
+    if random_init:
+        with seeded_init():
+            return InceptionTorchvision(_torchvision_inception_network(), RANDOM_INIT, img_size)
+    resolved = resolve_weights("inception-torchvision", weights)
+    # The released file also holds the auxiliary classifier (AuxLogits.*), which is never used here.
+    state = {k: v for k, v in load_state_dict(resolved).items() if not k.startswith("AuxLogits.")}
+    net = _torchvision_inception_network()
+    load_into(net, state, resolved, "inception-torchvision")
+    return InceptionTorchvision(net, resolved.sha256, img_size)
+
+
+# ----------------------------------------------------------------------------------------------
+
+EXTRACTORS = ("inception-tf", "inception-torchvision")
+
+
+def build_extractor(name: str, img_size: int, weights: str | None = None, random_init: bool = False,
+                    device: str | torch.device = "cpu") -> FeatureExtractor:
+    """Build a feature extractor by name; ``weights`` is a file or folder overriding torch.hub's.
+
+    ``random_init=True`` skips the weights (reproducibly seeded; for tests): ``weights_sha256`` is
+    then ``"random-init"``.
+    """
+    if img_size < 1:
+        raise ValueError(f"img_size must be a positive number of pixels, got {img_size}")
+    if name == "inception-tf":
+        extractor: FeatureExtractor = _build_inception_tf(weights, random_init)
+    elif name == "inception-torchvision":
+        extractor = _build_inception_torchvision(img_size, weights, random_init)
+    else:
+        raise ValueError(f"unknown feature extractor {name!r}; valid names: {', '.join(EXTRACTORS)}")
+    return extractor.to(device)

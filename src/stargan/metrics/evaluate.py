@@ -1,0 +1,280 @@
+"""The StarGAN v2 evaluation protocol (Choi et al., 2020, Section 4), with the EMA networks.
+
+For every ordered pair of domains src -> trg (src != trg), each validation image of src is translated
+``num_outs`` times into trg: with random latent codes through F ("latent") and, separately, with
+random validation images of trg through E ("reference"). Per task:
+
+- FID and KID of all outputs against the *training* images of trg, in the backbone's feature space.
+  Outputs are rounded to 8 bits first, as the released protocol scores saved PNGs.
+- LPIPS: the mean over the num_outs * (num_outs - 1) / 2 pairs of one input's outputs (raw outputs,
+  as released), averaged over inputs.
+- With a domain classifier: the share of outputs classified as trg, and FID/KID in its feature space.
+
+Generation and feature extraction are streamed batch by batch; only feature vectors are kept.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from stargan.config import Config, EvalConfig
+from stargan.data import ImageFolder, eval_transform, load_rgb, open_dataset
+from stargan.metrics.backbones import FeatureExtractor, build_extractor
+from stargan.metrics.fid import FeatureStats, fid_from_stats
+from stargan.metrics.kid import kernel_inception_distance
+from stargan.metrics.stats_cache import cached_real_stats
+from stargan.nets.v2 import Networks
+
+FORMAT = "stargan-eval/1"
+MODES = ("latent", "reference")
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+
+
+@dataclasses.dataclass
+class Scorers:
+    """The networks that score images, built once per evaluation."""
+
+    extractors: dict[str, FeatureExtractor]  # "inception" and/or "classifier" feature spaces
+    lpips: torch.nn.Module | None
+    classifier: torch.nn.Module | None       # ClassifierFeatures (its logits give the accuracy)
+
+    @classmethod
+    def build(cls, settings: EvalConfig, img_size: int, device: torch.device,
+              random_init: bool = False) -> "Scorers":
+        from stargan.metrics.lpips import LPIPS
+
+        extractors: dict[str, FeatureExtractor] = {}
+        if settings.backbone != "none":
+            extractors["inception"] = build_extractor(settings.backbone, img_size, settings.weights or None,
+                                                      random_init=random_init, device=device)
+        classifier = None
+        if settings.classifier:
+            from stargan.metrics.classifier import ClassifierFeatures
+
+            classifier = ClassifierFeatures.from_file(settings.classifier, device=device)
+            extractors["classifier"] = classifier
+        lpips = (LPIPS(settings.lpips_weights or None, random_init=random_init, device=device)
+                 if settings.lpips else None)
+        return cls(extractors, lpips, classifier)
+
+    def describe(self) -> dict[str, Any]:
+        described = {name: {"name": e.name, "weights_sha256": e.weights_sha256, "protocol": e.protocol,
+                            "feature_dim": e.feature_dim} for name, e in self.extractors.items()}
+        if self.lpips is not None:
+            described["lpips"] = {"name": self.lpips.name, "weights_sha256": self.lpips.weights_sha256,
+                                  "protocol": self.lpips.protocol}
+        return described
+
+
+def check_settings(settings: EvalConfig) -> None:
+    if settings.mode not in (*MODES, "both"):
+        raise ValueError(f"eval mode must be latent, reference or both, got {settings.mode!r}")
+    if settings.num_outs < 2:
+        raise ValueError(f"num_outs must be >= 2 (LPIPS compares pairs of outputs), got {settings.num_outs}")
+    if settings.max_inputs < 0 or settings.batch_size < 1:
+        raise ValueError(f"need max_inputs >= 0 and batch_size >= 1, got {settings.max_inputs} and "
+                         f"{settings.batch_size}")
+    if settings.backbone not in ("inception-tf", "inception-torchvision", "none"):
+        raise ValueError(f"eval backbone must be inception-tf, inception-torchvision or none, got "
+                         f"{settings.backbone!r}")
+    if settings.classifier and not Path(settings.classifier).is_file():
+        raise FileNotFoundError(f"classifier file {settings.classifier} does not exist; train one with "
+                                "`stargan classifier train DATA --out FILE`")
+
+
+def preflight(settings: EvalConfig, random_init: bool = False) -> None:
+    """Fail now, not after hours of training, when the settings are wrong or a weight file is missing."""
+    from stargan.metrics.weights import resolve_weights
+
+    check_settings(settings)
+    if random_init:
+        return
+    if settings.backbone != "none":
+        resolve_weights(settings.backbone, settings.weights or None)
+    if settings.lpips:
+        resolve_weights("alexnet", settings.lpips_weights or None)
+
+
+def _load(files: list[Path], img_size: int) -> Tensor:
+    return torch.stack([eval_transform(load_rgb(f), img_size) for f in files])
+
+
+def _as_png(x: Tensor) -> Tensor:
+    """Round to the 8-bit values a saved PNG would hold, back in [-1, 1]."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+
+
+class _Task:
+    """Accumulates the scores of one (mode, src, trg) task as output batches stream in."""
+
+    def __init__(self, scorers: Scorers, trg: int):
+        self.scorers, self.trg = scorers, trg
+        self.stats = {name: FeatureStats(keep_features=True) for name in scorers.extractors}
+        self.lpips: list[float] = []
+        self.correct = 0
+        self.count = 0
+
+    def add(self, outs: Tensor) -> None:
+        """``outs`` [num_outs, N, 3, S, S]: num_outs outputs for each of N inputs."""
+        if self.scorers.lpips is not None:
+            self.lpips += [self.scorers.lpips.mean_pairwise_lpips(outs[:, i]) for i in range(outs.size(1))]
+        images = _as_png(outs.flatten(0, 1))
+        for name, extractor in self.scorers.extractors.items():
+            self.stats[name].update(extractor(images))
+        if self.scorers.classifier is not None:
+            predicted = self.scorers.classifier.logits(images).argmax(1)
+            self.correct += int((predicted == self.trg).sum())
+        self.count += images.size(0)
+
+    def result(self, real: dict[str, FeatureStats], seed: int) -> dict[str, float]:
+        out: dict[str, float] = {"num_images": self.count}
+        for name, stats in self.stats.items():
+            prefix = "" if name == "inception" else f"{name}_"
+            out[f"{prefix}fid"] = fid_from_stats(stats, real[name])
+            out[f"{prefix}kid"], out[f"{prefix}kid_std"] = kernel_inception_distance(
+                stats.features, real[name].features, num_subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE,
+                seed=seed)
+        if self.lpips:
+            out["lpips"] = float(np.mean(self.lpips))
+        if self.scorers.classifier is not None:
+            out["accuracy"] = self.correct / self.count
+        return out
+
+
+@torch.inference_mode()
+def _outputs(nets: Networks, x: Tensor, trg: int, mode: str, num_outs: int, refs: list[Path],
+             img_size: int, generator: torch.Generator) -> Tensor:
+    """[num_outs, N, 3, S, S]: each input translated num_outs times into ``trg``."""
+    n, device = x.size(0), x.device
+    y = torch.full((n,), trg, dtype=torch.long, device=device)
+    outs = []
+    for _ in range(num_outs):
+        if mode == "latent":
+            z = torch.randn(n, nets.mapping_network.shared[0].in_features, generator=generator)
+            s = nets.mapping_network(z.to(device), y)
+        else:
+            pick = torch.randint(len(refs), (n,), generator=generator).tolist()
+            s = nets.style_encoder(_load([refs[k] for k in pick], img_size).to(device), y)
+        outs.append(nets.generator(x, s))
+    return torch.stack(outs)
+
+
+def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, data_root: str | None = None,
+                      seed: int = 0, random_init: bool = False, cache_dir: str | None = None,
+                      progress: bool = True) -> dict[str, Any]:
+    """Run the protocol on (EMA) networks and return the results as a JSON-ready dict."""
+    check_settings(settings)
+    started = time.perf_counter()
+    root = data_root or config.data.root
+    if not root:
+        raise ValueError("no dataset to evaluate on: pass --data DIR (with train/ and val/)")
+    train_set, val_set = open_dataset(root, check_images=False)
+    if config.data.domains and tuple(train_set.domains) != tuple(config.data.domains):
+        raise ValueError(f"the model was trained on domains {list(config.data.domains)} but {root} has "
+                         f"{list(train_set.domains)}")
+    img_size = config.model.img_size
+    device = next(nets.generator.parameters()).device
+    scorers = Scorers.build(settings, img_size, device, random_init=random_init)
+    if scorers.classifier is not None and tuple(scorers.classifier.domains) != tuple(train_set.domains):
+        raise ValueError(f"the classifier {settings.classifier} was trained on domains "
+                         f"{list(scorers.classifier.domains)} but {root} has {list(train_set.domains)}")
+    modes = MODES if settings.mode == "both" else (settings.mode,)
+    domains = list(train_set.domains)
+    tasks = [(src, trg) for trg in range(len(domains)) for src in range(len(domains)) if src != trg]
+
+    real: dict[int, dict[str, FeatureStats]] = {
+        trg: {name: cached_real_stats(train_set.files_of(trg), img_size, extractor, cache_dir,
+                                      batch_size=settings.batch_size, progress=progress)
+              for name, extractor in scorers.extractors.items()}
+        for trg in range(len(domains))} if scorers.extractors else {}
+
+    inputs = {src: _inputs(val_set, src, settings.max_inputs) for src in range(len(domains))}
+    total = sum(len(inputs[src]) for src, _ in tasks) * len(modes) * settings.num_outs
+    results: dict[str, Any] = {}
+    with tqdm(total=total, desc="eval", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for mode in modes:
+            generator = torch.Generator().manual_seed(seed)
+            per_task = {}
+            for src, trg in tasks:
+                task = _Task(scorers, trg)
+                files = inputs[src]
+                for start in range(0, len(files), settings.batch_size):
+                    x = _load(files[start:start + settings.batch_size], img_size).to(device)
+                    task.add(_outputs(nets, x, trg, mode, settings.num_outs, val_set.files_of(trg),
+                                      img_size, generator))
+                    bar.update(x.size(0) * settings.num_outs)
+                per_task[f"{domains[src]}->{domains[trg]}"] = task.result(real.get(trg, {}), seed)
+            results[mode] = {"tasks": per_task, "mean": _mean(per_task)}
+
+    summary: dict[str, Any] = {
+        "format": FORMAT,
+        "settings": {**dataclasses.asdict(settings), "seed": seed, "data": str(root),
+                     "inputs_per_domain": {domains[s]: len(inputs[s]) for s in inputs},
+                     "random_init": random_init},
+        "scorers": scorers.describe(),
+        **results,
+    }
+    if scorers.classifier is not None:
+        from stargan.metrics.classifier import evaluate_folder
+
+        summary["classifier_real_val_accuracy"] = evaluate_folder(scorers.classifier, val_set,
+                                                                  settings.batch_size)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    return summary
+
+
+def _inputs(val_set: ImageFolder, src: int, max_inputs: int) -> list[Path]:
+    files = val_set.files_of(src)
+    return files[:max_inputs] if max_inputs > 0 else files
+
+
+def _mean(per_task: dict[str, dict[str, float]]) -> dict[str, float]:
+    keys = [k for k in next(iter(per_task.values())) if k != "num_images"]
+    return {k: float(np.mean([t[k] for t in per_task.values()])) for k in keys}
+
+
+def headline(summary: dict[str, Any]) -> dict[str, float]:
+    """The mean scores of every mode as flat ``mode/metric`` scalars (for logs and the console)."""
+    return {f"{mode}/{key}": value for mode in MODES if mode in summary
+            for key, value in summary[mode]["mean"].items() if math.isfinite(value)}
+
+
+def write_results(summary: dict[str, Any], run_dir: str | Path, step: int) -> Path:
+    """``RUN/metrics/step-NNNNNN.json`` (atomically) and one line in ``RUN/metrics/metrics.jsonl``."""
+    out_dir = Path(run_dir) / "metrics"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"step-{step:06d}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({**summary, "step": step}, indent=1))
+    os.replace(tmp, path)
+    with open(out_dir / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps({"step": step, **headline(summary), "file": path.name}) + "\n")
+    return path
+
+
+def evaluate_run(path: str | Path, settings: EvalConfig, *, data_root: str | None = None,
+                 device: str = "cpu", seed: int = 0, random_init: bool = False,
+                 cache_dir: str | None = None, progress: bool = True) -> tuple[Path, dict[str, Any]]:
+    """Evaluate a run's latest checkpoint (or a checkpoint directory); write and return the results."""
+    from stargan import checkpoints
+
+    ckpt = checkpoints.resolve_checkpoint(path)
+    preflight(settings, random_init)
+    config, nets = checkpoints.load_for_sampling(ckpt, device)
+    step = int(ckpt.name.split("-")[-1]) if ckpt.name.startswith("step-") else 0
+    summary = evaluate_networks(nets, config, settings, data_root=data_root, seed=seed,
+                                random_init=random_init, cache_dir=cache_dir, progress=progress)
+    summary["checkpoint"] = str(ckpt)
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
+    return write_results(summary, run_dir, step), summary

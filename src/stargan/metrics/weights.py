@@ -1,0 +1,154 @@
+"""Pretrained weight files of the metric networks: where they live and how they are verified.
+
+Nothing here downloads. A file is taken from an explicit path, or else from torch.hub's checkpoint
+folder (``$TORCH_HOME/hub/checkpoints``, where torchvision would have cached it), and its SHA-256 is
+checked: the hex prefix in the file name (torch.hub's own convention) always, the full digest when
+it is known from several independent public records.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+RANDOM_INIT = "random-init"  # the weights_sha256 of a network built without weights (tests only)
+_CHUNK = 1 << 20             # bytes read at a time while hashing
+
+
+class WeightsError(FileNotFoundError):
+    """The weight file is missing or is not the expected file; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    filename: str
+    url: str              # where a user downloads it (text only: never fetched)
+    source: str           # one line on what the file is
+    sha256: str | None    # full digest, when reliably known; the filename prefix is checked regardless
+
+    @property
+    def prefix(self) -> str:
+        """The hex digits after the last ``-`` of the file name: the start of its SHA-256."""
+        return Path(self.filename).stem.rsplit("-", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Weights:
+    path: Path
+    sha256: str
+
+
+REGISTRY: dict[str, WeightsSpec] = {
+    "inception-tf": WeightsSpec(
+        filename="pt_inception-2015-12-05-6726825d.pth",
+        url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+            "pt_inception-2015-12-05-6726825d.pth",
+        source="TF Inception (2015-12-05) ported by pytorch-fid (release 'fid_weights')",
+        sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
+    ),
+    "inception-torchvision": WeightsSpec(
+        filename="inception_v3_google-0cc3c7bd.pth",
+        url="https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
+        source="torchvision Inception v3 ImageNet weights (Inception_V3_Weights.IMAGENET1K_V1)",
+        sha256=None,
+    ),
+    "alexnet": WeightsSpec(
+        filename="alexnet-owt-7be5be79.pth",
+        url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        source="torchvision AlexNet ImageNet weights (AlexNet_Weights.IMAGENET1K_V1), the LPIPS backbone",
+        sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
+    ),
+}
+
+_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
+
+
+def hub_dir() -> Path:
+    """The folder searched when no path is given: ``torch.hub.get_dir()/checkpoints``."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in chunks (memoised on path, size and mtime)."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _digests:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+        _digests[key] = digest.hexdigest()
+    return _digests[key]
+
+
+def _spec(key: str) -> WeightsSpec:
+    if key not in REGISTRY:
+        raise ValueError(f"unknown weights {key!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[key]
+
+
+def _missing(spec: WeightsSpec, path: Path, explicit: bool) -> WeightsError:
+    where = (f"the path you passed, {path}, does not exist" if explicit
+             else f"it is not in {path.parent}")
+    return WeightsError(
+        f"weight file {spec.filename} not found: {where}.\n"
+        f"It is the {spec.source}. Nothing is downloaded automatically; get it from\n"
+        f"  {spec.url}\n"
+        f"and put it in {hub_dir()}{os.sep} (torch.hub's checkpoint folder; set TORCH_HOME to move it),\n"
+        f"or pass its path explicitly (the weights option of the metric).")
+
+
+def resolve_weights(key: str, path: str | Path | None = None) -> Weights:
+    """Find and verify the weight file ``key`` of :data:`REGISTRY`.
+
+    ``path`` (a file, or a folder holding the file under its registry name) wins over torch.hub's
+    checkpoint folder. Raises :class:`WeightsError` when the file is missing or its hash is wrong.
+    """
+    spec = _spec(key)
+    explicit = path is not None
+    candidate = Path(path).expanduser() if path is not None else hub_dir() / spec.filename
+    if candidate.is_dir():
+        candidate = candidate / spec.filename
+    if not candidate.is_file():
+        raise _missing(spec, candidate, explicit)
+
+    digest = sha256_file(candidate)
+    expected = spec.sha256 or spec.prefix
+    if not digest.startswith(expected):
+        what = "SHA-256" if spec.sha256 else f"SHA-256 prefix (from the name {spec.filename})"
+        raise WeightsError(
+            f"weight file {candidate} is not {spec.filename}: expected {what} {expected}, "
+            f"got {digest}. The file is corrupt, truncated or a different file; "
+            f"download it again from {spec.url}")
+    return Weights(path=candidate, sha256=digest)
+
+
+def load_state_dict(weights: Weights) -> dict[str, torch.Tensor]:
+    """Load a verified weight file as a state dict on the CPU (``weights_only``: no pickled code)."""
+    state = torch.load(weights.path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise WeightsError(f"{weights.path} does not hold a state dict (found {type(state).__name__})")
+    return state
+
+
+def load_into(net: nn.Module, state: dict[str, torch.Tensor], weights: Weights, name: str) -> None:
+    """``net.load_state_dict(state)`` (strict), with an error that names the file."""
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as error:
+        raise WeightsError(f"{weights.path} does not fit the {name} network: {error}") from error
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int = 0) -> Iterator[None]:
+    """Make random initialisation reproducible without touching the caller's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

@@ -1,0 +1,93 @@
+"""The StarGAN v1 training loop: data, progress bar, scalars, test grids and checkpoints around
+:func:`stargan.training.step_v1.train_step_v1`.
+
+Works in one process or, like the v2 loop, in several under ``torchrun`` (each process draws its own
+batches, gradients are averaged, rank 0 alone writes).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from stargan import checkpoints, sampling_v1
+from stargan.config import V1Config
+from stargan.data import train_loader
+from stargan.data.v1 import V1Batches, V1Data, open_v1_data
+from stargan.distributed import World, device_for
+from stargan.nets.v1 import build_v1_networks
+from stargan.training.loop import ScalarLog, resolve_device
+from stargan.training.step_v1 import make_v1_train_state, train_step_v1
+
+PROGRESS_KEYS = {"D/real": "D_real", "D/fake": "D_fake", "D/cls": "D_cls", "D/gp": "gp",
+                 "G/fake": "G_fake", "G/cls": "G_cls", "G/rec": "rec"}
+
+
+def resolve_v1_data(config: V1Config) -> tuple[V1Config, V1Data]:
+    """Open and check the datasets; return the config with the folder domain names filled in."""
+    data = open_v1_data(config.data, config.model)
+    folders = [images for images in data.train if not images.multi_label]
+    if folders:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, domains=folders[0].names))
+    return config, data
+
+
+def train_v1(config: V1Config, run_dir: Path, resume: bool = False, show_progress: bool = True,
+             world: World = World()) -> Path:
+    """Train (or continue training) the StarGAN v1 run in ``run_dir``; returns the last checkpoint."""
+    config, data = resolve_v1_data(config)
+    device = resolve_device(device_for(world, config.train.device))
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(config.train.seed)
+    state = make_v1_train_state(build_v1_networks(config.model).to(device), config.optim, world.world_size)
+    if resume:
+        ckpt = checkpoints.restore_train_state(run_dir, state, config)
+        if world.is_main:
+            tqdm.write(f"resumed from {ckpt} at step {state.step}")
+    if world.is_main:
+        config.save_yaml(run_dir / "config.yaml")
+
+    batches = V1Batches(data, config.model.img_size, config.data.batch_size, config.train.seed,
+                        config.data.crop_sizes, config.data.flip, world.rank)
+    test_batches = (sampling_v1.fixed_test_batches(config, data.test, config.train.num_samples,
+                                                   seed=config.train.seed) if world.is_main else None)
+    log = ScalarLog(run_dir / "logs") if world.is_main else None
+    total = config.train.total_iters
+    last_ckpt = None
+    progress = tqdm(total=total, initial=state.step, desc="train", unit="it", dynamic_ncols=True,
+                    disable=not (show_progress and world.is_main))
+    try:
+        batch_iter = train_loader(batches, state.step, config.data.num_workers)
+        while state.step < total:
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batch_iter).items()}
+            logs = train_step_v1(state, batch, config)
+            progress.update(1)
+            step = state.step
+            if not world.is_main:
+                continue
+            if step % config.train.log_every == 0 or step == total:
+                scalars = {k: float(v) for k, v in logs.items()}
+                log.write(step, scalars)
+                progress.set_postfix({short: f"{scalars[k]:.3f}" for k, short in PROGRESS_KEYS.items()
+                                      if k in scalars}, refresh=False)
+            if step % config.train.sample_every == 0 or step == total:
+                sampling_v1.write_test_grids(state.nets.generator, config, test_batches, data.test,
+                                             run_dir / "samples", prefix=f"{step:06d}_")
+            if step % config.train.save_every == 0 or step == total:
+                last_ckpt = checkpoints.save_checkpoint(run_dir, state, config, config.train.keep_last)
+    except KeyboardInterrupt:
+        if world.is_main and last_ckpt != checkpoints.checkpoint_path(run_dir, state.step):
+            saved = checkpoints.save_checkpoint(run_dir, state, config, config.train.keep_last)
+            tqdm.write(f"interrupted: saved {saved}; continue with --resume {run_dir}")
+        raise
+    finally:
+        progress.close()
+        if log is not None:
+            log.close()
+    if not world.is_main:
+        return checkpoints.checkpoint_path(run_dir, state.step)
+    return last_ckpt or checkpoints.resolve_checkpoint(run_dir)

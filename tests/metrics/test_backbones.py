@@ -1,0 +1,121 @@
+import dataclasses
+import hashlib
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from stargan.metrics import backbones
+from stargan.metrics.backbones import EXTRACTORS, build_extractor, clean_resize, describe
+from stargan.metrics.weights import REGISTRY, WeightsError
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch, tmp_path):
+    def refuse(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
+
+
+def fake_weights(monkeypatch, tmp_path, key, state):
+    """Save ``state`` and point the registry entry ``key`` at a name carrying its hash prefix."""
+    path = tmp_path / f"{key}.pth"
+    torch.save(state, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    spec = dataclasses.replace(REGISTRY[key], filename=f"fake-{digest[:8]}.pth", sha256=None)
+    monkeypatch.setitem(REGISTRY, key, spec)
+    return path, digest
+
+
+@pytest.mark.parametrize("name", EXTRACTORS)
+def test_random_init_extractors_give_2048_features(name):
+    extractor = build_extractor(name, img_size=32, random_init=True)
+    features = extractor(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert features.shape == (2, 2048) and features.dtype == torch.float32
+    assert torch.isfinite(features).all()
+    assert extractor.feature_dim == 2048 and extractor.name == name
+    assert describe(extractor)["weights_sha256"] == "random-init"
+    assert name in extractor.protocol
+    assert not extractor.train().training
+    assert not any(p.requires_grad for p in extractor.parameters())
+
+
+def test_random_init_is_reproducible_and_leaves_the_global_rng_alone():
+    state = torch.random.get_rng_state()
+    a = build_extractor("inception-torchvision", 32, random_init=True)
+    b = build_extractor("inception-torchvision", 32, random_init=True)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), name
+
+
+def pil_reference(x: torch.Tensor, size: int) -> np.ndarray:
+    out = np.zeros((x.shape[0], 3, size, size), dtype=np.float32)
+    for b in range(x.shape[0]):
+        for c in range(3):
+            channel = ((x[b, c].numpy().astype(np.float32) + 1) * 127.5).astype(np.float32)
+            resized = Image.fromarray(channel, mode="F").resize((size, size), Image.BICUBIC)
+            out[b, c] = np.asarray(resized).clip(0, 255) / 127.5 - 1
+    return out
+
+
+def test_clean_resize_equals_per_channel_pil_bicubic():
+    x = torch.rand(2, 3, 23, 23, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    y = clean_resize(x, size=41)
+    assert y.shape == (2, 3, 41, 41) and y.dtype == torch.float32
+    np.testing.assert_allclose(y.numpy(), pil_reference(x, 41), atol=1e-6)
+
+
+def test_clean_resize_does_not_quantise():
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    np.testing.assert_allclose(clean_resize(x, size=16).numpy(), x.numpy(), atol=1e-6)
+
+
+def test_torchvision_file_with_aux_logits_loads(monkeypatch, tmp_path):
+    net = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    state = net.state_dict()
+    assert any(k.startswith("AuxLogits.") for k in state)  # what the released file holds
+    path, digest = fake_weights(monkeypatch, tmp_path, "inception-torchvision", state)
+    extractor = build_extractor("inception-torchvision", 64, weights=str(path))
+    assert extractor.weights_sha256 == digest
+    key = "Mixed_7c.branch_pool.conv.weight"
+    assert torch.equal(extractor.net.get_parameter(key), state[key])
+    assert isinstance(extractor.net.fc, torch.nn.Identity)
+
+
+def test_tf_file_loads_and_a_wrong_file_is_refused(monkeypatch, tmp_path):
+    state = backbones._tf_inception_network().state_dict()
+    assert state["fc.weight"].shape == (1008, 2048)
+    path, digest = fake_weights(monkeypatch, tmp_path, "inception-tf", state)
+    extractor = build_extractor("inception-tf", 64, weights=str(path))
+    assert extractor.weights_sha256 == digest
+    key = "Mixed_5b.branch_pool.conv.weight"  # a patched FID block
+    assert torch.equal(extractor.net.get_parameter(key), state[key])
+
+    state["fc.weight"] = state["fc.weight"][:1000]  # torchvision's 1000 classes instead of TF's 1008
+    path, _ = fake_weights(monkeypatch, tmp_path, "inception-tf", state)
+    with pytest.raises(WeightsError, match="does not fit the inception-tf network"):
+        build_extractor("inception-tf", 64, weights=str(path))
+
+
+def test_missing_weights_raise_weights_error():
+    with pytest.raises(WeightsError, match="inception_v3_google-0cc3c7bd.pth"):
+        build_extractor("inception-torchvision", 64)
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match="inception-tf, inception-torchvision"):
+        build_extractor("vgg", 64, random_init=True)
+
+
+def test_bad_inputs_are_refused_before_running():
+    extractor = build_extractor("inception-torchvision", 32, random_init=True)
+    for shape in [(2, 1, 32, 32), (2, 3, 32, 16), (0, 3, 32, 32), (3, 32, 32)]:
+        with pytest.raises(ValueError, match="inception-torchvision"):
+            extractor(torch.zeros(shape))

@@ -1,0 +1,166 @@
+"""The evaluation protocol: tasks, per-task numbers, the JSON result, determinism and early errors."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from stargan import checkpoints
+from stargan.cli import main
+from stargan.config import Config, EvalConfig
+from stargan.data import make_demo_dataset
+from stargan.metrics import evaluate
+from stargan.metrics.evaluate import Scorers, _as_png, _Task, evaluate_run
+from stargan.metrics.fid import FeatureStats, frechet_distance
+from stargan.metrics.weights import WeightsError
+from stargan.nets.v2 import build_networks
+from stargan.training.step import make_train_state
+
+TINY = ["model.img_size=32", "model.base_dim=8", "model.max_conv_dim=16", "model.hidden_dim=16",
+        "model.style_dim=8", "model.latent_dim=4", "model.w_hpf=0"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run directory with one (untrained) checkpoint on a two-domain dataset."""
+    tmp = tmp_path_factory.mktemp("eval")
+    root = make_demo_dataset(tmp / "data", img_size=32, train_per_domain=6, val_per_domain=3)
+    for split in ("train", "val"):  # two domains keep the number of tasks (and FIDs) small
+        shutil.rmtree(root / split / "triangle")
+    config = Config().with_overrides(TINY + ["model.num_domains=2", f"data.root={root}",
+                                             "data.domains=[circle,square]"])
+    torch.manual_seed(0)
+    state = make_train_state(build_networks(config.model), config.optim)
+    state.step = 7
+    checkpoints.save_checkpoint(tmp / "run", state, config)
+    return tmp / "run"
+
+
+def test_as_png_rounds_to_8_bit_levels():
+    x = torch.tensor([-1.5, -1.0, 0.0, 0.001, 0.5, 2.0])
+    levels = (_as_png(x) + 1) * 127.5
+    assert torch.allclose(levels, levels.round(), atol=1e-4)
+    assert levels.tolist() == pytest.approx([0, 0, 128, 128, 191, 255], abs=1e-4)
+
+
+class MeanColour(torch.nn.Module):
+    """A stand-in feature extractor: the mean colour of each image (3 features)."""
+
+    name, weights_sha256, protocol, feature_dim = "mean-colour", "none", "mean RGB", 3
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
+
+
+def test_task_scores_equal_direct_computation():
+    g = torch.Generator().manual_seed(0)
+    outs = torch.rand(4, 5, 3, 8, 8, generator=g) * 2 - 1          # 4 outputs for each of 5 inputs
+    real = FeatureStats(keep_features=True)
+    real_x = torch.rand(30, 3, 8, 8, generator=g) * 2 - 1
+    real.update(real_x.mean(dim=(2, 3)))
+    task = _Task(Scorers({"inception": MeanColour()}, lpips=None, classifier=None), trg=1)
+    task.add(outs[:, :2])
+    task.add(outs[:, 2:])                                          # streamed in two batches
+    result = task.result({"inception": real}, seed=0)
+
+    fake = _as_png(outs.flatten(0, 1)).mean(dim=(2, 3)).double().numpy()
+    expected = frechet_distance(fake.mean(0), np.cov(fake, rowvar=False), real.mean, real.cov)
+    assert result["num_images"] == 20
+    assert result["fid"] == pytest.approx(expected, rel=1e-9)
+    assert result["kid"] > 0 and "lpips" not in result and "accuracy" not in result
+
+
+def test_task_accuracy_counts_target_predictions():
+    class Classifier(MeanColour):
+        def logits(self, x):  # domain 1 when the red channel is bright
+            red = x[:, 0].mean(dim=(1, 2))
+            return torch.stack([-red, red], dim=1)
+
+    clf = Classifier()
+    task = _Task(Scorers({}, lpips=None, classifier=clf), trg=1)
+    outs = -torch.ones(2, 4, 3, 8, 8)
+    outs[:, :3, 0] = 1.0                                            # 3 of 4 inputs have bright red
+    task.add(outs)
+    assert task.result({}, seed=0)["accuracy"] == pytest.approx(6 / 8)
+
+
+def settings(**changes) -> EvalConfig:
+    base = EvalConfig(mode="both", num_outs=3, max_inputs=2, backbone="none", batch_size=2)
+    return dataclasses.replace(base, **changes)
+
+
+def test_evaluate_run_writes_every_task(run, tmp_path):
+    path, summary = evaluate_run(run, settings(backbone="inception-tf"), random_init=True,
+                                 cache_dir=str(tmp_path), progress=False)
+    assert path == run / "metrics" / "step-000007.json"
+    saved = json.loads(path.read_text())
+    assert saved["step"] == 7 and saved["format"] == evaluate.FORMAT
+    for mode in ("latent", "reference"):
+        tasks = saved[mode]["tasks"]
+        assert set(tasks) == {"circle->square", "square->circle"}
+        for numbers in tasks.values():
+            assert numbers["num_images"] == 2 * 3                   # max_inputs x num_outs
+            assert {"fid", "kid", "kid_std", "lpips"} <= set(numbers)
+            assert numbers["lpips"] > 0                             # different styles differ
+        assert saved[mode]["mean"]["lpips"] == pytest.approx(
+            np.mean([t["lpips"] for t in tasks.values()]))
+    scorer = saved["scorers"]["inception"]
+    assert scorer["name"] == "inception-tf" and scorer["weights_sha256"] == "random-init"
+    assert "299" in scorer["protocol"]
+    line = json.loads((run / "metrics" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert line["step"] == 7 and "latent/fid" in line and "reference/lpips" in line
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(run, tmp_path):
+    def lpips_of(seed):
+        _, summary = evaluate_run(run, settings(mode="latent"), random_init=True, seed=seed,
+                                  cache_dir=str(tmp_path), progress=False)
+        return summary["latent"]["mean"]["lpips"]
+
+    assert lpips_of(0) == lpips_of(0)
+    assert lpips_of(0) != lpips_of(1)
+
+
+def test_identical_outputs_have_zero_lpips(run, tmp_path, monkeypatch):
+    """A generator that ignores the style gives num_outs identical outputs: no diversity at all."""
+    real_load = checkpoints.load_for_sampling
+
+    def style_blind(path, device):
+        config, nets = real_load(path, device)
+        nets.generator.forward = lambda x, s, masks=None: x.clone()
+        return config, nets
+
+    monkeypatch.setattr(checkpoints, "load_for_sampling", style_blind)
+    _, summary = evaluate_run(run, settings(mode="latent"), random_init=True, cache_dir=str(tmp_path),
+                              progress=False)
+    assert summary["latent"]["mean"]["lpips"] == 0.0
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"num_outs": 1}, "num_outs must be >= 2"),
+    ({"mode": "sideways"}, "latent, reference or both"),
+    ({"backbone": "vgg"}, "inception-tf, inception-torchvision or none"),
+    ({"classifier": "/no/such/file.safetensors"}, "stargan classifier train"),
+])
+def test_bad_settings_fail_before_work(run, change, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        evaluate_run(run, settings(**change), random_init=True, progress=False)
+
+
+def test_missing_weights_named_before_work(run, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(WeightsError, match="pt_inception-2015-12-05-6726825d.pth"):
+        evaluate_run(run, settings(backbone="inception-tf"), progress=False)
+
+
+def test_cli_eval(run, tmp_path, capsys):
+    code = main(["eval", str(run), "--random-weights", "--backbone", "none", "--mode", "reference",
+                 "--num-outs", "2", "--max-inputs", "1", "--cache-dir", str(tmp_path), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "reference/lpips" in out and "latent/" not in out
+    assert f"wrote {run / 'metrics' / 'step-000007.json'}" in out
