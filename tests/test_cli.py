@@ -1,6 +1,7 @@
 """The `stargan` command, end to end on a tiny model."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ from PIL import Image
 
 from stargan.cli import main
 from stargan.data.demo import make_demo_dataset
+from stargan.sampling import GRID_PADDING
 
 TINY = ["--set", "model.img_size=16", "--set", "model.latent_dim=4", "--set", "model.style_dim=8",
         "--set", "model.hidden_dim=16", "--set", "model.max_conv_dim=16", "--set", "model.base_dim=8",
@@ -72,3 +74,175 @@ def test_console_script_lists_presets():
     out = subprocess.run([sys.executable, "-m", "stargan.cli", "presets"], capture_output=True, text=True,
                          check=True).stdout.split()
     assert {"afhq", "celeba_hq", "cpu", "demo"} <= set(out)
+
+
+# ---- data fashion-mnist, StarGAN v1, classifier, import-official -----------------------------------
+
+V1_TINY = ["--set", "model.img_size=16", "--set", "model.g_conv_dim=8", "--set", "model.d_conv_dim=8",
+           "--set", "model.g_repeat_num=1", "--set", "model.d_repeat_num=2", "--set", "data.crop_size=0",
+           "--set", "data.batch_size=4", "--set", "data.num_workers=0", "--set", "train.total_iters=4",
+           "--set", "train.sample_every=2", "--set", "train.save_every=2", "--set", "train.num_samples=2",
+           "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def trained_v1(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_v1")
+    data = make_demo_dataset(root / "data", img_size=16, train_per_domain=4, val_per_domain=2)
+    assert main(["train", "--model", "v1", "--data", str(data), "--runs", str(root / "runs"), *V1_TINY]) == 0
+    return data, root / "runs" / "00000-cpu-v1"
+
+
+def test_data_fashion_mnist(tmp_path, capsys):
+    import gzip
+    import struct
+
+    import numpy as np
+
+    def idx(array):
+        header = struct.pack(">I", 0x800 + array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+        return gzip.compress(header + array.tobytes())
+
+    source = tmp_path / "idx"
+    source.mkdir()
+    images = np.arange(5 * 28 * 28, dtype=np.uint8).reshape(5, 28, 28)
+    for prefix, labels in (("train", [5, 7, 5, 1, 7]), ("t10k", [7, 5, 5, 7, 0])):
+        (source / f"{prefix}-images-idx3-ubyte.gz").write_bytes(idx(images))
+        (source / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(idx(np.array(labels, dtype=np.uint8)))
+    out = tmp_path / "fmnist"
+    assert main(["data", "fashion-mnist", "--source", str(source), "--out", str(out), "--classes",
+                 "sneaker,sandal", "--no-progress"]) == 0
+    assert capsys.readouterr().out == (f"wrote {out}/train and {out}/val; train with: stargan train --preset "
+                                       f"fmnist_shoes --data {out}\n")
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["train/sandal/00000.png", "train/sandal/00001.png", "train/sneaker/00000.png",
+                       "train/sneaker/00001.png", "val/sandal/00000.png", "val/sandal/00001.png",
+                       "val/sneaker/00000.png", "val/sneaker/00001.png"]
+    with Image.open(out / "train" / "sneaker" / "00001.png") as png:   # train image 4, padded by 2
+        assert png.size == (32, 32) and png.mode == "RGB"
+        assert np.array_equal(np.asarray(png)[2:30, 2:30, 1], images[4])
+
+    assert main(["data", "fashion-mnist", "--source", str(tmp_path / "none"), "--out", str(tmp_path / "x"),
+                 "--classes", "sneaker,boots"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --classes needs at least two different Fashion-MNIST classes")
+    assert "unknown: ['boots']" in err and err.count("\n") == 1
+
+
+def test_train_v1_writes_a_v1_run(trained_v1, capsys):
+    _, run = trained_v1
+    saved = yaml_of(run / "config.yaml")
+    assert saved["arch"] == "v1" and saved["preset"] == "cpu-v1"
+    assert saved["model"]["c_dim"] == 3 and saved["model"]["img_size"] == 16
+    assert saved["data"]["domains"] == ["circle", "square", "triangle"]
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"step-000002", "step-000004"}
+    assert (run / "checkpoints" / "step-000004" / "networks.safetensors").is_file()
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["000002_folders.png", "000004_folders.png"]
+
+
+def test_resume_v1_continues_to_the_new_total(trained_v1, capsys):
+    _, run = trained_v1
+    assert main(["train", "--resume", str(run), "--no-progress", "--set", "train.total_iters=6"]) == 0
+    out = capsys.readouterr().out
+    assert f"resumed from {run / 'checkpoints' / 'step-000004'} at step 4" in out
+    assert f"checkpoint:   {run / 'checkpoints' / 'step-000006'}" in out
+    assert (run / "samples" / "000006_folders.png").is_file()
+    steps = [json.loads(line)["step"] for line in (run / "logs" / "scalars.jsonl").read_text().splitlines()]
+    assert steps == [4, 6]                                               # log_every=10: only the last steps
+    assert yaml_of(run / "config.yaml")["train"]["total_iters"] == 6
+
+
+def test_sample_v1(trained_v1, tmp_path, capsys):
+    _, run = trained_v1
+    assert main(["sample", str(run), "--out", str(tmp_path / "s"), "--num-images", "3"]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 's' / 'folders.png'}\n"
+    assert [p.name for p in (tmp_path / "s").iterdir()] == ["folders.png"]
+
+
+def test_v1_with_a_v2_preset_is_a_one_line_error(trained_v1, tmp_path, capsys):
+    data, _ = trained_v1
+    assert main(["train", "--model", "v1", "--preset", "cpu", "--data", str(data), "--runs",
+                 str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err == ("error: --model v1 does not match --preset cpu, a StarGAN v2 preset; "
+                                       "StarGAN v1 presets: both256, celeba128, cpu-v1, rafd128\n")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_presets_lists_both_architectures(capsys):
+    assert main(["presets"]) == 0
+    rows = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert rows["cpu"] == "StarGAN v2" and rows["fmnist_shoes"] == "StarGAN v2"
+    assert rows["cpu-v1"] == "StarGAN v1" and rows["celeba128"] == "StarGAN v1"
+    assert set(rows.values()) == {"StarGAN v1", "StarGAN v2"}
+
+
+def test_classifier_train(trained_v1, tmp_path, capsys):
+    import re
+
+    from stargan.metrics.classifier import ClassifierFeatures
+
+    data, _ = trained_v1
+    out = tmp_path / "clf.safetensors"
+    assert main(["classifier", "train", str(data), "--out", str(out), "--epochs", "1", "--img-size", "16",
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert re.fullmatch(rf"val accuracy [01]\.\d{{4}} \(train [01]\.\d{{4}}\); wrote {re.escape(str(out))}\n",
+                        printed), printed
+    clf = ClassifierFeatures.from_file(out)
+    assert tuple(clf.domains) == ("circle", "square", "triangle") and clf.img_size == 16
+
+
+@pytest.fixture
+def official_v1(tmp_path):
+    """A G/D pair saved as the StarGAN v1 release does: bare state dicts, NNNNNN-G.ckpt / NNNNNN-D.ckpt."""
+    import torch
+
+    from stargan.v1 import Discriminator, Generator
+
+    torch.manual_seed(0)
+    g, d = tmp_path / "000100-G.ckpt", tmp_path / "000100-D.ckpt"
+    torch.save(Generator(conv_dim=8, label_dim=3, repeat_num=1).state_dict(), g)
+    torch.save(Discriminator(img_size=16, conv_dim=8, c_dim=3, repeat_num=2).state_dict(), d)
+    return g, d
+
+
+def test_import_official_v1_then_sample(trained_v1, official_v1, tmp_path, capsys):
+    data, _ = trained_v1
+    g, d = official_v1
+    run = tmp_path / "official"
+    assert main(["import-official", "--model", "v1", str(g), str(d), "--out", str(run),
+                 "--domains", "circle,square,triangle"]) == 0
+    assert capsys.readouterr().out == (f"imported {g} -> {run / 'checkpoints' / 'step-000100'}\n"
+                                       f"sample with: stargan sample {run} --data DIR\n")
+    saved = yaml_of(run / "config.yaml")
+    assert saved["arch"] == "v1" and saved["preset"] == "official:000100-G.ckpt"
+    assert {k: saved["model"][k] for k in ("img_size", "c_dim", "g_conv_dim", "d_conv_dim", "g_repeat_num",
+                                           "d_repeat_num")} == {"img_size": 16, "c_dim": 3, "g_conv_dim": 8,
+                                                                "d_conv_dim": 8, "g_repeat_num": 1,
+                                                                "d_repeat_num": 2}
+    assert saved["data"]["mode"] == "folders"
+    assert main(["sample", str(run), "--data", str(data), "--out", str(tmp_path / "s")]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 's' / 'folders.png'}\n"
+    with Image.open(tmp_path / "s" / "folders.png") as grid:   # 6 val inputs x (input + 3 domains)
+        assert grid.size == (4 * 16 + 5 * GRID_PADDING, 6 * 16 + 7 * GRID_PADDING)
+
+
+def test_import_official_v1_without_domain_names_samples_any_folders(trained_v1, official_v1, tmp_path):
+    data, _ = trained_v1
+    g, d = official_v1
+    assert main(["import-official", "--model", "v1", str(g), str(d), "--out", str(tmp_path / "run")]) == 0
+    assert main(["sample", str(tmp_path / "run"), "--data", str(data), "--out", str(tmp_path / "s")]) == 0
+
+
+def test_import_official_two_files_need_model_v1(official_v1, tmp_path, capsys):
+    g, d = official_v1
+    assert main(["import-official", str(g), str(d), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == ("error: a StarGAN v2 import takes one *_nets_ema.ckpt file, got 2; "
+                                       "two files (G.ckpt D.ckpt) are a StarGAN v1 import: add --model v1\n")
+    assert not (tmp_path / "run").exists()
+
+
+def yaml_of(path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())

@@ -112,6 +112,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def _sample_v1(args: argparse.Namespace) -> None:
     from stargan import checkpoints, sampling_v1
 
+    if args.psi != 1.0 or args.num_styles != 4:
+        raise ValueError("--psi and --num-styles are StarGAN v2 options (style codes); a v1 run has none")
     config, generator = checkpoints.load_v1_for_sampling(args.run, args.device)
     if args.data:
         config = config.with_overrides([f"data.root={args.data}"])

@@ -179,7 +179,7 @@ def _v1_data_config(model: V1ModelConfig, names: tuple[str, ...] | None) -> V1Da
     attrs = names[:num_attrs] if names is not None else defaults.attrs
     domains = (names[num_attrs:] if names is not None
                else RAFD_DOMAINS if num_domains == len(RAFD_DOMAINS)
-               else tuple(f"domain{i}" for i in range(num_domains)))
+               else ())  # unknown names: taken from the dataset's folders when sampling
     mode = "both" if model.c2_dim else "celeba" if num_attrs else "folders"
     return dataclasses.replace(defaults, mode=mode, attrs=tuple(attrs) if num_attrs else defaults.attrs,
                                domains=tuple(domains))

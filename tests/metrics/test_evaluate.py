@@ -94,12 +94,14 @@ def settings(**changes) -> EvalConfig:
 
 
 def test_evaluate_run_writes_every_task(run, tmp_path):
-    path, summary = evaluate_run(run, settings(backbone="inception-tf"), random_init=True,
+    # Inception (2048-d FIDs) once, on latent mode; the reference mode is the same code path.
+    path, summary = evaluate_run(run, settings(backbone="inception-tf", mode="latent"), random_init=True,
                                  cache_dir=str(tmp_path), progress=False)
     assert path == run / "metrics" / "step-000007.json"
     saved = json.loads(path.read_text())
     assert saved["step"] == 7 and saved["format"] == evaluate.FORMAT
-    for mode in ("latent", "reference"):
+    assert "reference" not in saved
+    for mode in ("latent",):
         tasks = saved[mode]["tasks"]
         assert set(tasks) == {"circle->square", "square->circle"}
         for numbers in tasks.values():
@@ -112,7 +114,7 @@ def test_evaluate_run_writes_every_task(run, tmp_path):
     assert scorer["name"] == "inception-tf" and scorer["weights_sha256"] == "random-init"
     assert "299" in scorer["protocol"]
     line = json.loads((run / "metrics" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert line["step"] == 7 and "latent/fid" in line and "reference/lpips" in line
+    assert line["step"] == 7 and "latent/fid" in line and "latent/lpips" in line
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(run, tmp_path):
@@ -164,3 +166,16 @@ def test_cli_eval(run, tmp_path, capsys):
     assert code == 0
     assert "reference/lpips" in out and "latent/" not in out
     assert f"wrote {run / 'metrics' / 'step-000007.json'}" in out
+
+
+def test_classifier_of_other_domains_is_refused_before_training(tmp_path):
+    from stargan.metrics.classifier import ClassifierConfig, save_classifier
+    from stargan.metrics.evaluate import preflight
+
+    config = ClassifierConfig(img_size=16, domains=("cat", "dog"), width=8, feature_dim=16)
+    path = tmp_path / "clf.safetensors"
+    save_classifier(config.build(), config, path)
+    preflight(dataclasses.replace(settings(), classifier=str(path)), random_init=True, domains=("cat", "dog"))
+    with pytest.raises(ValueError, match=r"trained on domains \['cat', 'dog'\] but the dataset has"):
+        preflight(dataclasses.replace(settings(), classifier=str(path)), random_init=True,
+                  domains=("circle", "square"))

@@ -115,3 +115,86 @@ def test_ctrl_c_saves_a_checkpoint_to_resume_from(demo_data, tmp_path, monkeypat
         train(tiny_config(demo_data, "train.total_iters=10", "train.save_every=100"), tmp_path,
               show_progress=False)
     assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-000003"]
+
+
+# ---- evaluation during training (eval.every) ----------------------------------------------------
+
+EVAL = ["model.img_size=32", "train.total_iters=4", "train.sample_every=100", "train.save_every=100",
+        "eval.backbone=none", "eval.lpips=false", "eval.num_outs=2", "eval.max_inputs=1"]
+
+
+@pytest.fixture(scope="module")
+def demo_32(tmp_path_factory):
+    """A 32 px demo dataset (the size the metrics need) and a one-epoch domain classifier of it."""
+    from stargan.metrics.classifier import train_classifier
+
+    root = tmp_path_factory.mktemp("demo32")
+    data = make_demo_dataset(root / "data", img_size=32, train_per_domain=4, val_per_domain=2)
+    result = train_classifier(data, 32, root / "classifier.safetensors", epochs=1, progress=False)
+    return data, result.path
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(demo_32, tmp_path_factory):
+    """4 steps with the metrics at steps 2 and 4 (classifier accuracy and FID, no downloaded weights)."""
+    data, classifier = demo_32
+    tmp = tmp_path_factory.mktemp("evaluated")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp / "cache"))   # real-image statistics stay in the test
+        ckpt = train(tiny_config(data, *EVAL, "eval.every=2", f"eval.classifier={classifier}"), tmp / "run",
+                     show_progress=False)
+    return tmp / "run", ckpt
+
+
+def test_training_evaluates_every_n_steps(evaluated_run):
+    run, _ = evaluated_run
+    assert sorted(p.name for p in (run / "metrics").iterdir()) == ["metrics.jsonl", "step-000002.json",
+                                                                   "step-000004.json"]
+    for step in (2, 4):
+        saved = json.loads((run / "metrics" / f"step-{step:06d}.json").read_text())
+        assert saved["step"] == step
+        assert saved["settings"]["backbone"] == "none" and saved["settings"]["random_init"] is False
+        assert set(saved["scorers"]) == {"classifier"}
+        for mode in ("latent", "reference"):
+            tasks = saved[mode]["tasks"]
+            assert set(tasks) == {"circle->square", "circle->triangle", "square->circle", "square->triangle",
+                                  "triangle->circle", "triangle->square"}
+            assert all(t["num_images"] == 2 for t in tasks.values())     # max_inputs x num_outs
+            assert all(t["accuracy"] in (0.0, 0.5, 1.0) for t in tasks.values())
+            assert saved[mode]["mean"]["accuracy"] == pytest.approx(
+                sum(t["accuracy"] for t in tasks.values()) / 6)
+            assert "lpips" not in saved[mode]["mean"] and "fid" not in saved[mode]["mean"]
+        assert saved["classifier_real_val_accuracy"] in (0, 1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1)
+    rows = [json.loads(line) for line in (run / "logs" / "scalars.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/latent/accuracy" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    for r in evals:
+        saved = json.loads((run / "metrics" / f"step-{r['step']:06d}.json").read_text())
+        assert r["eval/latent/accuracy"] == saved["latent"]["mean"]["accuracy"]
+        assert r["eval/reference/classifier_fid"] == saved["reference"]["mean"]["classifier_fid"]
+    lines = [json.loads(line) for line in (run / "metrics" / "metrics.jsonl").read_text().splitlines()]
+    assert [(line["step"], line["file"]) for line in lines] == [(2, "step-000002.json"),
+                                                                (4, "step-000004.json")]
+
+
+def test_evaluation_does_not_change_training(demo_32, evaluated_run, tmp_path):
+    data, _ = demo_32
+    _, evaluated = evaluated_run
+    plain = train(tiny_config(data, *EVAL), tmp_path / "plain", show_progress=False)
+    assert not (tmp_path / "plain" / "metrics").exists()
+    a, b = weights(plain), weights(evaluated)
+    assert a.keys() == b.keys()
+    assert any(k.startswith("ema.generator.") for k in a)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_missing_lpips_weights_fail_before_training(demo_32, tmp_path, monkeypatch):
+    from stargan.metrics.weights import WeightsError
+
+    data, _ = demo_32
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(WeightsError, match="alexnet-owt-7be5be79.pth"):
+        train(tiny_config(data, *EVAL, "eval.every=2", "eval.lpips=true"), tmp_path / "run",
+              show_progress=False)
+    assert not (tmp_path / "run").exists()                               # no step, no checkpoint, no logs

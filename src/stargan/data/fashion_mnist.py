@@ -26,9 +26,9 @@ CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
            "ankle_boot")
 SPLIT_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-PAD = 2  # 28 + 2 * 2 = 32, a power of two as the networks want
+SIZE, PAD = 28, 2  # 28 + 2 * 2 = 32, a power of two as the networks want
 _IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # unsigned byte data, 3-d images / 1-d labels
-COMPLETE = ".complete"
+COMPLETE, WRITING = ".complete", ".writing"  # settings, written last; present while (or if interrupted)
 
 
 def _find(source: Path, name: str) -> Path:
@@ -52,6 +52,8 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     if magic != _IDX_MAGIC[ndim]:
         raise DataError(f"{path} is not a {ndim}-d idx file of unsigned bytes (magic {magic!r}, expected "
                         f"{_IDX_MAGIC[ndim]:#010x})")
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated: {len(raw)} bytes, shorter than its {4 + 4 * ndim}-byte header")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
@@ -80,24 +82,35 @@ def make_fashion_mnist(out: str | Path, classes: str | Sequence[str] = ("sandal"
     """
     indices = parse_classes(classes)
     source, out = Path(source), Path(out)
-    if not source.is_dir():
-        raise DataError(f"Fashion-MNIST folder {source} does not exist. On Debian/Ubuntu: apt-get install "
-                        f"dataset-fashion-mnist (puts the idx files in {DEBIAN_DIR}); or pass --source DIR")
     settings = {"classes": [CLASSES[i] for i in indices], "max_per_class": max_per_class, "pad": PAD}
     try:
         if json.loads((out / COMPLETE).read_text()) == settings:
-            return out
+            return out  # already written: the source is not needed
     except (OSError, ValueError):
         pass
-    if any((out / split).exists() for split in SPLIT_FILES) and not (out / COMPLETE).exists():
+    if not source.is_dir():
+        raise DataError(f"Fashion-MNIST folder {source} does not exist. On Debian/Ubuntu: apt-get install "
+                        f"dataset-fashion-mnist (puts the idx files in {DEBIAN_DIR}); or pass --source DIR")
+    ours = (out / COMPLETE).exists() or (out / WRITING).exists()
+    if any((out / split).exists() for split in SPLIT_FILES) and not ours:
         raise DataError(f"{out} already has train/ or val/ but was not written by this command; pass a new "
                         "or empty folder with --out")
     splits = {split: (read_idx(_find(source, images), 3), read_idx(_find(source, labels), 1))
               for split, (images, labels) in SPLIT_FILES.items()}
-    (out / COMPLETE).unlink(missing_ok=True)
-    for split, (images, labels) in splits.items():
+    for split, (images, labels) in splits.items():  # all checks before anything is written
+        if images.shape[1:] != (SIZE, SIZE):
+            raise DataError(f"{source}: the {split} images are {images.shape[1]}x{images.shape[2]}, "
+                            f"Fashion-MNIST's are {SIZE}x{SIZE}")
         if len(images) != len(labels):
             raise DataError(f"{source}: {split} has {len(images)} images but {len(labels)} labels")
+        absent = [CLASSES[i] for i in indices if not (labels == i).any()]
+        if absent:
+            raise DataError(f"{source}: the {split} labels have no {', '.join(absent)}; are these the "
+                            "Fashion-MNIST files?")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / WRITING).touch()
+    (out / COMPLETE).unlink(missing_ok=True)
+    for split, (images, labels) in splits.items():
         shutil.rmtree(out / split, ignore_errors=True)
         for index in indices:
             folder = out / split / CLASSES[index]
@@ -112,4 +125,5 @@ def make_fashion_mnist(out: str | Path, classes: str | Sequence[str] = ("sandal"
     tmp = out / (COMPLETE + ".tmp")
     tmp.write_text(json.dumps(settings))
     os.replace(tmp, out / COMPLETE)
+    (out / WRITING).unlink()
     return out

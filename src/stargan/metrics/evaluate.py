@@ -93,11 +93,19 @@ def check_settings(settings: EvalConfig) -> None:
                                 "`stargan classifier train DATA --out FILE`")
 
 
-def preflight(settings: EvalConfig, random_init: bool = False) -> None:
-    """Fail now, not after hours of training, when the settings are wrong or a weight file is missing."""
+def preflight(settings: EvalConfig, random_init: bool = False, domains: tuple[str, ...] = ()) -> None:
+    """Fail now, not after hours of training, when the settings are wrong, a weight file is missing or
+    the classifier was trained on other ``domains``."""
     from stargan.metrics.weights import resolve_weights
 
     check_settings(settings)
+    if settings.classifier and domains:
+        from stargan.metrics.classifier import read_classifier_info
+
+        trained_on = tuple(read_classifier_info(settings.classifier)["config"].domains)
+        if trained_on != tuple(domains):
+            raise ValueError(f"the classifier {settings.classifier} was trained on domains {list(trained_on)} "
+                             f"but the dataset has {list(domains)}; train one on this dataset")
     if random_init:
         return
     if settings.backbone != "none":

@@ -6,13 +6,15 @@ import dataclasses
 import json
 import re
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from stargan import checkpoints, sampling
-from stargan.config import Config
+from stargan.config import AnyConfig, Config
 from stargan.data import TrainBatches, fixed_batch, open_dataset, train_loader
 from stargan.distributed import World, device_for
 from stargan.nets.v2 import build_networks
@@ -104,7 +106,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     if config.eval.every > 0 and world.is_main:
         from stargan.metrics.evaluate import preflight
 
-        preflight(config.eval)
+        preflight(config.eval, domains=config.data.domains)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
     if config.model.w_hpf > 0 and world.is_main:
@@ -125,16 +127,34 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     per_domain = -(-config.train.num_samples // len(val_set.domains))  # ceil: every domain shown
     val_batch = (fixed_batch(val_set, config.model.img_size, per_domain, seed=config.train.seed)
                  if world.is_main else None)
+
+    def on_step(step: int, log: ScalarLog) -> None:
+        if step % config.train.sample_every == 0 or step == config.train.total_iters:
+            write_samples(state, config, val_batch, run_dir / "samples")
+        if config.eval.every > 0 and (step % config.eval.every == 0 or step == config.train.total_iters):
+            tqdm.write(f"metrics: {evaluate_and_log(state, config, run_dir, log, show_progress)}")
+
+    return run_loop(state, config, run_dir, train_loader(batches, state.step, config.data.num_workers),
+                    step_fn=lambda batch: train_step(state, batch, config.loss, config.optim.ema_beta),
+                    on_step=on_step, progress_keys=PROGRESS_KEYS, device=device, world=world,
+                    show_progress=show_progress)
+
+
+def run_loop(state: Any, config: AnyConfig, run_dir: Path, batch_iter: Iterator[dict[str, torch.Tensor]],
+             step_fn: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+             on_step: Callable[[int, ScalarLog], None], progress_keys: dict[str, str],
+             device: torch.device, world: World, show_progress: bool) -> Path:
+    """Iterate ``step_fn`` until ``train.total_iters``; log, checkpoint, and call ``on_step`` (samples,
+    metrics) on rank 0. Ctrl-C saves a checkpoint to resume from. Shared by StarGAN v2 and v1."""
     log = ScalarLog(run_dir / "logs") if world.is_main else None
     total = config.train.total_iters
     last_ckpt = None
     progress = tqdm(total=total, initial=state.step, desc="train", unit="it", dynamic_ncols=True,
                     disable=not (show_progress and world.is_main))
     try:
-        batch_iter = train_loader(batches, state.step, config.data.num_workers)
         while state.step < total:
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batch_iter).items()}
-            logs = train_step(state, batch, config.loss, config.optim.ema_beta)
+            logs = step_fn(batch)
             progress.update(1)
             step = state.step
             if not world.is_main:
@@ -142,14 +162,11 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
             if step % config.train.log_every == 0 or step == total:
                 scalars = {k: float(v) for k, v in logs.items()}
                 log.write(step, scalars)
-                progress.set_postfix({short: f"{scalars[k]:.3f}" for k, short in PROGRESS_KEYS.items()},
-                                     refresh=False)
-            if step % config.train.sample_every == 0 or step == total:
-                write_samples(state, config, val_batch, run_dir / "samples")
+                progress.set_postfix({short: f"{scalars[k]:.3f}" for k, short in progress_keys.items()
+                                      if k in scalars}, refresh=False)
             if step % config.train.save_every == 0 or step == total:
                 last_ckpt = checkpoints.save_checkpoint(run_dir, state, config, config.train.keep_last)
-            if config.eval.every > 0 and (step % config.eval.every == 0 or step == total):
-                tqdm.write(f"metrics: {evaluate_and_log(state, config, run_dir, log, show_progress)}")
+            on_step(step, log)
     except KeyboardInterrupt:
         if world.is_main and last_ckpt != checkpoints.checkpoint_path(run_dir, state.step):
             saved = checkpoints.save_checkpoint(run_dir, state, config, config.train.keep_last)

@@ -18,7 +18,7 @@ from stargan.data import train_loader
 from stargan.data.v1 import V1Batches, V1Data, open_v1_data
 from stargan.distributed import World, device_for
 from stargan.nets.v1 import build_v1_networks
-from stargan.training.loop import ScalarLog, resolve_device
+from stargan.training.loop import ScalarLog, resolve_device, run_loop
 from stargan.training.step_v1 import make_v1_train_state, train_step_v1
 
 PROGRESS_KEYS = {"D/real": "D_real", "D/fake": "D_fake", "D/cls": "D_cls", "D/gp": "gp",
@@ -55,39 +55,12 @@ def train_v1(config: V1Config, run_dir: Path, resume: bool = False, show_progres
                         config.data.crop_sizes, config.data.flip, world.rank)
     test_batches = (sampling_v1.fixed_test_batches(config, data.test, config.train.num_samples,
                                                    seed=config.train.seed) if world.is_main else None)
-    log = ScalarLog(run_dir / "logs") if world.is_main else None
-    total = config.train.total_iters
-    last_ckpt = None
-    progress = tqdm(total=total, initial=state.step, desc="train", unit="it", dynamic_ncols=True,
-                    disable=not (show_progress and world.is_main))
-    try:
-        batch_iter = train_loader(batches, state.step, config.data.num_workers)
-        while state.step < total:
-            batch = {k: v.to(device, non_blocking=True) for k, v in next(batch_iter).items()}
-            logs = train_step_v1(state, batch, config)
-            progress.update(1)
-            step = state.step
-            if not world.is_main:
-                continue
-            if step % config.train.log_every == 0 or step == total:
-                scalars = {k: float(v) for k, v in logs.items()}
-                log.write(step, scalars)
-                progress.set_postfix({short: f"{scalars[k]:.3f}" for k, short in PROGRESS_KEYS.items()
-                                      if k in scalars}, refresh=False)
-            if step % config.train.sample_every == 0 or step == total:
-                sampling_v1.write_test_grids(state.nets.generator, config, test_batches, data.test,
-                                             run_dir / "samples", prefix=f"{step:06d}_")
-            if step % config.train.save_every == 0 or step == total:
-                last_ckpt = checkpoints.save_checkpoint(run_dir, state, config, config.train.keep_last)
-    except KeyboardInterrupt:
-        if world.is_main and last_ckpt != checkpoints.checkpoint_path(run_dir, state.step):
-            saved = checkpoints.save_checkpoint(run_dir, state, config, config.train.keep_last)
-            tqdm.write(f"interrupted: saved {saved}; continue with --resume {run_dir}")
-        raise
-    finally:
-        progress.close()
-        if log is not None:
-            log.close()
-    if not world.is_main:
-        return checkpoints.checkpoint_path(run_dir, state.step)
-    return last_ckpt or checkpoints.resolve_checkpoint(run_dir)
+
+    def on_step(step: int, log: ScalarLog) -> None:
+        if step % config.train.sample_every == 0 or step == config.train.total_iters:
+            sampling_v1.write_test_grids(state.nets.generator, config, test_batches, data.test,
+                                         run_dir / "samples", prefix=f"{step:06d}_")
+
+    return run_loop(state, config, run_dir, train_loader(batches, state.step, config.data.num_workers),
+                    step_fn=lambda batch: train_step_v1(state, batch, config), on_step=on_step,
+                    progress_keys=PROGRESS_KEYS, device=device, world=world, show_progress=show_progress)
