@@ -156,7 +156,6 @@ def cmd_translate(args: argparse.Namespace) -> None:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
-    from stargan import sampling
     from stargan.api import Translator
 
     translator = Translator.load(args.run, device=args.device)

@@ -1,6 +1,5 @@
 import dataclasses
 import hashlib
-import urllib.request
 
 import numpy as np
 import pytest
@@ -11,16 +10,6 @@ from PIL import Image
 from stargan.metrics import backbones
 from stargan.metrics.backbones import EXTRACTORS, build_extractor, clean_resize, describe
 from stargan.metrics.weights import REGISTRY, WeightsError
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch, tmp_path):
-    def refuse(*args, **kwargs):
-        raise AssertionError("tried to download")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
 
 
 def fake_weights(monkeypatch, tmp_path, key, state):

@@ -1,7 +1,6 @@
 import dataclasses
 import hashlib
 import itertools
-import urllib.request
 from pathlib import Path
 
 import lpips as lpips_package
@@ -11,16 +10,6 @@ import torchvision
 
 from stargan.metrics.lpips import LPIPS
 from stargan.metrics.weights import REGISTRY, WeightsError
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch, tmp_path):
-    def refuse(*args, **kwargs):
-        raise AssertionError("tried to download")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
 
 
 @pytest.fixture(scope="module")

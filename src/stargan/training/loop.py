@@ -85,6 +85,16 @@ def write_samples(state: TrainState, config: Config, val_batch: tuple[torch.Tens
     return [sampling.save_grid(grid, f"{prefix}_{kind}.png") for kind, grid in grids.items()]
 
 
+def resume_and_record(state: Any, config: AnyConfig, run_dir: Path, resume: bool, world: World) -> None:
+    """Load the run's last checkpoint into ``state`` when resuming; write the resolved config.yaml."""
+    if resume:
+        ckpt = checkpoints.restore_train_state(run_dir, state, config)
+        if world.is_main:
+            tqdm.write(f"resumed from {ckpt} at step {state.step}")
+    if world.is_main:
+        config.save_yaml(run_dir / "config.yaml")
+
+
 def evaluate_and_log(state: TrainState, config: Config, run_dir: Path, log: ScalarLog,
                      show_progress: bool) -> Path:
     """The StarGAN v2 metrics of the EMA networks, as ``metrics/step-NNNNNN.json`` and scalars."""
@@ -115,12 +125,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
 
     torch.manual_seed(config.train.seed)
     state = make_train_state(build_networks(config.model).to(device), config.optim, world.world_size)
-    if resume:
-        ckpt = checkpoints.restore_train_state(run_dir, state, config)
-        if world.is_main:
-            tqdm.write(f"resumed from {ckpt} at step {state.step}")
-    if world.is_main:
-        config.save_yaml(run_dir / "config.yaml")
+    resume_and_record(state, config, run_dir, resume, world)
 
     batches = TrainBatches(train_set, config.model.img_size, config.data.batch_size,
                            config.model.latent_dim, config.train.seed, config.data.crop_prob, world.rank)

@@ -10,15 +10,14 @@ import dataclasses
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from stargan import checkpoints, sampling_v1
+from stargan import sampling_v1
 from stargan.config import V1Config
 from stargan.data import train_loader
 from stargan.data.v1 import V1Batches, V1Data, open_v1_data
 from stargan.distributed import World, device_for
 from stargan.nets.v1 import build_v1_networks
-from stargan.training.loop import ScalarLog, resolve_device, run_loop
+from stargan.training.loop import ScalarLog, resolve_device, resume_and_record, run_loop
 from stargan.training.step_v1 import make_v1_train_state, train_step_v1
 
 PROGRESS_KEYS = {"D/real": "D_real", "D/fake": "D_fake", "D/cls": "D_cls", "D/gp": "gp",
@@ -44,12 +43,7 @@ def train_v1(config: V1Config, run_dir: Path, resume: bool = False, show_progres
 
     torch.manual_seed(config.train.seed)
     state = make_v1_train_state(build_v1_networks(config.model).to(device), config.optim, world.world_size)
-    if resume:
-        ckpt = checkpoints.restore_train_state(run_dir, state, config)
-        if world.is_main:
-            tqdm.write(f"resumed from {ckpt} at step {state.step}")
-    if world.is_main:
-        config.save_yaml(run_dir / "config.yaml")
+    resume_and_record(state, config, run_dir, resume, world)
 
     batches = V1Batches(data, config.model.img_size, config.data.batch_size, config.train.seed,
                         config.data.crop_sizes, config.data.flip, world.rank)
