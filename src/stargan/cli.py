@@ -210,7 +210,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     settings = eval_settings(args, config.eval)
     path, summary = evaluate_run(args.run, settings, data_root=args.data, device=args.device, seed=args.seed,
                                  random_init=args.random_weights, cache_dir=args.cache_dir,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, image_dir=args.write_images)
     for key, value in headline(summary).items():
         print(f"{key:28s} {value:.4f}")
     if "classifier_real_val_accuracy" in summary:
@@ -313,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", help="where real-image statistics are cached (default ~/.cache/stargan)")
+    p.add_argument("--write-images", metavar="DIR", help="also save every output as DIR/<mode>/<src>_to_<trg>/*.png")
     p.add_argument("--random-weights", action="store_true",
                    help="random backbone weights: tests the pipeline only, the numbers mean nothing")
     p.add_argument("--no-progress", action="store_true")

@@ -179,3 +179,14 @@ def test_classifier_of_other_domains_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"trained on domains \['cat', 'dog'\] but the dataset has"):
         preflight(dataclasses.replace(settings(), classifier=str(path)), random_init=True,
                   domains=("circle", "square"))
+
+
+def test_cli_eval_writes_images_only_when_asked(run, tmp_path, capsys):
+    args = ["eval", str(run), "--random-weights", "--backbone", "none", "--no-lpips", "--mode", "latent",
+            "--num-outs", "2", "--max-inputs", "1", "--cache-dir", str(tmp_path), "--no-progress"]
+    assert main(args) == 0
+    assert not any(tmp_path.rglob("*.png"))
+    assert main(args + ["--write-images", str(tmp_path / "images")]) == 0
+    written = sorted(p.relative_to(tmp_path / "images").as_posix() for p in tmp_path.rglob("*.png"))
+    assert written == ["latent/circle_to_square/00000_00.png", "latent/circle_to_square/00000_01.png",
+                       "latent/square_to_circle/00000_00.png", "latent/square_to_circle/00000_01.png"]

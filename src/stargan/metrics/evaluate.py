@@ -178,10 +178,24 @@ def _outputs(nets: Networks, x: Tensor, trg: int, mode: str, num_outs: int, refs
     return torch.stack(outs)
 
 
+def _save_outputs(outs: Tensor, files: list[Path], out_dir: Path) -> None:
+    """``out_dir/<input name>_<k>.png`` for the k-th output of each input."""
+    from stargan.data import to_pil
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i, source in enumerate(files):
+        for k in range(outs.size(0)):
+            to_pil(outs[k, i]).save(out_dir / f"{source.stem}_{k:02d}.png")
+
+
+@torch.inference_mode()
 def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, data_root: str | None = None,
                       seed: int = 0, random_init: bool = False, cache_dir: str | None = None,
-                      progress: bool = True) -> dict[str, Any]:
-    """Run the protocol on (EMA) networks and return the results as a JSON-ready dict."""
+                      progress: bool = True, image_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run the protocol on (EMA) networks and return the results as a JSON-ready dict.
+
+    With ``image_dir``, every output is also written as ``image_dir/<mode>/<src>_to_<trg>/*.png``.
+    """
     check_settings(settings)
     started = time.perf_counter()
     root = data_root or config.data.root
@@ -218,10 +232,13 @@ def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, d
                 task = _Task(scorers, trg)
                 files = inputs[src]
                 for start in range(0, len(files), settings.batch_size):
-                    x = _load(files[start:start + settings.batch_size], img_size).to(device)
-                    task.add(_outputs(nets, x, trg, mode, settings.num_outs, val_set.files_of(trg),
-                                      img_size, generator))
-                    bar.update(x.size(0) * settings.num_outs)
+                    chunk = files[start:start + settings.batch_size]
+                    outs = _outputs(nets, _load(chunk, img_size).to(device), trg, mode, settings.num_outs,
+                                    val_set.files_of(trg), img_size, generator)
+                    task.add(outs)
+                    if image_dir is not None:
+                        _save_outputs(outs, chunk, Path(image_dir) / mode / f"{domains[src]}_to_{domains[trg]}")
+                    bar.update(len(chunk) * settings.num_outs)
                 per_task[f"{domains[src]}->{domains[trg]}"] = task.result(real.get(trg, {}), seed)
             results[mode] = {"tasks": per_task, "mean": _mean(per_task)}
 
@@ -273,7 +290,8 @@ def write_results(summary: dict[str, Any], run_dir: str | Path, step: int) -> Pa
 
 def evaluate_run(path: str | Path, settings: EvalConfig, *, data_root: str | None = None,
                  device: str = "cpu", seed: int = 0, random_init: bool = False,
-                 cache_dir: str | None = None, progress: bool = True) -> tuple[Path, dict[str, Any]]:
+                 cache_dir: str | None = None, progress: bool = True,
+                 image_dir: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
     """Evaluate a run's latest checkpoint (or a checkpoint directory); write and return the results."""
     from stargan import checkpoints
 
@@ -282,7 +300,8 @@ def evaluate_run(path: str | Path, settings: EvalConfig, *, data_root: str | Non
     config, nets = checkpoints.load_for_sampling(ckpt, device)
     step = int(ckpt.name.split("-")[-1]) if ckpt.name.startswith("step-") else 0
     summary = evaluate_networks(nets, config, settings, data_root=data_root, seed=seed,
-                                random_init=random_init, cache_dir=cache_dir, progress=progress)
+                                random_init=random_init, cache_dir=cache_dir, progress=progress,
+                                image_dir=image_dir)
     summary["checkpoint"] = str(ckpt)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
     return write_results(summary, run_dir, step), summary
