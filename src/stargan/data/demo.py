@@ -8,9 +8,7 @@ vertical stripes). Only the shape tells the domains apart.
 from __future__ import annotations
 
 import colorsys
-import json
 import math
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +16,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from stargan.data.folders import DataError
+from stargan.data import generated
 
 DEMO_DOMAINS = ("circle", "square", "triangle")
 SPLITS = ("train", "val")
 GENERATOR_VERSION = 3     # bump when the drawing changes, so old datasets are regenerated
 SUPERSAMPLE = 4           # draw at 4x and downsample, for anti-aliased edges
-COMPLETE, GENERATING = ".complete", ".generating"
+GENERATING = ".generating"    # present while the folder is being written (or if interrupted)
 
 
 @dataclass(frozen=True)
@@ -95,13 +93,6 @@ def _settings(img_size: int, train_per_domain: int, val_per_domain: int, seed: i
             "train_per_domain": train_per_domain, "val_per_domain": val_per_domain, "seed": seed}
 
 
-def _read_marker(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def make_demo_dataset(out: str | Path, img_size: int = 32, train_per_domain: int = 600,
                       val_per_domain: int = 32, seed: int = 0) -> Path:
     """Write ``out/{train,val}/<shape>/NNNNN.png``; reuse ``out`` if it already holds these settings.
@@ -114,28 +105,19 @@ def make_demo_dataset(out: str | Path, img_size: int = 32, train_per_domain: int
                          f"val_per_domain={val_per_domain}, seed={seed}")
     out = Path(out)
     settings = _settings(img_size, train_per_domain, val_per_domain, seed)
-    marker = _read_marker(out / COMPLETE)
-    if marker == settings:
+    if generated.holds(out, settings):
         return out
-    ours = marker is not None or (out / GENERATING).exists()
-    if not ours and any((out / split).exists() for split in SPLITS):
-        raise DataError(f"{out} already has train/ or val/ but is not a demo dataset (no {COMPLETE} "
-                        "marker); pass an empty or new folder for the demo data, or delete that one")
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / GENERATING).touch()
-    (out / COMPLETE).unlink(missing_ok=True)
+    generated.refuse_foreign(out, SPLITS, GENERATING, f"{out} already has train/ or val/ but is not a demo "
+                             f"dataset (no {generated.COMPLETE} marker); pass an empty or new folder for "
+                             "the demo data, or delete that one")
     counts = {"train": train_per_domain, "val": val_per_domain}
-    for split_index, split in enumerate(SPLITS):
-        shutil.rmtree(out / split, ignore_errors=True)
-        for domain_index, shape in enumerate(DEMO_DOMAINS):
-            folder = out / split / shape
-            folder.mkdir(parents=True)
-            for i in range(counts[split]):
-                rng = np.random.default_rng([seed, split_index, domain_index, i])
-                draw(shape, sample_params(rng), img_size).save(folder / f"{i:05d}.png")
-    tmp = out / (COMPLETE + ".tmp")
-    tmp.write_text(json.dumps(settings, indent=1))
-    os.replace(tmp, out / COMPLETE)
-    (out / GENERATING).unlink()
+    with generated.writing(out, settings, GENERATING):
+        for split_index, split in enumerate(SPLITS):
+            shutil.rmtree(out / split, ignore_errors=True)
+            for domain_index, shape in enumerate(DEMO_DOMAINS):
+                folder = out / split / shape
+                folder.mkdir(parents=True)
+                for i in range(counts[split]):
+                    rng = np.random.default_rng([seed, split_index, domain_index, i])
+                    draw(shape, sample_params(rng), img_size).save(folder / f"{i:05d}.png")
     return out

@@ -9,8 +9,6 @@ test set.
 from __future__ import annotations
 
 import gzip
-import json
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from stargan.data import generated
 from stargan.data.folders import DataError
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -28,7 +27,7 @@ SPLIT_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 SIZE, PAD = 28, 2  # 28 + 2 * 2 = 32, a power of two as the networks want
 _IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # unsigned byte data, 3-d images / 1-d labels
-COMPLETE, WRITING = ".complete", ".writing"  # settings, written last; present while (or if interrupted)
+WRITING = ".writing"  # present while the folder is being written (or if interrupted)
 
 
 def _find(source: Path, name: str) -> Path:
@@ -83,18 +82,13 @@ def make_fashion_mnist(out: str | Path, classes: str | Sequence[str] = ("sandal"
     indices = parse_classes(classes)
     source, out = Path(source), Path(out)
     settings = {"classes": [CLASSES[i] for i in indices], "max_per_class": max_per_class, "pad": PAD}
-    try:
-        if json.loads((out / COMPLETE).read_text()) == settings:
-            return out  # already written: the source is not needed
-    except (OSError, ValueError):
-        pass
+    if generated.holds(out, settings):
+        return out  # already written: the source is not needed
     if not source.is_dir():
         raise DataError(f"Fashion-MNIST folder {source} does not exist. On Debian/Ubuntu: apt-get install "
                         f"dataset-fashion-mnist (puts the idx files in {DEBIAN_DIR}); or pass --source DIR")
-    ours = (out / COMPLETE).exists() or (out / WRITING).exists()
-    if any((out / split).exists() for split in SPLIT_FILES) and not ours:
-        raise DataError(f"{out} already has train/ or val/ but was not written by this command; pass a new "
-                        "or empty folder with --out")
+    generated.refuse_foreign(out, SPLIT_FILES, WRITING, f"{out} already has train/ or val/ but was not "
+                             "written by this command; pass a new or empty folder with --out")
     splits = {split: (read_idx(_find(source, images), 3), read_idx(_find(source, labels), 1))
               for split, (images, labels) in SPLIT_FILES.items()}
     for split, (images, labels) in splits.items():  # all checks before anything is written
@@ -107,23 +101,17 @@ def make_fashion_mnist(out: str | Path, classes: str | Sequence[str] = ("sandal"
         if absent:
             raise DataError(f"{source}: the {split} labels have no {', '.join(absent)}; are these the "
                             "Fashion-MNIST files?")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / WRITING).touch()
-    (out / COMPLETE).unlink(missing_ok=True)
-    for split, (images, labels) in splits.items():
-        shutil.rmtree(out / split, ignore_errors=True)
-        for index in indices:
-            folder = out / split / CLASSES[index]
-            folder.mkdir(parents=True)
-            chosen = np.flatnonzero(labels == index)
-            if max_per_class > 0:
-                chosen = chosen[:max_per_class]
-            for k, i in enumerate(tqdm(chosen, desc=f"{split}/{CLASSES[index]}", unit="img",
-                                       disable=not progress, leave=False)):
-                grey = np.pad(images[i], PAD)
-                Image.fromarray(grey).convert("RGB").save(folder / f"{k:05d}.png")
-    tmp = out / (COMPLETE + ".tmp")
-    tmp.write_text(json.dumps(settings))
-    os.replace(tmp, out / COMPLETE)
-    (out / WRITING).unlink()
+    with generated.writing(out, settings, WRITING):
+        for split, (images, labels) in splits.items():
+            shutil.rmtree(out / split, ignore_errors=True)
+            for index in indices:
+                folder = out / split / CLASSES[index]
+                folder.mkdir(parents=True)
+                chosen = np.flatnonzero(labels == index)
+                if max_per_class > 0:
+                    chosen = chosen[:max_per_class]
+                for k, i in enumerate(tqdm(chosen, desc=f"{split}/{CLASSES[index]}", unit="img",
+                                           disable=not progress, leave=False)):
+                    grey = np.pad(images[i], PAD)
+                    Image.fromarray(grey).convert("RGB").save(folder / f"{k:05d}.png")
     return out
