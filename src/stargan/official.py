@@ -92,8 +92,9 @@ def _is_state_dict(value: object) -> bool:
     return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
 
 
-def _step_of(checkpoint: Path) -> int:
-    head = checkpoint.name.split("_")[0]
+def _step_of(checkpoint: Path, separator: str = "_") -> int:
+    """The iteration in a released file name: ``100000_nets_ema.ckpt`` (v2), ``200000-G.ckpt`` (v1)."""
+    head = checkpoint.name.split(separator)[0]
     return int(head) if head.isdigit() else 0
 
 
@@ -208,10 +209,5 @@ def import_official_v1(g_ckpt: str | Path, d_ckpt: str | Path | None = None, *, 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config.save_yaml(out_dir / "config.yaml")
-    state = V1TrainState(nets=nets, optimizers={}, step=_v1_step_of(g_ckpt))
+    state = V1TrainState(nets=nets, optimizers={}, step=_step_of(g_ckpt, "-"))
     return save_checkpoint(out_dir, state, config, keep_last=0)
-
-
-def _v1_step_of(checkpoint: Path) -> int:
-    head = checkpoint.name.split("-")[0]
-    return int(head) if head.isdigit() else 0

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
+from stargan.nets.v1 import V1Networks
 from stargan.nets.v2 import Networks
 
 GRID_PADDING = 2         # pixels between the cells of every grid
@@ -36,7 +37,7 @@ def _num_domains(nets: Networks) -> int:
 
 
 @contextlib.contextmanager
-def _eval_mode(nets: Networks) -> Iterator[None]:
+def _eval_mode(nets: Networks | V1Networks) -> Iterator[None]:
     """Put every network in eval mode, restoring each one's previous mode afterwards."""
     modules = [net for _, net in nets.items()]
     was_training = [m.training for m in modules]

@@ -34,6 +34,7 @@ from stargan.metrics.fid import FeatureStats, fid_from_stats
 from stargan.metrics.kid import kernel_inception_distance
 from stargan.metrics.stats_cache import cached_real_stats
 from stargan.nets.v2 import Networks
+from stargan.sampling import _latent_dim
 
 FORMAT = "stargan-eval/1"
 MODES = ("latent", "reference")
@@ -169,7 +170,7 @@ def _outputs(nets: Networks, x: Tensor, trg: int, mode: str, num_outs: int, refs
     outs = []
     for _ in range(num_outs):
         if mode == "latent":
-            z = torch.randn(n, nets.mapping_network.shared[0].in_features, generator=generator)
+            z = torch.randn(n, _latent_dim(nets), generator=generator)
             s = nets.mapping_network(z.to(device), y)
         else:
             pick = torch.randint(len(refs), (n,), generator=generator).tolist()
@@ -230,11 +231,11 @@ def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, d
             per_task = {}
             for src, trg in tasks:
                 task = _Task(scorers, trg)
-                files = inputs[src]
+                files, refs = inputs[src], val_set.files_of(trg)
                 for start in range(0, len(files), settings.batch_size):
                     chunk = files[start:start + settings.batch_size]
                     outs = _outputs(nets, _load(chunk, img_size).to(device), trg, mode, settings.num_outs,
-                                    val_set.files_of(trg), img_size, generator)
+                                    refs, img_size, generator)
                     task.add(outs)
                     if image_dir is not None:
                         _save_outputs(outs, chunk, Path(image_dir) / mode / f"{domains[src]}_to_{domains[trg]}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -117,7 +118,12 @@ def generator_loss(nets: Networks, cfg: LossConfig, lambda_ds: float, x_real: to
                   "cyc": loss_cyc.detach()}
 
 
-def _update(state: TrainState, loss: torch.Tensor, names: tuple[str, ...]) -> None:
+def update(state: TrainState | Any, loss: torch.Tensor, names: tuple[str, ...]) -> None:
+    """Back-propagate ``loss`` and step the optimizers of the networks ``names`` (v1 and v2 states).
+
+    Every optimizer's gradients are cleared first, so gradients of the other networks are discarded;
+    under data parallelism the stepped networks' gradients are averaged across processes.
+    """
     for optimizer in state.optimizers.values():
         optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -154,21 +160,21 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_cfg: Loss
     # 1-2. Discriminator, with latent-guided then reference-guided fakes.
     for mode, kwargs in (("latent", {"z_trg": z_trgs[0]}), ("ref", {"x_ref": x_refs[0]})):
         d_loss, terms = discriminator_loss(nets, loss_cfg, x_real, y_org, y_trg, masks=masks, **kwargs)
-        _update(state, d_loss, ("discriminator",))
+        update(state, d_loss, ("discriminator",))
         logs.update({f"D/{mode}_{k}": v for k, v in terms.items()})
 
     # 3. Generator, mapping network and style encoder, with latent-guided styles.
     with frozen(nets.discriminator):
         g_loss, terms = generator_loss(nets, loss_cfg, lambda_ds, x_real, y_org, y_trg,
                                        z_trgs=z_trgs, masks=masks)
-        _update(state, g_loss, ("generator", "mapping_network", "style_encoder"))
+        update(state, g_loss, ("generator", "mapping_network", "style_encoder"))
     logs.update({f"G/latent_{k}": v for k, v in terms.items()})
 
     # 4. Generator only, with reference-guided styles.
     with frozen(nets.discriminator, nets.style_encoder, nets.mapping_network):
         g_loss, terms = generator_loss(nets, loss_cfg, lambda_ds, x_real, y_org, y_trg,
                                        x_refs=x_refs, masks=masks)
-        _update(state, g_loss, ("generator",))
+        update(state, g_loss, ("generator",))
     logs.update({f"G/ref_{k}": v for k, v in terms.items()})
 
     # 5. Moving averages used for sampling and evaluation.

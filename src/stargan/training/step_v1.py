@@ -26,9 +26,8 @@ import torch
 
 from stargan import losses
 from stargan.config import V1Config, V1ModelConfig, V1OptimConfig
-from stargan.distributed import average_gradients
 from stargan.nets.v1 import V1Networks
-from stargan.training.step import frozen
+from stargan.training.step import frozen, update
 
 
 @dataclass
@@ -112,15 +111,6 @@ def generator_loss(nets: V1Networks, cfg: V1Config, x_real: torch.Tensor, c_org:
     return loss, {"fake": loss_fake.detach(), "cls": loss_cls.detach(), "rec": loss_rec.detach()}
 
 
-def _update(state: V1TrainState, loss: torch.Tensor, name: str) -> None:
-    for optimizer in state.optimizers.values():
-        optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if state.world_size > 1:
-        average_gradients([getattr(state.nets, name)], state.world_size)
-    state.optimizers[name].step()
-
-
 def train_step_v1(state: V1TrainState, batch: dict[str, torch.Tensor], cfg: V1Config
                   ) -> dict[str, torch.Tensor]:
     """Run exactly one training iteration on ``batch`` and advance ``state.step`` by one.
@@ -141,7 +131,7 @@ def train_step_v1(state: V1TrainState, batch: dict[str, torch.Tensor], cfg: V1Co
     # 1. Discriminator.
     d_loss, terms = discriminator_loss(nets, cfg, x_real, batch["c_trg"], batch["label_org"],
                                        batch["alpha"], dataset)
-    _update(state, d_loss, "discriminator")
+    update(state, d_loss, ("discriminator",))
     logs.update({f"D/{k}": v for k, v in terms.items()})
 
     # 2. Generator, once every n_critic discriminator updates on this dataset.
@@ -150,7 +140,7 @@ def train_step_v1(state: V1TrainState, batch: dict[str, torch.Tensor], cfg: V1Co
         with frozen(nets.discriminator):
             g_loss, terms = generator_loss(nets, cfg, x_real, batch["c_org"], batch["c_trg"],
                                            batch["label_trg"], dataset)
-            _update(state, g_loss, "generator")
+            update(state, g_loss, ("generator",))
         logs.update({f"G/{k}": v for k, v in terms.items()})
 
     state.step += 1
