@@ -142,9 +142,12 @@ def _write_atomically(final: Path, tensors: dict[str, torch.Tensor], meta: dict[
     return final
 
 
-def _read_state(ckpt: Path) -> dict[str, Any]:
+def _read_state(ckpt: Path, mmap: bool = False) -> dict[str, Any]:
+    """state.pt, checked. ``mmap=True`` for reads that only need the config: the optimizer states
+    (twice the networks' size) are then mapped, not read, so `stargan sample` and `stargan eval`,
+    which read the config before loading the networks, do not read them twice."""
     try:
-        meta = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+        meta = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # unpickling errors come in many types
         raise CheckpointError(f"cannot read {ckpt / 'state.pt'}: {err}") from err
     if not isinstance(meta, dict) or meta.get("format") not in FORMATS.values():
@@ -180,7 +183,7 @@ def _load_into(nets: Networks | V1Networks, tensors: dict[str, torch.Tensor], pr
 def load_config(path: str | Path) -> AnyConfig:
     """The config stored inside a checkpoint (or a run's latest checkpoint); ``.arch`` tells v1 from v2."""
     ckpt = resolve_checkpoint(path)
-    return _config_of(_read_state(ckpt), ckpt)
+    return _config_of(_read_state(ckpt, mmap=True), ckpt)
 
 
 def restore_train_state(path: str | Path, state: TrainState | V1TrainState, config: AnyConfig,
@@ -216,7 +219,7 @@ def restore_train_state(path: str | Path, state: TrainState | V1TrainState, conf
 
 def _sampling_config(path: str | Path, arch: str) -> tuple[Path, AnyConfig]:
     ckpt = resolve_checkpoint(path)
-    config = _config_of(_read_state(ckpt), ckpt)
+    config = _config_of(_read_state(ckpt, mmap=True), ckpt)
     if config.arch != arch:
         loader = "load_v1_for_sampling" if config.arch == "v1" else "load_for_sampling"
         raise CheckpointError(f"{ckpt} is a StarGAN {config.arch} checkpoint, not {arch}; load it with "
