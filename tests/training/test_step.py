@@ -64,6 +64,14 @@ def make_masks(model: ModelConfig, seed: int = 5, b: int = 4, dtype: torch.dtype
     return tuple(torch.rand(b, 1, model.img_size, model.img_size, generator=g).to(dtype) for _ in range(2))
 
 
+@torch.no_grad()
+def toy_mask_fn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two soft masks that depend on the image (so masks of x_real and of x_fake differ), at 2x its size
+    like the landmark network's 256 px masks are larger than the generator's feature maps."""
+    m = F.interpolate(x.mean(1, keepdim=True), scale_factor=2, mode="bilinear", align_corners=False)
+    return torch.sigmoid(3 * m), torch.sigmoid(1 - 2 * m)
+
+
 # ---------------------------------------------------------------- naive reference
 
 def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
@@ -71,8 +79,9 @@ def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
     return F.softplus(-logits).mean() if real else F.softplus(logits).mean()
 
 
-def _naive_d_loss(nets: Networks, cfg: LossConfig, b, style_of, masks):
+def _naive_d_loss(nets: Networks, cfg: LossConfig, b, style_of, mask_fn):
     G, D = nets.generator, nets.discriminator
+    masks = mask_fn(b["x_real"]) if mask_fn else None
     x = b["x_real"].clone().requires_grad_(True)
     out = D(x, b["y_org"])
     (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
@@ -83,22 +92,23 @@ def _naive_d_loss(nets: Networks, cfg: LossConfig, b, style_of, masks):
     return loss, {"real": _bce(out, True), "fake": _bce(D(fake, b["y_trg"]), False), "reg": r1}
 
 
-def _naive_g_loss(nets: Networks, cfg: LossConfig, lambda_ds: float, b, style_of, masks):
+def _naive_g_loss(nets: Networks, cfg: LossConfig, lambda_ds: float, b, style_of, mask_fn):
     G, E, D = nets.generator, nets.style_encoder, nets.discriminator
     x, y_org, y_trg = b["x_real"], b["y_org"], b["y_trg"]
+    masks = mask_fn(x) if mask_fn else None
     s_trg = style_of(0)
     fake = G(x, s_trg, masks=masks)
     adv = _bce(D(fake, y_trg), True)
     sty = (s_trg - E(fake, y_trg)).abs().mean()
     fake2 = G(x, style_of(1), masks=masks).detach()
     ds = (fake - fake2).abs().mean()
-    rec = G(fake, E(x, y_org), masks=masks)
+    rec = G(fake, E(x, y_org), masks=mask_fn(fake.detach()) if mask_fn else None)  # masks of x_fake
     cyc = (x - rec).abs().mean()
     loss = adv + cfg.lambda_sty * sty - lambda_ds * ds + cfg.lambda_cyc * cyc
     return loss, {"adv": adv, "sty": sty, "ds": ds, "cyc": cyc}
 
 
-def naive_train_step(state, b, cfg: LossConfig, beta: float, masks=None) -> None:
+def naive_train_step(state, b, cfg: LossConfig, beta: float, mask_fn=None) -> None:
     nets, opts = state.nets, state.optimizers
     Fm, E = nets.mapping_network, nets.style_encoder
     latent = lambda i: Fm(b["z_trg" if i == 0 else "z_trg2"], b["y_trg"])   # noqa: E731
@@ -114,10 +124,10 @@ def naive_train_step(state, b, cfg: LossConfig, beta: float, masks=None) -> None
             opts[name].step()
 
     for style_of in (latent, reference):
-        update(_naive_d_loss(nets, cfg, b, style_of, masks)[0], ["discriminator"])
-    update(_naive_g_loss(nets, cfg, lambda_ds, b, latent, masks)[0],
+        update(_naive_d_loss(nets, cfg, b, style_of, mask_fn)[0], ["discriminator"])
+    update(_naive_g_loss(nets, cfg, lambda_ds, b, latent, mask_fn)[0],
            ["generator", "mapping_network", "style_encoder"])
-    update(_naive_g_loss(nets, cfg, lambda_ds, b, reference, masks)[0], ["generator"])
+    update(_naive_g_loss(nets, cfg, lambda_ds, b, reference, mask_fn)[0], ["generator"])
     with torch.no_grad():
         for name, ema_net in state.ema.items():
             for p_ema, p in zip(ema_net.parameters(), getattr(nets, name).parameters()):
@@ -168,11 +178,11 @@ def test_train_step_equals_naive_reference(model, with_masks):
     f64 = torch.float64
     state = make_state(model, dtype=f64)
     ref = copy.deepcopy(state)   # nets, EMA and optimizers, with the optimizers pointing at the copies
-    masks = make_masks(model, dtype=f64) if with_masks else None
+    mask_fn = toy_mask_fn if with_masks else None
     for it in range(2):          # two iterations: the second one uses Adam moments and a decayed lambda_ds
         batch = make_batch(model, seed=it, dtype=f64)
-        logs = train_step(state, batch, LOSS, ema_beta=0.9, masks=masks)
-        naive_train_step(ref, batch, LOSS, beta=0.9, masks=masks)
+        logs = train_step(state, batch, LOSS, ema_beta=0.9, mask_fn=mask_fn)
+        naive_train_step(ref, batch, LOSS, beta=0.9, mask_fn=mask_fn)
         assert logs["G/lambda_ds"].item() == pytest.approx(LOSS.lambda_ds * (1 - it / LOSS.ds_iter))
     _assert_same_state(state, ref)
     # the check has teeth: the networks did move, and the EMA lags behind them
@@ -430,19 +440,30 @@ def test_generator_loss_by_hand(mode):
     assert loss.item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_train_step_passes_masks_to_the_generator(monkeypatch):
+def test_train_step_uses_masks_of_x_real_and_recomputes_them_for_the_cycle(monkeypatch):
     model = replace(MODEL, img_size=32, w_hpf=1.0)
     state = make_state(model)
-    masks = make_masks(model)
-    seen = []
+    batch = make_batch(model)
+    real_masks = make_masks(model)
+    mask_inputs, seen = [], []
+
+    def mask_fn(x):
+        mask_inputs.append(x)
+        return real_masks if x is batch["x_real"] else make_masks(model, seed=len(mask_inputs))
+
     real_forward = state.nets.generator.forward
 
     def spy(x, s, masks=None):
-        seen.append(masks)
+        seen.append((x, masks))
         return real_forward(x, s, masks=masks)
 
     monkeypatch.setattr(state.nets.generator, "forward", spy)
-    train_step(state, make_batch(model), LOSS, ema_beta=0.999, masks=masks)
-    # 2 D phases x 1 call + 2 G phases x 3 calls
-    assert len(seen) == 8 and all(m is masks for m in seen)
+    train_step(state, batch, LOSS, ema_beta=0.999, mask_fn=mask_fn)
+    # 2 D phases x 1 call + 2 G phases x 3 calls; x_real's masks once, then once per cycle (on x_fake)
+    assert len(seen) == 8 and len(mask_inputs) == 3 and mask_inputs[0] is batch["x_real"]
+    on_real = [m for x, m in seen if torch.equal(x, batch["x_real"])]
+    on_fake = [(x, m) for x, m in seen if not torch.equal(x, batch["x_real"])]
+    assert len(on_real) == 6 and all(m is real_masks for m in on_real)
+    assert len(on_fake) == 2 and all(m is not real_masks for _, m in on_fake)
+    assert all(torch.equal(x, fed) for (x, _), fed in zip(on_fake, mask_inputs[1:]))
 

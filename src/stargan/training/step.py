@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,6 +25,8 @@ from stargan.distributed import average_gradients
 from stargan.nets.v2 import Networks
 
 Masks = tuple[torch.Tensor, torch.Tensor] | None
+# Face masks (coarse, fine) of a batch of images, computed without gradients (w_hpf > 0 only).
+MaskFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -92,9 +95,13 @@ def discriminator_loss(nets: Networks, cfg: LossConfig, x_real: torch.Tensor, y_
 def generator_loss(nets: Networks, cfg: LossConfig, lambda_ds: float, x_real: torch.Tensor,
                    y_org: torch.Tensor, y_trg: torch.Tensor,
                    z_trgs: tuple[torch.Tensor, torch.Tensor] | None = None,
-                   x_refs: tuple[torch.Tensor, torch.Tensor] | None = None, masks: Masks = None
-                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """L_G = L_adv + lambda_sty * L_sty - lambda_ds * L_ds + lambda_cyc * L_cyc (Eq. 5)."""
+                   x_refs: tuple[torch.Tensor, torch.Tensor] | None = None, masks: Masks = None,
+                   mask_fn: MaskFn | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L_G = L_adv + lambda_sty * L_sty - lambda_ds * L_ds + lambda_cyc * L_cyc (Eq. 5).
+
+    ``masks`` are the face masks of x_real; the cycle reconstruction, whose input is x_fake, uses
+    ``mask_fn(x_fake)`` instead (as released).
+    """
     G, F, E, D = nets.generator, nets.mapping_network, nets.style_encoder, nets.discriminator
 
     def style(i: int) -> torch.Tensor:
@@ -108,9 +115,9 @@ def generator_loss(nets: Networks, cfg: LossConfig, lambda_ds: float, x_real: to
     x_fake2 = G(x_real, style(1), masks=masks)
     loss_ds = losses.diversity_sensitive(x_fake, x_fake2)
 
-    # Masks for the reconstruction would come from a face landmark model on x_fake (w_hpf > 0 only).
     s_org = E(x_real, y_org)
-    x_rec = G(x_fake, s_org, masks=masks)
+    masks_fake = mask_fn(x_fake.detach()) if mask_fn is not None else None
+    x_rec = G(x_fake, s_org, masks=masks_fake)
     loss_cyc = losses.cycle_consistency(x_rec, x_real)
 
     loss = loss_adv + cfg.lambda_sty * loss_sty - lambda_ds * loss_ds + cfg.lambda_cyc * loss_cyc
@@ -144,10 +151,13 @@ def update_ema(ema: Networks, nets: Networks, beta: float) -> None:
 
 
 def train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_cfg: LossConfig,
-               ema_beta: float, masks: Masks = None) -> dict[str, torch.Tensor]:
+               ema_beta: float, mask_fn: MaskFn | None = None) -> dict[str, torch.Tensor]:
     """Run exactly one training iteration on ``batch`` and advance ``state.step`` by one.
 
     ``batch`` holds x_real, y_org, x_ref, x_ref2, y_trg, z_trg, z_trg2 on the networks' device.
+    ``mask_fn`` (w_hpf > 0) gives the face masks of images: those of x_real serve every generator
+    call on x_real (computed once: x_real and the mask network do not change within the iteration),
+    the cycle reconstruction recomputes them from x_fake.
     Returns the detached loss terms, keyed like ``D/latent_real`` or ``G/ref_cyc``.
     """
     nets = state.nets
@@ -155,6 +165,7 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_cfg: Loss
     z_trgs = (batch["z_trg"], batch["z_trg2"])
     x_refs = (batch["x_ref"], batch["x_ref2"])
     lambda_ds = losses.lambda_ds_at(state.step, loss_cfg.lambda_ds, loss_cfg.ds_iter)
+    masks = mask_fn(x_real) if mask_fn is not None else None
     logs: dict[str, torch.Tensor] = {}
 
     # 1-2. Discriminator, with latent-guided then reference-guided fakes.
@@ -166,14 +177,14 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_cfg: Loss
     # 3. Generator, mapping network and style encoder, with latent-guided styles.
     with frozen(nets.discriminator):
         g_loss, terms = generator_loss(nets, loss_cfg, lambda_ds, x_real, y_org, y_trg,
-                                       z_trgs=z_trgs, masks=masks)
+                                       z_trgs=z_trgs, masks=masks, mask_fn=mask_fn)
         update(state, g_loss, ("generator", "mapping_network", "style_encoder"))
     logs.update({f"G/latent_{k}": v for k, v in terms.items()})
 
     # 4. Generator only, with reference-guided styles.
     with frozen(nets.discriminator, nets.style_encoder, nets.mapping_network):
         g_loss, terms = generator_loss(nets, loss_cfg, lambda_ds, x_real, y_org, y_trg,
-                                       x_refs=x_refs, masks=masks)
+                                       x_refs=x_refs, masks=masks, mask_fn=mask_fn)
         update(state, g_loss, ("generator",))
     logs.update({f"G/ref_{k}": v for k, v in terms.items()})
 
