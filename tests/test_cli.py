@@ -10,7 +10,7 @@ from PIL import Image
 
 from stargan.cli import main
 from stargan.data.demo import make_demo_dataset
-from stargan.sampling import GRID_PADDING
+from stargan.imaging import GRID_PADDING
 
 TINY = ["--set", "model.img_size=16", "--set", "model.latent_dim=4", "--set", "model.style_dim=8",
         "--set", "model.hidden_dim=16", "--set", "model.max_conv_dim=16", "--set", "model.base_dim=8",

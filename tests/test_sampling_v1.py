@@ -8,7 +8,7 @@ import torch
 from stargan.config import V1ModelConfig
 from stargan.data.v1 import LabeledImages
 from stargan.nets.v1 import build_v1_networks
-from stargan.sampling import GRID_PADDING
+from stargan.imaging import GRID_PADDING
 from stargan.sampling_v1 import grid_targets, translation_grid
 
 ATTRS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young")

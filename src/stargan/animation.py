@@ -15,7 +15,8 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from stargan.nets.v2 import Networks
-from stargan.sampling import _check_images, _device, _domain_tensor, _eval_mode, _to_uint8, _to_unit
+from stargan.imaging import eval_mode, to_uint8, to_unit
+from stargan.sampling_v2 import check_images, device_of, domain_tensor
 
 ANIMATION_SUFFIXES = (".gif", ".mp4")
 
@@ -28,23 +29,23 @@ def interpolation_frames(nets: Networks, x_src: torch.Tensor, refs: torch.Tensor
     The style moves linearly from E(refs[0]) to E(refs[1]), ..., and back to E(refs[0]), so the
     animation loops; there are ``len(refs) * frames_per_transition`` frames.
     """
-    _check_images(x_src, "x_src", nets)
-    _check_images(refs, "refs", nets)
+    check_images(x_src, "x_src", nets)
+    check_images(refs, "refs", nets)
     if refs.size(0) < 2:
         raise ValueError(f"interpolation needs at least 2 reference images, got {refs.size(0)}")
     if frames_per_transition < 1:
         raise ValueError(f"frames_per_transition must be >= 1, got {frames_per_transition}")
-    y_refs = _domain_tensor(y_refs, refs.size(0), nets)
+    y_refs = domain_tensor(y_refs, refs.size(0), nets)
     return _interpolation_frames(nets, x_src, refs, y_refs, frames_per_transition)
 
 
 @torch.inference_mode()
 def _interpolation_frames(nets: Networks, x_src: torch.Tensor, refs: torch.Tensor,
                           y_refs: torch.Tensor, frames_per_transition: int) -> Iterator[np.ndarray]:
-    device = _device(nets)
+    device = device_of(nets)
     x_src = x_src.to(device)
     n = x_src.size(0)
-    with _eval_mode(nets):
+    with eval_mode(nets):
         styles = nets.style_encoder(refs.to(device), y_refs)  # [R, style_dim]
         targets = torch.roll(styles, shifts=-1, dims=0)        # R-1 goes back to 0
         for start, end in zip(styles, targets):
@@ -53,7 +54,7 @@ def _interpolation_frames(nets: Networks, x_src: torch.Tensor, refs: torch.Tenso
                 x_fake = nets.generator(x_src, s.expand(n, -1))
                 # Interleave to [src_0, fake_0, src_1, fake_1, ...]: one source per row.
                 cells = torch.stack([x_src, x_fake], dim=1).flatten(0, 1)
-                yield _to_uint8(make_grid(_to_unit(cells), nrow=2, padding=0))
+                yield to_uint8(make_grid(to_unit(cells), nrow=2, padding=0))
 
 
 class _FrameWriter(Protocol):

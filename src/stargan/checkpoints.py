@@ -24,7 +24,7 @@ from stargan.config import AnyConfig, Config, V1Config, config_from_dict
 from stargan.nets.v1 import Generator as V1Generator
 from stargan.nets.v1 import V1Networks, build_v1_networks
 from stargan.nets.v2 import Networks, build_networks
-from stargan.training.step import TrainState
+from stargan.training.step_v2 import TrainState
 from stargan.training.step_v1 import V1TrainState
 
 FORMAT = "stargan-v2-checkpoint/1"

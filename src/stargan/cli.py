@@ -40,7 +40,8 @@ def _config_from_args(args: argparse.Namespace) -> AnyConfig:
 
 def cmd_train(args: argparse.Namespace) -> Path:
     from stargan.distributed import broadcast, init_from_env
-    from stargan.training.loop import new_run_dir, train
+    from stargan.training.loop_v2 import train
+    from stargan.training.runner import new_run_dir
     from stargan.training.loop_v1 import train_v1
 
     world = init_from_env()  # several processes under torchrun, else one
@@ -90,7 +91,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from stargan import checkpoints, sampling
+    from stargan import checkpoints, sampling_v2
+    from stargan.imaging import save_grid
     from stargan.data import fixed_batch, open_dataset
 
     if checkpoints.load_config(args.run).arch == "v1":
@@ -102,10 +104,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
     _, val_set = open_dataset(root, check_images=False)
     per_domain = -(-args.num_images // len(val_set.domains))
     x, y = fixed_batch(val_set, config.model.img_size, per_domain=per_domain, seed=args.seed)
-    grids = sampling.sample_grids(nets, x, y, num_images=args.num_images, num_styles=args.num_styles,
-                                  psi=args.psi, seed=args.seed)
+    grids = sampling_v2.sample_grids(nets, x, y, num_images=args.num_images, num_styles=args.num_styles,
+                                     psi=args.psi, seed=args.seed)
     out = Path(args.out or Path(args.run) / "samples")
-    written = [sampling.save_grid(grid, out / f"{kind}.png") for kind, grid in grids.items()]
+    written = [save_grid(grid, out / f"{kind}.png") for kind, grid in grids.items()]
     print("\n".join(str(p) for p in written))
 
 

@@ -20,7 +20,7 @@ from stargan.checkpoints import CheckpointError, save_checkpoint
 from stargan.config import Config, ModelConfig, V1Config, V1DataConfig, V1ModelConfig
 from stargan.nets.v1 import build_v1_networks
 from stargan.nets.v2 import Networks, build_networks
-from stargan.training.step import TrainState
+from stargan.training.step_v2 import TrainState
 from stargan.training.step_v1 import V1TrainState
 
 NET_NAMES = ("generator", "mapping_network", "style_encoder", "discriminator")

@@ -17,7 +17,7 @@ import torch
 from stargan.config import V1Config
 from stargan.data.v1 import LabeledImages, condition_vector, fixed_test_batch, open_v1_data, test_targets
 from stargan.nets.v1 import Generator, V1Networks
-from stargan.sampling import _eval_mode, _grid, save_grid
+from stargan.imaging import eval_mode, image_grid, save_grid
 
 DATASET_NAMES = {"celeba": ("celeba",), "folders": ("folders",), "both": ("celeba", "rafd")}
 
@@ -54,14 +54,14 @@ def translation_grid(generator: Generator, x: torch.Tensor, labels: torch.Tensor
     rows = [grid_targets(labels[i], dataset, test) for i in range(x.size(0))]
     width = max(len(row) for row in rows)
     columns = [x]
-    with _eval_mode(V1Networks(generator)):
+    with eval_mode(V1Networks(generator)):
         for j in range(width):
             present = torch.tensor([j < len(row) for row in rows], device=device)
             c = torch.stack([row[min(j, len(row) - 1)][1] for row in rows]).to(device)
             out = generator(x, c)
             columns.append(torch.where(present[:, None, None, None], out, torch.ones_like(out)))
     cells = torch.stack(columns, dim=1).flatten(0, 1)   # row-major [N * (1 + width), 3, S, S]
-    grid = _grid([cells], nrow=1 + width)
+    grid = image_grid([cells], nrow=1 + width)
     return grid, [name for name, _ in rows[0]]
 
 

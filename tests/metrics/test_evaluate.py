@@ -18,7 +18,7 @@ from stargan.metrics.evaluate import Scorers, _as_png, _Task, evaluate_run
 from stargan.metrics.fid import FeatureStats, frechet_distance
 from stargan.metrics.weights import WeightsError
 from stargan.nets.v2 import build_networks
-from stargan.training.step import make_train_state
+from stargan.training.step_v2 import make_train_state
 
 TINY = ["model.img_size=32", "model.base_dim=8", "model.max_conv_dim=16", "model.hidden_dim=16",
         "model.style_dim=8", "model.latent_dim=4", "model.w_hpf=0"]

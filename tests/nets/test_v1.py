@@ -14,7 +14,8 @@ from stargan.v1 import Discriminator as PublicDiscriminator
 from stargan.v1 import Generator as PublicGenerator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-KEYS_TSV = REPO_ROOT.parent / "shared" / "reference" / "stargan_v1_official_state_dict_keys.tsv"
+KEYS_TSV = Path(__file__).parents[1] / "reference" / "stargan_v1_official_state_dict_keys.tsv"  # a copy of shared/reference's
+SHARED_TSV = REPO_ROOT.parent / "shared" / "reference" / "stargan_v1_official_state_dict_keys.tsv"
 needs_tsv = pytest.mark.skipif(not KEYS_TSV.is_file(), reason=f"reference key file {KEYS_TSV} is absent")
 
 # The two released configurations, by the start of their section title in the key file.
@@ -153,3 +154,8 @@ def test_residual_block_is_identity_plus_residual():
         block.main[4].weight.zero_()
         block.main[4].bias.zero_()
     torch.testing.assert_close(block(x), x)
+
+
+@pytest.mark.skipif(not SHARED_TSV.is_file(), reason="no shared/reference folder beside this clone")
+def test_the_key_list_copy_equals_shared_reference():
+    assert KEYS_TSV.read_text() == SHARED_TSV.read_text()

@@ -16,7 +16,8 @@ from stargan.nets.blocks import ResBlk, he_init
 from stargan.nets.v2 import Discriminator, Generator, MappingNetwork, StyleEncoder, build_networks
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-KEYS_TSV = REPO_ROOT.parent / "shared" / "reference" / "starganv2_official_state_dict_keys.tsv"
+KEYS_TSV = Path(__file__).parents[1] / "reference" / "starganv2_official_state_dict_keys.tsv"  # a copy of shared/reference's
+SHARED_TSV = REPO_ROOT.parent / "shared" / "reference" / "starganv2_official_state_dict_keys.tsv"
 
 TINY = ModelConfig(img_size=16, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=16, max_conv_dim=32,
                    base_dim=8, w_hpf=0)
@@ -349,3 +350,8 @@ def test_g_downsamples_sets_the_bottleneck_resolution():
     assert sizes == [4]
     with pytest.raises(ValueError, match="g_downsamples=5"):
         Generator(img_size=32, num_downsamples=5)
+
+
+@pytest.mark.skipif(not SHARED_TSV.is_file(), reason="no shared/reference folder beside this clone")
+def test_the_key_list_copy_equals_shared_reference():
+    assert KEYS_TSV.read_text() == SHARED_TSV.read_text()

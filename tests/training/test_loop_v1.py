@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from stargan.checkpoints import CheckpointError, checkpoint_dirs, load_config, load_v1_for_sampling
 from stargan.config import V1Config, load_config_yaml
 from stargan.data import make_demo_dataset
-from stargan.sampling import GRID_PADDING
+from stargan.imaging import GRID_PADDING
 from stargan.sampling_v1 import sample_run
 from stargan.training.loop_v1 import train_v1
 

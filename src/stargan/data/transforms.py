@@ -43,12 +43,12 @@ def crop_params(width: int, height: int, generator: torch.Generator) -> tuple[in
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def _to_tensor(img: Image.Image) -> Tensor:
+def to_tensor(img: Image.Image) -> Tensor:
     x = F.to_dtype(F.to_image(img), torch.float32, scale=True)  # [3,H,W] in [0,1]
     return F.normalize(x, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])
 
 
-def _rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
@@ -58,7 +58,7 @@ def train_transform(img: Image.Image, img_size: int, generator: torch.Generator,
 
     Returns float32 ``[3, img_size, img_size]`` in [-1, 1].
     """
-    img = _rgb(img)
+    img = to_rgb(img)
     size = [img_size, img_size]
     if torch.rand((), dtype=torch.float64, generator=generator).item() < crop_prob:
         top, left, h, w = crop_params(img.width, img.height, generator)
@@ -67,12 +67,12 @@ def train_transform(img: Image.Image, img_size: int, generator: torch.Generator,
         img = F.resize(img, size, antialias=True)
     if torch.rand((), dtype=torch.float64, generator=generator).item() < 0.5:
         img = F.horizontal_flip(img)
-    return _to_tensor(img)
+    return to_tensor(img)
 
 
 def eval_transform(img: Image.Image, img_size: int) -> Tensor:
     """Resize to ``img_size`` x ``img_size``; float32 ``[3, img_size, img_size]`` in [-1, 1]."""
-    return _to_tensor(F.resize(_rgb(img), [img_size, img_size], antialias=True))
+    return to_tensor(F.resize(to_rgb(img), [img_size, img_size], antialias=True))
 
 
 def to_pil(t: Tensor) -> Image.Image:

@@ -22,7 +22,7 @@ from stargan.data.attributes import (LabeledImages, celeba_splits, exclusive_gro
                                      test_targets)
 from stargan.data.batches import NUM_STEPS, step_generator
 from stargan.data.folders import DataError, ImageFolder, load_rgb, open_dataset
-from stargan.data.transforms import _rgb, _to_tensor
+from stargan.data.transforms import to_rgb, to_tensor
 
 MODES = ("celeba", "folders", "both")
 ATTR_FILE_NAME = "list_attr_celeba.txt"
@@ -172,7 +172,7 @@ def v1_transform(img: Image.Image, img_size: int, crop_size: int, flip: bool,
                  generator: torch.Generator | None = None) -> Tensor:
     """Center crop (when ``0 < crop_size <=`` both sides), resize, and with ``flip`` a horizontal flip
     with probability 0.5 drawn from ``generator``. Float32 ``[3, img_size, img_size]`` in [-1, 1]."""
-    img = _rgb(img)
+    img = to_rgb(img)
     if 0 < crop_size <= min(img.width, img.height):
         img = F.center_crop(img, [crop_size, crop_size])
     img = F.resize(img, [img_size, img_size], antialias=True)
@@ -181,7 +181,7 @@ def v1_transform(img: Image.Image, img_size: int, crop_size: int, flip: bool,
             raise ValueError("v1_transform with flip=True needs a generator, so batches stay reproducible")
         if torch.rand((), dtype=torch.float64, generator=generator).item() < 0.5:
             img = F.horizontal_flip(img)
-    return _to_tensor(img)
+    return to_tensor(img)
 
 
 class V1Batches(Dataset):

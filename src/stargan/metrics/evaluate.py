@@ -34,7 +34,7 @@ from stargan.metrics.fid import FeatureStats, fid_from_stats
 from stargan.metrics.kid import kernel_inception_distance
 from stargan.metrics.stats_cache import cached_real_stats
 from stargan.nets.v2 import Networks
-from stargan.sampling import _latent_dim
+from stargan.sampling_v2 import latent_dim_of
 
 FORMAT = "stargan-eval/1"
 MODES = ("latent", "reference")
@@ -170,7 +170,7 @@ def _outputs(nets: Networks, x: Tensor, trg: int, mode: str, num_outs: int, refs
     outs = []
     for _ in range(num_outs):
         if mode == "latent":
-            z = torch.randn(n, _latent_dim(nets), generator=generator)
+            z = torch.randn(n, latent_dim_of(nets), generator=generator)
             s = nets.mapping_network(z.to(device), y)
         else:
             pick = torch.randint(len(refs), (n,), generator=generator).tolist()

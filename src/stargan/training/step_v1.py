@@ -27,7 +27,7 @@ import torch
 from stargan import losses
 from stargan.config import V1Config, V1ModelConfig, V1OptimConfig
 from stargan.nets.v1 import V1Networks
-from stargan.training.step import frozen, update
+from stargan.training.updates import frozen, update
 
 
 @dataclass

@@ -21,7 +21,7 @@ from torch import nn
 
 from stargan.config import LossConfig, ModelConfig, OptimConfig
 from stargan.nets.v2 import Networks, build_networks
-from stargan.training.step import (discriminator_loss, frozen, generator_loss, make_train_state, train_step,
+from stargan.training.step_v2 import (discriminator_loss, frozen, generator_loss, make_train_state, train_step,
                                    update_ema)
 
 MODEL = ModelConfig(img_size=16, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=16, max_conv_dim=32,

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from stargan.checkpoints import CheckpointError, checkpoint_dirs
 from stargan.config import Config
 from stargan.data.demo import make_demo_dataset
-from stargan.training.loop import new_run_dir, train
+from stargan.training.loop_v2 import train
+from stargan.training.runner import new_run_dir
 
 TINY = [
     "model.img_size=16", "model.latent_dim=4", "model.style_dim=8", "model.hidden_dim=16",
@@ -99,7 +100,7 @@ def test_domains_must_match_the_run(demo_data, tmp_path):
 
 
 def test_ctrl_c_saves_a_checkpoint_to_resume_from(demo_data, tmp_path, monkeypatch):
-    from stargan.training import loop
+    from stargan.training import loop_v2 as loop
 
     calls = []
 

@@ -7,50 +7,26 @@ tensors in [-1, 1] of shape [B, 3, S, S]; grids are [3, H, W] tensors in [0, 1] 
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-import os
-import tempfile
-from pathlib import Path
-
-import numpy as np
 import torch
-from PIL import Image
-from torchvision.utils import make_grid
 
-from stargan.nets.v1 import V1Networks
+from stargan.imaging import eval_mode, image_grid
 from stargan.nets.v2 import Networks
 
-GRID_PADDING = 2         # pixels between the cells of every grid
 MEAN_STYLE_CHUNK = 1000  # latent codes per forward pass in mean_style
 
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
 
-def _device(nets: Networks) -> torch.device:
+def device_of(nets: Networks) -> torch.device:
     return next(nets.generator.parameters()).device
 
 
-def _num_domains(nets: Networks) -> int:
+def num_domains_of(nets: Networks) -> int:
     return len(nets.mapping_network.unshared)
 
 
-@contextlib.contextmanager
-def _eval_mode(nets: Networks | V1Networks) -> Iterator[None]:
-    """Put every network in eval mode, restoring each one's previous mode afterwards."""
-    modules = [net for _, net in nets.items()]
-    was_training = [m.training for m in modules]
-    for m in modules:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, flag in zip(modules, was_training):
-            m.train(flag)
-
-
-def _check_images(x: torch.Tensor, name: str, nets: Networks) -> None:
+def check_images(x: torch.Tensor, name: str, nets: Networks) -> None:
     size = nets.generator.img_size
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.size(1) != 3:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -63,14 +39,14 @@ def _check_images(x: torch.Tensor, name: str, nets: Networks) -> None:
 
 
 def _check_domain(y: int, nets: Networks) -> None:
-    n = _num_domains(nets)
+    n = num_domains_of(nets)
     if not 0 <= y < n:
         raise ValueError(f"domain index {y} is out of range: the networks have {n} domains (0..{n - 1})")
 
 
-def _domain_tensor(y: int | torch.Tensor, batch: int, nets: Networks) -> torch.Tensor:
+def domain_tensor(y: int | torch.Tensor, batch: int, nets: Networks) -> torch.Tensor:
     """A long tensor [batch] of domain indices from an int, a scalar tensor or a [batch] tensor."""
-    device = _device(nets)
+    device = device_of(nets)
     if isinstance(y, torch.Tensor):
         if y.dim() == 0:
             y = int(y)
@@ -84,28 +60,18 @@ def _domain_tensor(y: int | torch.Tensor, batch: int, nets: Networks) -> torch.T
     return torch.full((batch,), int(y), dtype=torch.long, device=device)
 
 
-def _to_unit(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> [0, 1] (clamped, since G's outputs are not bounded)."""
-    return ((x.float() + 1) / 2).clamp(0, 1)
-
-
-def _grid(rows: list[torch.Tensor], nrow: int) -> torch.Tensor:
-    """Rows of [nrow, 3, S, S] images in [-1, 1] -> [3, H, W] in [0, 1]."""
-    return make_grid(_to_unit(torch.cat(rows)).cpu(), nrow=nrow, padding=GRID_PADDING)
-
-
 def _randn(num: int, dim: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     # Draw on the generator's own device so a CPU generator works with CUDA networks (and vice versa).
     draw_device = generator.device if generator is not None else device
     return torch.randn(num, dim, generator=generator, device=draw_device).to(device)
 
 
-def _latent_dim(nets: Networks) -> int:
+def latent_dim_of(nets: Networks) -> int:
     return nets.mapping_network.shared[0].in_features
 
 
 def _check_latents(z: torch.Tensor, nets: Networks) -> None:
-    latent_dim = _latent_dim(nets)
+    latent_dim = latent_dim_of(nets)
     if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.size(1) != latent_dim or z.size(0) == 0:
         shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise ValueError(f"z must be latent codes of shape [K, {latent_dim}] with K >= 1, got {shape}")
@@ -126,10 +92,10 @@ def mean_style(nets: Networks, y: int, num: int = 10_000,
     if num < 1:
         raise ValueError(f"num must be >= 1 latent codes to average, got {num}")
     _check_domain(y, nets)
-    device = _device(nets)
-    latent_dim = _latent_dim(nets)
+    device = device_of(nets)
+    latent_dim = latent_dim_of(nets)
     total = None
-    with _eval_mode(nets):
+    with eval_mode(nets):
         for start in range(0, num, MEAN_STYLE_CHUNK):
             n = min(MEAN_STYLE_CHUNK, num - start)
             z = _randn(n, latent_dim, generator, device)
@@ -153,21 +119,21 @@ def translate(nets: Networks, x: torch.Tensor, y_trg: int | torch.Tensor, *,
     if (z is None) == (x_ref is None):
         raise ValueError("pass exactly one of z (latent-guided) or x_ref (reference-guided), "
                          f"got {'both' if z is not None else 'neither'}")
-    _check_images(x, "x", nets)
+    check_images(x, "x", nets)
     codes = z if z is not None else x_ref
     if z is not None:
         _check_latents(z, nets)
     else:
-        _check_images(x_ref, "x_ref", nets)
+        check_images(x_ref, "x_ref", nets)
         if psi != 1.0:
             raise ValueError(f"psi={psi} only applies to latent codes; leave psi=1.0 with x_ref")
     batch = max(x.size(0), codes.size(0))
     if {x.size(0), codes.size(0)} - {1, batch}:
         raise ValueError(f"x has {x.size(0)} images and {'z' if z is not None else 'x_ref'} has "
                          f"{codes.size(0)}; they must match or one of them must be 1")
-    device = _device(nets)
-    y = _domain_tensor(y_trg, batch, nets)
-    with _eval_mode(nets):
+    device = device_of(nets)
+    y = domain_tensor(y_trg, batch, nets)
+    with eval_mode(nets):
         if z is not None:
             s = nets.mapping_network(z.to(device).expand(batch, -1), y)
             if psi != 1.0:
@@ -186,19 +152,19 @@ def translate(nets: Networks, x: torch.Tensor, y_trg: int | torch.Tensor, *,
 def cycle_grid(nets: Networks, x_src: torch.Tensor, y_src: torch.Tensor, x_ref: torch.Tensor,
                y_ref: torch.Tensor) -> torch.Tensor:
     """Rows: sources, references, sources in the references' styles, their reconstructions."""
-    _check_images(x_src, "x_src", nets)
-    _check_images(x_ref, "x_ref", nets)
+    check_images(x_src, "x_src", nets)
+    check_images(x_ref, "x_ref", nets)
     n = x_src.size(0)
     if x_ref.size(0) != n:
         raise ValueError(f"cycle_grid pairs each source with one reference: x_src has {n} images, "
                          f"x_ref has {x_ref.size(0)}")
-    device = _device(nets)
+    device = device_of(nets)
     x_src, x_ref = x_src.to(device), x_ref.to(device)
-    y_src, y_ref = _domain_tensor(y_src, n, nets), _domain_tensor(y_ref, n, nets)
-    with _eval_mode(nets):
+    y_src, y_ref = domain_tensor(y_src, n, nets), domain_tensor(y_ref, n, nets)
+    with eval_mode(nets):
         x_fake = nets.generator(x_src, nets.style_encoder(x_ref, y_ref))
         x_rec = nets.generator(x_fake, nets.style_encoder(x_src, y_src))
-    return _grid([x_src, x_ref, x_fake, x_rec], nrow=n)
+    return image_grid([x_src, x_ref, x_fake, x_rec], nrow=n)
 
 
 @torch.inference_mode()
@@ -210,16 +176,16 @@ def latent_grid(nets: Networks, x_src: torch.Tensor, num_domains: int, z: torch.
     the domain's mean style by ``psi`` (1 = no truncation, 0 = the mean style itself);
     ``generator`` seeds the mean style's latent codes.
     """
-    _check_images(x_src, "x_src", nets)
-    if not 1 <= num_domains <= _num_domains(nets):
-        raise ValueError(f"num_domains must be in 1..{_num_domains(nets)} for these networks, "
+    check_images(x_src, "x_src", nets)
+    if not 1 <= num_domains <= num_domains_of(nets):
+        raise ValueError(f"num_domains must be in 1..{num_domains_of(nets)} for these networks, "
                          f"got {num_domains}")
     _check_latents(z, nets)
-    device = _device(nets)
+    device = device_of(nets)
     n = x_src.size(0)
     x_src, z = x_src.to(device), z.to(device)
     rows = [x_src]
-    with _eval_mode(nets):
+    with eval_mode(nets):
         for y in range(num_domains):
             # One mean per domain, so psi = 0 gives identical rows within a domain.
             mean = mean_style(nets, y, generator=generator) if psi != 1.0 else None
@@ -227,7 +193,7 @@ def latent_grid(nets: Networks, x_src: torch.Tensor, num_domains: int, z: torch.
             for z_k in z:
                 s = _truncate(nets.mapping_network(z_k[None], y_k), mean, psi)  # [1, style_dim]
                 rows.append(nets.generator(x_src, s.expand(n, -1)))
-    return _grid(rows, nrow=n)
+    return image_grid(rows, nrow=n)
 
 
 @torch.inference_mode()
@@ -237,47 +203,20 @@ def reference_grid(nets: Networks, x_src: torch.Tensor, x_ref: torch.Tensor,
 
     Cell (i, j) below the first row is source j in the style of reference i.
     """
-    _check_images(x_src, "x_src", nets)
-    _check_images(x_ref, "x_ref", nets)
-    device = _device(nets)
+    check_images(x_src, "x_src", nets)
+    check_images(x_ref, "x_ref", nets)
+    device = device_of(nets)
     x_src, x_ref = x_src.to(device), x_ref.to(device)
-    y_ref = _domain_tensor(y_ref, x_ref.size(0), nets)
+    y_ref = domain_tensor(y_ref, x_ref.size(0), nets)
     n = x_src.size(0)
     blank = torch.ones_like(x_src[:1])  # white in [-1, 1]
     rows = [torch.cat([blank, x_src])]
-    with _eval_mode(nets):
+    with eval_mode(nets):
         styles = nets.style_encoder(x_ref, y_ref)  # [R, style_dim]
         for i in range(x_ref.size(0)):
             x_fake = nets.generator(x_src, styles[i:i + 1].expand(n, -1))
             rows.append(torch.cat([x_ref[i:i + 1], x_fake]))
-    return _grid(rows, nrow=n + 1)
-
-
-def save_grid(grid: torch.Tensor, path: str | os.PathLike[str]) -> Path:
-    """Write a [3, H, W] grid in [0, 1] as a PNG, atomically; parent folders are created."""
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"save_grid writes PNG files; give a path ending in .png, got {path}")
-    if grid.dim() != 3 or grid.size(0) not in (1, 3):
-        raise ValueError(f"grid must have shape [3, H, W] (or [1, H, W]), got {tuple(grid.shape)}")
-    pixels = _to_uint8(grid)
-    image = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
-    """[C, H, W] in [0, 1] -> [H, W, C] uint8."""
-    pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-    return pixels.permute(1, 2, 0).cpu().numpy()
+    return image_grid(rows, nrow=n + 1)
 
 
 def sample_grids(nets: Networks, x_val: torch.Tensor, y_val: torch.Tensor, num_images: int,
@@ -288,16 +227,16 @@ def sample_grids(nets: Networks, x_val: torch.Tensor, y_val: torch.Tensor, num_i
     by domain); the references are the same images shifted by one. ``seed`` fixes the latent codes
     and the mean style used by ``psi``.
     """
-    device = _device(nets)
+    device = device_of(nets)
     x_val, y_val = x_val.to(device), y_val.to(device)
     n = min(num_images, x_val.size(0))
     pick = torch.linspace(0, x_val.size(0) - 1, n).round().long().to(device)
     x_src, y_src = x_val[pick], y_val[pick]
     x_ref, y_ref = x_src.roll(1, 0), y_src.roll(1, 0)
-    z = torch.randn(num_styles, _latent_dim(nets), generator=torch.Generator().manual_seed(seed))
+    z = torch.randn(num_styles, latent_dim_of(nets), generator=torch.Generator().manual_seed(seed))
     return {
         "cycle": cycle_grid(nets, x_src, y_src, x_ref, y_ref),
-        "latent": latent_grid(nets, x_src, _num_domains(nets), z, psi=psi,
+        "latent": latent_grid(nets, x_src, num_domains_of(nets), z, psi=psi,
                               generator=torch.Generator().manual_seed(seed)),
         "reference": reference_grid(nets, x_src, x_ref, y_ref),
     }

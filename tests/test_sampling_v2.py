@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from stargan import animation, sampling
+from stargan import animation, imaging, sampling_v2
 from stargan.config import ModelConfig
 from stargan.nets.v2 import Networks, build_networks
 
-PAD = sampling.GRID_PADDING
+PAD = imaging.GRID_PADDING
 
 
 def tiny_config(img_size: int = 16, num_domains: int = 2) -> ModelConfig:
@@ -54,10 +54,10 @@ def test_grid_shapes_and_ranges(size: int, num_domains: int) -> None:
     x, y = images(n, size), torch.arange(n) % num_domains
     z = torch.randn(k, 4)
     grids = {
-        "cycle": (sampling.cycle_grid(nets, x, y, x.flip(0), y.flip(0)), grid_shape(4, n, size)),
-        "latent": (sampling.latent_grid(nets, x, num_domains, z, psi=0.7),
+        "cycle": (sampling_v2.cycle_grid(nets, x, y, x.flip(0), y.flip(0)), grid_shape(4, n, size)),
+        "latent": (sampling_v2.latent_grid(nets, x, num_domains, z, psi=0.7),
                    grid_shape(1 + num_domains * k, n, size)),
-        "reference": (sampling.reference_grid(nets, x, x[:r], y[:r]), grid_shape(1 + r, n + 1, size)),
+        "reference": (sampling_v2.reference_grid(nets, x, x[:r], y[:r]), grid_shape(1 + r, n + 1, size)),
     }
     for name, (grid, shape) in grids.items():
         assert grid.shape == shape, name
@@ -66,7 +66,7 @@ def test_grid_shapes_and_ranges(size: int, num_domains: int) -> None:
 
 def test_reference_grid_cells_are_translations(nets: Networks) -> None:
     x_src, x_ref, y_ref = images(3, 16, seed=1), images(2, 16, seed=2), torch.tensor([1, 0])
-    grid = sampling.reference_grid(nets, x_src, x_ref, y_ref)
+    grid = sampling_v2.reference_grid(nets, x_src, x_ref, y_ref)
     assert torch.equal(cell(grid, 0, 0, 16), torch.ones(3, 16, 16))  # white corner
     with torch.no_grad():
         for j in range(3):
@@ -82,7 +82,7 @@ def test_reference_grid_cells_are_translations(nets: Networks) -> None:
 def test_cycle_grid_rows(nets: Networks) -> None:
     x_src, x_ref = images(2, 16, seed=1), images(2, 16, seed=2)
     y_src, y_ref = torch.tensor([0, 1]), torch.tensor([1, 1])
-    grid = sampling.cycle_grid(nets, x_src, y_src, x_ref, y_ref)
+    grid = sampling_v2.cycle_grid(nets, x_src, y_src, x_ref, y_ref)
     with torch.no_grad():
         fake = nets.generator(x_src, nets.style_encoder(x_ref, y_ref))
         rec = nets.generator(fake, nets.style_encoder(x_src, y_src))
@@ -90,18 +90,18 @@ def test_cycle_grid_rows(nets: Networks) -> None:
         assert torch.allclose(cell(grid, 2, j, 16), unit(fake[j]), atol=1e-5)
         assert torch.allclose(cell(grid, 3, j, 16), unit(rec[j]), atol=1e-5)
     with pytest.raises(ValueError, match="one reference"):
-        sampling.cycle_grid(nets, x_src, y_src, x_ref[:1], y_ref[:1])
+        sampling_v2.cycle_grid(nets, x_src, y_src, x_ref[:1], y_ref[:1])
 
 
 def test_latent_grid_psi_zero_collapses_to_mean_style(nets: Networks) -> None:
     x, z = images(2, 16), torch.randn(3, 4)
-    grid = sampling.latent_grid(nets, x, 2, z, psi=0.0, generator=torch.Generator().manual_seed(0))
+    grid = sampling_v2.latent_grid(nets, x, 2, z, psi=0.0, generator=torch.Generator().manual_seed(0))
     rows = [cell(grid, r, 0, 16) for r in range(1, 7)]  # domain 0: rows 1-3, domain 1: rows 4-6
     for first, others in ((rows[0], rows[1:3]), (rows[3], rows[4:6])):
         for other in others:
             assert torch.allclose(first, other, atol=1e-6)
     assert not torch.allclose(rows[0], rows[3])
-    diverse = sampling.latent_grid(nets, x, 2, z, psi=1.0)
+    diverse = sampling_v2.latent_grid(nets, x, 2, z, psi=1.0)
     assert not torch.allclose(cell(diverse, 1, 0, 16), cell(diverse, 2, 0, 16))
 
 
@@ -109,10 +109,10 @@ def test_mean_style_is_a_seeded_average(nets: Networks) -> None:
     def seeded(seed: int) -> torch.Generator:
         return torch.Generator().manual_seed(seed)
 
-    a = sampling.mean_style(nets, 1, num=2500, generator=seeded(3))
+    a = sampling_v2.mean_style(nets, 1, num=2500, generator=seeded(3))
     assert a.shape == (1, 8)
-    assert torch.equal(a, sampling.mean_style(nets, 1, num=2500, generator=seeded(3)))
-    assert not torch.equal(a, sampling.mean_style(nets, 1, num=2500, generator=seeded(4)))
+    assert torch.equal(a, sampling_v2.mean_style(nets, 1, num=2500, generator=seeded(3)))
+    assert not torch.equal(a, sampling_v2.mean_style(nets, 1, num=2500, generator=seeded(4)))
     # Chunks of 1000, 1000 and 500 codes, averaged.
     g = seeded(3)
     with torch.no_grad():
@@ -120,37 +120,37 @@ def test_mean_style_is_a_seeded_average(nets: Networks) -> None:
                   for n in (1000, 1000, 500)]
     assert torch.allclose(a, torch.cat(styles).mean(0, keepdim=True), atol=1e-5)
     with pytest.raises(ValueError, match="out of range"):
-        sampling.mean_style(nets, 2)
+        sampling_v2.mean_style(nets, 2)
 
 
 def test_translate_needs_exactly_one_style_source(nets: Networks) -> None:
     x = images(2, 16)
     with pytest.raises(ValueError, match="exactly one.*both"):
-        sampling.translate(nets, x, 0, z=torch.randn(2, 4), x_ref=x)
+        sampling_v2.translate(nets, x, 0, z=torch.randn(2, 4), x_ref=x)
     with pytest.raises(ValueError, match="exactly one.*neither"):
-        sampling.translate(nets, x, 0)
+        sampling_v2.translate(nets, x, 0)
 
 
 def test_translate_broadcasts_and_matches_networks(nets: Networks) -> None:
     x, refs = images(1, 16, seed=1), images(3, 16, seed=2)
     z = torch.randn(3, 4)
-    out = sampling.translate(nets, x, 1, z=z)
+    out = sampling_v2.translate(nets, x, 1, z=z)
     assert out.shape == (3, 3, 16, 16)
     y = torch.ones(3, dtype=torch.long)
     with torch.no_grad():
         assert torch.allclose(out, nets.generator(x.expand(3, -1, -1, -1), nets.mapping_network(z, y)),
                               atol=1e-5)
-        by_ref = sampling.translate(nets, x, torch.tensor([1, 1, 1]), x_ref=refs)
+        by_ref = sampling_v2.translate(nets, x, torch.tensor([1, 1, 1]), x_ref=refs)
         assert torch.allclose(by_ref, nets.generator(x.expand(3, -1, -1, -1),
                                                      nets.style_encoder(refs, y)), atol=1e-5)
     with pytest.raises(ValueError, match="psi"):
-        sampling.translate(nets, x, 1, x_ref=refs, psi=0.5)
+        sampling_v2.translate(nets, x, 1, x_ref=refs, psi=0.5)
     with pytest.raises(ValueError, match="must match"):
-        sampling.translate(nets, images(2, 16), 1, z=z)
+        sampling_v2.translate(nets, images(2, 16), 1, z=z)
     with pytest.raises(ValueError, match="img_size=16"):
-        sampling.translate(nets, images(1, 32), 1, z=z)
+        sampling_v2.translate(nets, images(1, 32), 1, z=z)
     with pytest.raises(ValueError, match="out of range"):
-        sampling.translate(nets, x, 5, z=z)
+        sampling_v2.translate(nets, x, 5, z=z)
 
 
 def test_sampling_restores_training_mode(nets: Networks) -> None:
@@ -158,15 +158,15 @@ def test_sampling_restores_training_mode(nets: Networks) -> None:
     nets.style_encoder.eval()
     modes_inside: list[bool] = []
     nets.generator.register_forward_hook(lambda module, *_: modes_inside.append(module.training))
-    sampling.translate(nets, images(1, 16), 0, x_ref=images(1, 16))
+    sampling_v2.translate(nets, images(1, 16), 0, x_ref=images(1, 16))
     assert modes_inside == [False]
     assert nets.generator.training and not nets.style_encoder.training
 
 
 def test_save_grid_writes_png_atomically(nets: Networks, tmp_path: Path) -> None:
     x = images(3, 16)
-    grid = sampling.reference_grid(nets, x, x[:2], torch.tensor([0, 1]))
-    path = sampling.save_grid(grid, tmp_path / "a" / "b" / "grid.png")
+    grid = sampling_v2.reference_grid(nets, x, x[:2], torch.tensor([0, 1]))
+    path = imaging.save_grid(grid, tmp_path / "a" / "b" / "grid.png")
     assert path == tmp_path / "a" / "b" / "grid.png"
     with Image.open(path) as image:
         assert image.format == "PNG" and image.mode == "RGB"
@@ -175,7 +175,7 @@ def test_save_grid_writes_png_atomically(nets: Networks, tmp_path: Path) -> None
         assert np.array_equal(np.asarray(image), expected)
     assert sorted(p.name for p in path.parent.iterdir()) == ["grid.png"]  # no temp file left
     with pytest.raises(ValueError, match=r"\.png"):
-        sampling.save_grid(grid, tmp_path / "grid.jpg")
+        imaging.save_grid(grid, tmp_path / "grid.jpg")
 
 
 def test_interpolation_gif_has_expected_frames(nets: Networks, tmp_path: Path) -> None:
@@ -189,7 +189,7 @@ def test_interpolation_gif_has_expected_frames(nets: Networks, tmp_path: Path) -
         gif.seek(0)
         first = np.asarray(gif.convert("RGB")).astype(int)
     # Frame 0 shows the sources and their translation with the first reference's style.
-    expected = sampling._to_uint8(unit(x_src[0])).astype(int)
+    expected = imaging.to_uint8(unit(x_src[0])).astype(int)
     assert np.abs(first[:16, :16] - expected).mean() < 12  # palette quantisation only
 
 
@@ -263,7 +263,7 @@ def test_interpolation_mp4(nets: Networks, tmp_path: Path) -> None:
 
 def test_sample_grids_spreads_sources_over_the_batch_and_is_seeded(nets: Networks) -> None:
     x, y = images(6, 16), torch.tensor([0, 0, 0, 1, 1, 1])
-    grids = sampling.sample_grids(nets, x, y, num_images=3, num_styles=2, seed=5)
+    grids = sampling_v2.sample_grids(nets, x, y, num_images=3, num_styles=2, seed=5)
     assert set(grids) == {"cycle", "latent", "reference"}
     assert grids["latent"].shape == grid_shape(1 + 2 * 2, 3, 16)
     assert grids["reference"].shape == grid_shape(1 + 3, 3 + 1, 16)
@@ -271,7 +271,7 @@ def test_sample_grids_spreads_sources_over_the_batch_and_is_seeded(nets: Network
     for col, index in enumerate([0, 2, 5]):
         torch.testing.assert_close(cell(grids["cycle"], 0, col, 16), unit(x[index]))
     torch.testing.assert_close(cell(grids["cycle"], 1, 0, 16), unit(x[5]))
-    again = sampling.sample_grids(nets, x, y, num_images=3, num_styles=2, seed=5)
+    again = sampling_v2.sample_grids(nets, x, y, num_images=3, num_styles=2, seed=5)
     assert torch.equal(again["latent"], grids["latent"])
-    other = sampling.sample_grids(nets, x, y, num_images=3, num_styles=2, seed=6)
+    other = sampling_v2.sample_grids(nets, x, y, num_images=3, num_styles=2, seed=6)
     assert not torch.equal(other["latent"], grids["latent"])

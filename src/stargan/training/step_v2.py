@@ -10,7 +10,6 @@ latent codes (z_trg, z_trg2):
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass
 from collections.abc import Callable
@@ -21,8 +20,8 @@ from torch import nn
 
 from stargan import losses
 from stargan.config import LossConfig, OptimConfig
-from stargan.distributed import average_gradients
 from stargan.nets.v2 import Networks
+from stargan.training.updates import frozen, update
 
 Masks = tuple[torch.Tensor, torch.Tensor] | None
 # Face masks (coarse, fine) of a batch of images, computed without gradients (w_hpf > 0 only).
@@ -52,24 +51,6 @@ def make_train_state(nets: Networks, optim: OptimConfig, world_size: int = 1) ->
         for name, net in nets.items()
     }
     return TrainState(nets=nets, ema=ema, optimizers=optimizers, world_size=world_size)
-
-
-@contextlib.contextmanager
-def frozen(*modules: nn.Module):
-    """Skip parameter gradients of modules whose updates would be thrown away.
-
-    Gradients still flow *through* the modules to their inputs, so the result is exactly the same as
-    computing and discarding the parameter gradients; it only saves the work.
-    """
-    flags = [[p.requires_grad for p in m.parameters()] for m in modules]
-    for m in modules:
-        m.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for m, module_flags in zip(modules, flags):
-            for p, flag in zip(m.parameters(), module_flags):
-                p.requires_grad_(flag)
 
 
 def discriminator_loss(nets: Networks, cfg: LossConfig, x_real: torch.Tensor, y_org: torch.Tensor,
@@ -123,21 +104,6 @@ def generator_loss(nets: Networks, cfg: LossConfig, lambda_ds: float, x_real: to
     loss = loss_adv + cfg.lambda_sty * loss_sty - lambda_ds * loss_ds + cfg.lambda_cyc * loss_cyc
     return loss, {"adv": loss_adv.detach(), "sty": loss_sty.detach(), "ds": loss_ds.detach(),
                   "cyc": loss_cyc.detach()}
-
-
-def update(state: TrainState | Any, loss: torch.Tensor, names: tuple[str, ...]) -> None:
-    """Back-propagate ``loss`` and step the optimizers of the networks ``names`` (v1 and v2 states).
-
-    Every optimizer's gradients are cleared first, so gradients of the other networks are discarded;
-    under data parallelism the stepped networks' gradients are averaged across processes.
-    """
-    for optimizer in state.optimizers.values():
-        optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if state.world_size > 1:
-        average_gradients([getattr(state.nets, name) for name in names], state.world_size)
-    for name in names:
-        state.optimizers[name].step()
 
 
 @torch.no_grad()
