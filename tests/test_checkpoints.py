@@ -150,3 +150,79 @@ def test_v1_and_v2_checkpoints_are_not_mixed_up(tmp_path):
         checkpoints.restore_train_state(tmp_path / "v2", make_v1_state(), V1_CONFIG)
     with pytest.raises(TypeError, match="v1 config needs a V1TrainState"):
         save_checkpoint(tmp_path / "x", make_state(1), V1_CONFIG)
+
+
+# ---- damaged and hostile files: one line naming the file and what is wrong, no code run -------------
+
+class _Payload:
+    """Unpickling this would create a file: the proof that a checkpoint's code was executed."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _damage(kind: str, ckpt, tmp_path):
+    state, nets = ckpt / "state.pt", ckpt / "networks.safetensors"
+    if kind == "truncated safetensors":
+        nets.write_bytes(nets.read_bytes()[: nets.stat().st_size // 2])
+    elif kind == "corrupted safetensors header":
+        data = bytearray(nets.read_bytes())
+        data[8:40] = b"\xff" * 32
+        nets.write_bytes(bytes(data))
+    elif kind == "truncated state":
+        state.write_bytes(state.read_bytes()[: state.stat().st_size // 3])
+    elif kind == "random bytes state":
+        state.write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(1),
+                                        dtype=torch.uint8).numpy().tobytes())
+    elif kind == "another program's file":
+        from PIL import Image
+        Image.new("RGB", (4, 4)).save(state, format="PNG")
+    elif kind == "another program's torch file":
+        torch.save({"model": {"w": torch.zeros(2)}, "epoch": 3}, state)
+    elif kind == "state without optimizers":
+        meta = torch.load(state, weights_only=True)
+        del meta["optimizers"]
+        torch.save(meta, state)
+    elif kind == "pickle payload":
+        torch.save({"format": checkpoints.FORMAT, "payload": _Payload(tmp_path / "pwned")}, state)
+    else:
+        raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("truncated safetensors", "networks.safetensors: not a readable safetensors file"),
+    ("corrupted safetensors header", "networks.safetensors: not a readable safetensors file"),
+    ("truncated state", "state.pt: not a readable stargan state file"),
+    ("random bytes state", "state.pt: not a readable stargan state file"),
+    ("another program's file", "state.pt: not a readable stargan state file"),
+    ("another program's torch file", "is not a stargan checkpoint"),
+    ("state without optimizers", "lacks 'optimizers'"),
+    ("pickle payload", "state.pt: not a readable stargan state file"),
+])
+@pytest.mark.parametrize("reader", ["sample", "resume", "config"])
+def test_damaged_or_hostile_checkpoints_give_one_line_naming_the_file(tmp_path, kind, expected, reader):
+    ckpt = save_checkpoint(tmp_path, make_state(3), CONFIG)
+    _damage(kind, ckpt, tmp_path)
+    if reader == "config" and "safetensors" in kind:
+        pytest.skip("reading the config does not open the networks file")
+    with pytest.raises(CheckpointError) as err:
+        if reader == "sample":
+            load_for_sampling(tmp_path)
+        elif reader == "resume":
+            checkpoints.restore_train_state(tmp_path, make_state(), CONFIG)
+        else:
+            checkpoints.load_config(tmp_path)
+    message = str(err.value)
+    assert expected in message and str(ckpt) in message and "\n" not in message
+    assert not (tmp_path / "pwned").exists()  # the payload never ran
+
+
+def test_a_directory_without_a_checkpoint_is_named(tmp_path):
+    (tmp_path / "checkpoints" / "step-000004").mkdir(parents=True)  # a write that never finished
+    with pytest.raises(CheckpointError, match=f"no checkpoint in {tmp_path}"):
+        load_for_sampling(tmp_path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_for_sampling(tmp_path / "missing")

@@ -5,7 +5,9 @@ import dataclasses
 
 import pytest
 
-from stargan.config import Config, DataConfig, ModelConfig, available_presets, load_preset
+from stargan.config import (Config, ConfigError, DataConfig, ModelConfig, OptimConfig, V1Config, available_presets,
+                            config_from_dict, load_preset)
+from stargan.config_rules import RULES
 
 PAPER_OPTIM = {"lr": 1e-4, "mapping_lr": 1e-6, "beta1": 0.0, "beta2": 0.99, "weight_decay": 1e-4}
 
@@ -159,3 +161,78 @@ def test_config_is_frozen():
         cfg.optim.lr = 1.0
     with pytest.raises(dataclasses.FrozenInstanceError):
         DataConfig().batch_size = 3
+
+
+# ---- validation: every field has a rule, one error lists every bad value ---------------------------
+
+
+
+def _sections(config_cls):
+    return [f.default_factory() for f in dataclasses.fields(config_cls) if f.default_factory is not dataclasses.MISSING]
+
+
+@pytest.mark.parametrize("config_cls", [Config, V1Config])
+def test_every_field_of_every_section_has_a_rule_and_the_defaults_pass(config_cls):
+    for section in _sections(config_cls):
+        names = {f.name for f in dataclasses.fields(section)}
+        assert names == set(RULES[type(section).__name__]), type(section).__name__
+        for name in names:
+            assert RULES[type(section).__name__][name](getattr(section, name)) is None, name
+
+
+def test_every_preset_is_valid():
+    for name in available_presets():
+        load_preset(name)  # raises ConfigError otherwise
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.sample_every=0", "train.sample_every=0: expected >= 1"),
+    ("train.log_every=0", "train.log_every=0: expected >= 1"),
+    ("train.save_every=-5", "train.save_every=-5: expected >= 1"),
+    ("train.total_iters=-3", "train.total_iters=-3: expected >= 1"),
+    ("train.device=gpu", "train.device='gpu': expected auto, cpu, mps, cuda or cuda:N"),
+    ("train.keep_last=-1", "train.keep_last=-1: expected >= 0"),
+    ("optim.ema_beta=2", "optim.ema_beta=2.0: expected in [0, 1)"),
+    ("optim.ema_beta=1", "optim.ema_beta=1.0: expected in [0, 1)"),
+    ("optim.lr=0", "optim.lr=0.0: expected > 0"),
+    ("optim.beta2=1.5", "optim.beta2=1.5: expected in [0, 1)"),
+    ("loss.lambda_ds=-1", "loss.lambda_ds=-1.0: expected >= 0"),
+    ("model.img_size=48", "model.img_size=48: expected a power of two in [16, 1024]"),
+    ("model.img_size=8", "model.img_size=8: expected a power of two in [16, 1024]"),
+    ("model.num_domains=0", "model.num_domains=0: expected >= 1"),
+    ("data.batch_size=0", "data.batch_size=0: expected >= 1"),
+    ("data.crop_prob=1.5", "data.crop_prob=1.5: expected in [0, 1]"),
+    ("data.domains=[cat,cat]", "data.domains=('cat', 'cat'): expected distinct non-empty names"),
+    ("eval.mode=sideways", "eval.mode='sideways': expected one of latent, reference, both"),
+    ("eval.every=-1", "eval.every=-1: expected >= 0"),
+    ("optim.lr=.nan", "optim.lr=nan: expected > 0"),
+])
+def test_a_bad_value_is_named_with_its_allowed_range(override, expected):
+    with pytest.raises(ConfigError) as err:
+        Config().with_overrides([override])
+    assert expected in str(err.value)
+
+
+def test_one_error_lists_every_bad_field():
+    with pytest.raises(ConfigError) as err:
+        Config().with_overrides(["train.sample_every=0", "optim.ema_beta=2", "train.total_iters=-3",
+                                 "loss.lambda_ds=-1", "model.img_size=48"])
+    message = str(err.value)
+    for name in ("train.sample_every=0", "optim.ema_beta=2.0", "train.total_iters=-3",
+                 "loss.lambda_ds=-1.0", "model.img_size=48"):
+        assert name in message
+
+
+def test_v1_sections_are_checked_too():
+    with pytest.raises(ConfigError) as err:
+        V1Config().with_overrides(["optim.n_critic=0", "data.mode=rafd", "train.log_every=0",
+                                   "loss.lambda_gp=-10"])
+    for name in ("optim.n_critic=0", "data.mode='rafd'", "train.log_every=0", "loss.lambda_gp=-10.0"):
+        assert name in str(err.value)
+
+
+def test_sections_built_directly_and_loaded_configs_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="optim.ema_beta=1.5"):
+        OptimConfig(ema_beta=1.5)
+    with pytest.raises(ConfigError, match="train.sample_every=0"):
+        config_from_dict({"train": {"sample_every": 0}})

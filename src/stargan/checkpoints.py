@@ -20,22 +20,36 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from stargan.config import AnyConfig, Config, V1Config, config_from_dict
+from stargan.config import AnyConfig, Config, V1Config, config_changes, config_from_dict, fixed_on_resume
 from stargan.nets.v1 import Generator as V1Generator
 from stargan.nets.v1 import V1Networks, build_v1_networks
 from stargan.nets.v2 import Networks, build_networks
-from stargan.training.step_v2 import TrainState
+from stargan.training import step_v1, step_v2
 from stargan.training.step_v1 import V1TrainState
+from stargan.training.step_v2 import TrainState
 
 FORMAT = "stargan-v2-checkpoint/1"
 V1_FORMAT = "stargan-v1-checkpoint/1"
 FORMATS = {"v2": FORMAT, "v1": V1_FORMAT}  # by config.arch
 STATE_TYPES = {"v2": TrainState, "v1": V1TrainState}
+OPTIMIZER_SETTINGS = {"v2": step_v2.optimizer_settings, "v1": step_v1.optimizer_settings}
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, malformed or does not fit the requested configuration."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, permissions); the previous one is intact."""
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a file or a directory tree (stale temporary checkpoints, pruned checkpoints)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
@@ -123,39 +137,73 @@ def save_checkpoint(run_dir: str | Path, state: TrainState | V1TrainState, confi
 
 def _write_atomically(final: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
                       keep_last: int) -> Path:
-    """networks.safetensors and state.pt into a temporary directory, synced, then renamed to ``final``."""
+    """networks.safetensors and state.pt into a temporary directory, synced, then renamed to ``final``.
+
+    A failed write (disk full) removes the temporary directory and leaves every earlier checkpoint as
+    it was. Pruning keeps the newest ``keep_last`` by step, and never the one just written.
+    """
     root = final.parent
-    root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(tensors, str(tmp / "networks.safetensors"), metadata={"format": meta["format"]})
-    torch.save(meta, tmp / "state.pt")
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if final.exists():  # same step saved twice (e.g. re-run after a crash): replace it
-        shutil.rmtree(final)
-    os.rename(tmp, final)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        remove_tree(tmp)
+        tmp.mkdir()
+        save_file(tensors, str(tmp / "networks.safetensors"), metadata={"format": meta["format"]})
+        torch.save(meta, tmp / "state.pt")
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():  # same step saved twice (e.g. re-run after a crash): replace it
+            old = root / f".tmp-old-{final.name}-{os.getpid()}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            remove_tree(old)
+        else:
+            os.rename(tmp, final)
+    except (OSError, RuntimeError) as err:  # safetensors and torch.save report I/O errors as either
+        remove_tree(tmp)
+        previous = [p.name for p in checkpoint_dirs(root.parent)]
+        kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint"
+        raise CheckpointWriteError(f"cannot write checkpoint {final}: {err}; {kept}") from err
     for old in checkpoint_dirs(root.parent)[:-keep_last] if keep_last > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        if old != final:
+            remove_tree(old)
     return final
 
 
 def _read_state(ckpt: Path, mmap: bool = False) -> dict[str, Any]:
     """state.pt, checked. ``mmap=True`` for reads that only need the config: the optimizer states
     (twice the networks' size) are then mapped, not read, so `stargan sample` and `stargan eval`,
-    which read the config before loading the networks, do not read them twice."""
+    which read the config before loading the networks, do not read them twice.
+
+    ``weights_only=True``: a file carrying code (a pickle payload) is refused, never run.
+    """
+    path = ckpt / "state.pt"
     try:
-        meta = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True, mmap=mmap)
+        meta = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # unpickling errors come in many types
-        raise CheckpointError(f"cannot read {ckpt / 'state.pt'}: {err}") from err
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"cannot read {path}: not a readable stargan state file, or it is truncated "
+                              f"or corrupted ({type(err).__name__}: {first_line[:200]})") from err
     if not isinstance(meta, dict) or meta.get("format") not in FORMATS.values():
-        raise CheckpointError(f"{ckpt / 'state.pt'} is not a stargan checkpoint (format "
+        raise CheckpointError(f"{path} is not a stargan checkpoint (format "
                               f"{meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r},"
                               f" expected {' or '.join(map(repr, FORMATS.values()))}); official files go "
                               "through `stargan import-official`")
+    for key in ("step", "config", "optimizers", "rng"):
+        if key not in meta:
+            raise CheckpointError(f"{path} lacks {key!r}: the checkpoint is incomplete or damaged")
     return meta
+
+
+def _read_networks(ckpt: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    path = ckpt / "networks.safetensors"
+    try:
+        return load_file(str(path), device=str(device))
+    except Exception as err:  # SafetensorError, OSError, ...
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"cannot read {path}: not a readable safetensors file, or it is truncated or "
+                              f"corrupted ({type(err).__name__}: {first_line[:200]})") from err
 
 
 def _config_of(meta: dict[str, Any], ckpt: Path) -> AnyConfig:
@@ -186,35 +234,56 @@ def load_config(path: str | Path) -> AnyConfig:
     return _config_of(_read_state(ckpt, mmap=True), ckpt)
 
 
-def restore_train_state(path: str | Path, state: TrainState | V1TrainState, config: AnyConfig,
-                        restore_rng: bool = True) -> Path:
-    """Load networks (and v2's EMA networks), optimizers, step (and RNG states) into ``state``.
-
-    Refuses a checkpoint of the other arch or whose model config differs from ``config.model``.
-    """
+def check_resume(path: str | Path, config: AnyConfig) -> tuple[Path, list[tuple[str, Any, Any]]]:
+    """The checkpoint a run resumes from and the settings ``config`` changes from it, as
+    ``(key, old, new)``. Refuses settings that define the networks or the data (model shape, image
+    size, domains, architecture), naming each with its old and new value."""
     ckpt = resolve_checkpoint(path)
-    meta = _read_state(ckpt)
-    saved = _config_of(meta, ckpt)
+    saved = _config_of(_read_state(ckpt, mmap=True), ckpt)
     if saved.arch != config.arch:
         raise CheckpointError(f"{ckpt} is a StarGAN {saved.arch} checkpoint but this run is {config.arch}; "
                               "resume it with its own config.yaml")
-    if saved.model != config.model:
-        raise CheckpointError(f"{ckpt} was trained with model config {saved.model}, "
-                              f"which differs from the requested {config.model}")
+    # data.domains empty: not yet read from the data folder, nor the v2 domain count that follows from it
+    # (both are filled in, and checked again here, before the networks are loaded)
+    from_data = ("data.domains", "model.num_domains") if not config.data.domains else ()
+    changes = [(key, old, new) for key, old, new in config_changes(saved, config) if key not in from_data]
+    fixed = [f"{key} {old!r} -> {new!r}" for key, old, new in changes if fixed_on_resume(key)]
+    if fixed:
+        raise CheckpointError(f"cannot resume {ckpt} with changed settings that define the networks or the "
+                              f"data: {', '.join(fixed)}; drop those --set options, or start a new run "
+                              "(--run-dir NEW_DIR) to train with them")
+    return ckpt, changes
+
+
+def restore_train_state(path: str | Path, state: TrainState | V1TrainState, config: AnyConfig,
+                        restore_rng: bool = True) -> tuple[Path, list[tuple[str, Any, Any]]]:
+    """Load networks (and v2's EMA networks), optimizers, step (and RNG states) into ``state``.
+
+    Settings that may change on resume (learning rates, betas, weight decay, intervals, lambdas...)
+    take effect: the optimizers get ``config``'s values. Returns the checkpoint and the changed
+    settings (see :func:`check_resume`, which refuses the ones that cannot change).
+    """
+    ckpt, changes = check_resume(path, config)
+    meta = _read_state(ckpt)
     if not meta["optimizers"]:
         raise CheckpointError(f"{ckpt} holds networks only (an imported official checkpoint?), so training "
                               "cannot resume from it; sample from it with `stargan sample` instead")
     device = next(state.nets.generator.parameters()).device
-    tensors = load_file(str(ckpt / "networks.safetensors"), device=str(device))
+    tensors = _read_networks(ckpt, device)
     _load_into(state.nets, tensors, "", ckpt)
     if isinstance(state, TrainState):
         _load_into(state.ema, tensors, "ema.", ckpt)
     for name, opt in state.optimizers.items():
-        opt.load_state_dict(meta["optimizers"][name])
+        try:
+            opt.load_state_dict(meta["optimizers"][name])
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(f"{ckpt / 'state.pt'}: the {name} optimizer state does not fit: {err}") from err
+        for group in opt.param_groups:  # a resumed run trains with the config's rates, betas, decay
+            group.update(OPTIMIZER_SETTINGS[config.arch](name, config.optim))
     state.step = int(meta["step"])
     if restore_rng:
         _set_rng_state(meta["rng"])
-    return ckpt
+    return ckpt, changes
 
 
 def _sampling_config(path: str | Path, arch: str) -> tuple[Path, AnyConfig]:
@@ -231,7 +300,7 @@ def load_for_sampling(path: str | Path, device: str | torch.device = "cpu") -> t
     """Config and EMA networks (G, F, E; no discriminator) of a StarGAN v2 run or checkpoint, in eval mode."""
     ckpt, config = _sampling_config(path, "v2")
     nets = build_networks(config.model, with_discriminator=False)
-    tensors = load_file(str(ckpt / "networks.safetensors"), device="cpu")
+    tensors = _read_networks(ckpt)
     prefix = "ema." if any(k.startswith("ema.") for k in tensors) else ""
     _load_into(nets, tensors, prefix, ckpt)
     for _, net in nets.items():
@@ -244,5 +313,5 @@ def load_v1_for_sampling(path: str | Path, device: str | torch.device = "cpu"
     """Config and generator of a StarGAN v1 run or checkpoint, in eval mode."""
     ckpt, config = _sampling_config(path, "v1")
     nets = build_v1_networks(config.model, with_discriminator=False)
-    _load_into(nets, load_file(str(ckpt / "networks.safetensors"), device="cpu"), "", ckpt)
+    _load_into(nets, _read_networks(ckpt), "", ckpt)
     return config, nets.generator.eval().to(device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
@@ -353,11 +354,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default")
+    from stargan.checkpoints import CheckpointWriteError
+    from stargan.training.runner import TrainingFailed, TrainingStopped
+
     try:
         args.func(args)
+    except TrainingStopped as stop:  # a stop signal, after saving: 128 + signal number (130 for Ctrl-C)
+        print(stop, file=sys.stderr)
+        return stop.exit_status
+    except (TrainingFailed, CheckpointWriteError) as err:  # the last good checkpoint is kept
+        if err.__cause__ is not None and not isinstance(err, CheckpointWriteError):
+            traceback.print_exception(err.__cause__)
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError) as err:  # user errors: one clear line, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the last checkpoint stays
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

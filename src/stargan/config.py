@@ -8,6 +8,7 @@ checkpoint alone is enough to rebuild its networks.
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +16,43 @@ from typing import Any
 
 import yaml
 
+from stargan.config_rules import RULES
+
 PRESET_DIR = Path(__file__).parent / "presets"
+# The name of each section in its config (for messages such as ``optim.ema_beta=2``).
+SECTION_NAMES = {"ModelConfig": "model", "LossConfig": "loss", "OptimConfig": "optim", "DataConfig": "data",
+                 "TrainConfig": "train", "EvalConfig": "eval", "V1ModelConfig": "model",
+                 "V1LossConfig": "loss", "V1OptimConfig": "optim", "V1DataConfig": "data"}
+
+
+class ConfigError(ValueError):
+    """Config values out of their allowed range; the message lists every one."""
+
+
+def problems(section: Any) -> list[str]:
+    """``section.field=value: expected <range>`` for each field of a config section that breaks its rule."""
+    rules = RULES[type(section).__name__]
+    name = SECTION_NAMES[type(section).__name__]
+    found = []
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        allowed = rules[f.name](value)
+        if allowed is not None:
+            found.append(f"{name}.{f.name}={value!r}: expected {allowed}")
+    return found
+
+
+class _Checked:
+    """Sections check their fields when built, so no object with a bad value exists."""
+
+    def __post_init__(self) -> None:
+        found = problems(self)
+        if found:
+            raise ConfigError("invalid config: " + "; ".join(found))
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Checked):
     img_size: int = 256        # any power of two >= 16
     num_domains: int = 2
     latent_dim: int = 16       # z
@@ -36,7 +69,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossConfig(_Checked):
     lambda_reg: float = 1.0    # R1 penalty on real images
     lambda_sty: float = 1.0    # style reconstruction
     lambda_ds: float = 1.0     # diversity sensitive (initial value, decays linearly to 0)
@@ -45,7 +78,7 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(_Checked):
     lr: float = 1e-4           # G, E, D
     mapping_lr: float = 1e-6   # F (the paper's f_lr)
     beta1: float = 0.0
@@ -55,7 +88,7 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Checked):
     root: str = ""             # folder holding train/<domain>/ and val/<domain>/
     domains: tuple[str, ...] = ()  # filled from the folder names when a run starts
     batch_size: int = 8
@@ -65,7 +98,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Checked):
     total_iters: int = 100_000
     seed: int = 777
     device: str = "auto"       # auto | cpu | cuda | cuda:N
@@ -75,10 +108,11 @@ class TrainConfig:
     keep_last: int = 3         # checkpoints kept on disk
     num_samples: int = 8       # images per row of the sample grids
     psi: float = 1.0           # truncation of latent-guided samples towards the mean style (v2)
+    stop_on_nonfinite: bool = True  # a NaN/Inf loss stops training (else: logged, training goes on)
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(_Checked):
     every: int = 0             # run the evaluation every N training iterations; 0 = never
     mode: str = "both"         # latent | reference | both
     num_outs: int = 10         # outputs per input image (LPIPS over their pairs)
@@ -119,17 +153,24 @@ class _ConfigMethods:
 
     def with_overrides(self, overrides: list[str] | tuple[str, ...]):
         """Apply ``section.key=value`` strings (values parsed as YAML)."""
-        config = self
+        updates: dict[str, Any] = {}
         for item in overrides:
             key, sep, raw = item.partition("=")
             if not sep or "." not in key:
                 raise ValueError(f"override {item!r} must look like section.key=value, e.g. optim.lr=2e-4")
             section, name = key.strip().split(".", 1)
-            config = _merge(config, {section: {name: yaml.safe_load(raw)}}, where="--set")
-        return config
+            section_updates = updates.setdefault(section, {})
+            if not isinstance(section_updates, dict):
+                raise ValueError(f"--set: {section!r} is not a config section")
+            section_updates[name] = yaml.safe_load(raw)
+        return _merge(self, updates, where="--set")  # one merge: one error lists every bad value
 
     def save_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Write atomically (a temporary file renamed into place): a crash never leaves half a config."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        os.replace(tmp, path)
 
     @classmethod
     def load_yaml(cls, path: str | Path):
@@ -155,7 +196,7 @@ class Config(_ConfigMethods):
 # StarGAN v1 (Choi et al., CVPR 2018), defaults as released for CelebA at 128 px.
 
 @dataclass(frozen=True)
-class V1ModelConfig:
+class V1ModelConfig(_Checked):
     img_size: int = 128
     c_dim: int = 5             # label length of the (first) dataset: attributes or domains
     c2_dim: int = 0            # label length of the second dataset when data.mode is "both"
@@ -171,14 +212,14 @@ class V1ModelConfig:
 
 
 @dataclass(frozen=True)
-class V1LossConfig:
+class V1LossConfig(_Checked):
     lambda_cls: float = 1.0    # domain classification
     lambda_rec: float = 10.0   # reconstruction (cycle)
     lambda_gp: float = 10.0    # WGAN-GP gradient penalty
 
 
 @dataclass(frozen=True)
-class V1OptimConfig:
+class V1OptimConfig(_Checked):
     g_lr: float = 1e-4
     d_lr: float = 1e-4
     beta1: float = 0.5
@@ -188,7 +229,7 @@ class V1OptimConfig:
 
 
 @dataclass(frozen=True)
-class V1DataConfig:
+class V1DataConfig(_Checked):
     mode: str = "folders"      # celeba | folders | both
     root: str = ""             # folders: ROOT/train/<domain>/, ROOT/val/<domain>/; celeba: image folder
     attr_file: str = ""        # celeba: list_attr_celeba.txt (default: ROOT/../list_attr_celeba.txt)
@@ -228,6 +269,31 @@ ARCHS = {"v2": Config, "v1": V1Config}
 AnyConfig = Config | V1Config
 
 
+# Settings that define the networks or the data a run trains on: a resumed run cannot change them.
+FIXED_ON_RESUME = ("arch", "model.", "data.domains", "data.mode", "data.attrs", "data.exclusive")
+
+
+def flat_settings(config: AnyConfig) -> dict[str, Any]:
+    """``{"optim.lr": 1e-4, ...}``: every setting of a config under its ``--set`` name."""
+    flat = {}
+    for key, value in config.to_dict().items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{name}": v for name, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def config_changes(old: AnyConfig, new: AnyConfig) -> list[tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` for each setting that differs between two configs."""
+    a, b = flat_settings(old), flat_settings(new)
+    return [(key, a.get(key), b.get(key)) for key in dict.fromkeys([*a, *b]) if a.get(key) != b.get(key)]
+
+
+def fixed_on_resume(key: str) -> bool:
+    return any(key == fixed or (fixed.endswith(".") and key.startswith(fixed)) for fixed in FIXED_ON_RESUME)
+
+
 def config_from_dict(data: dict[str, Any]) -> AnyConfig:
     """A :class:`Config` or :class:`V1Config`, after the dict's ``arch`` (v2 when absent)."""
     arch = (data or {}).get("arch", "v2")
@@ -257,7 +323,7 @@ def _merge(obj: Any, updates: dict[str, Any], where: str) -> Any:
         raise ValueError(f"{where}: expected a mapping, got {updates!r}")
     fields = {f.name: f for f in dataclasses.fields(obj)}
     hints = typing.get_type_hints(type(obj))
-    changes = {}
+    changes, errors = {}, []
     for name, value in updates.items():
         if name == "arch" and name in fields and value != getattr(obj, name):
             raise ValueError(f"{where}: arch cannot be changed from {getattr(obj, name)!r} to {value!r}")
@@ -265,10 +331,15 @@ def _merge(obj: Any, updates: dict[str, Any], where: str) -> Any:
             raise ValueError(f"{where}: unknown key {name!r} in {type(obj).__name__}; "
                              f"valid keys: {', '.join(fields)}")
         current = getattr(obj, name)
-        if dataclasses.is_dataclass(current):
-            changes[name] = _merge(current, value or {}, where=f"{where}.{name}")
-        else:
-            changes[name] = _coerce(value, hints[name], f"{where}.{name}")
+        try:
+            if dataclasses.is_dataclass(current):
+                changes[name] = _merge(current, value or {}, where=f"{where}.{name}")
+            else:
+                changes[name] = _coerce(value, hints[name], f"{where}.{name}")
+        except ConfigError as err:  # collect the range errors of every section before raising
+            errors.append(str(err).removeprefix("invalid config: "))
+    if errors:
+        raise ConfigError("invalid config: " + "; ".join(errors))
     return dataclasses.replace(obj, **changes)
 
 

@@ -8,7 +8,8 @@ logs, samples and checkpoints.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -16,11 +17,17 @@ import torch.distributed as dist
 from torch import nn
 
 
+# How long the other ranks wait for rank 0's slow work (periodic evaluation) before giving up. The
+# default process group's timeout (10-30 min) would otherwise end the job during a long evaluation.
+SLOW_WORK_TIMEOUT = timedelta(hours=12)
+
+
 @dataclass(frozen=True)
 class World:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    wait_group: Any = field(default=None, compare=False, repr=False)  # gloo group with SLOW_WORK_TIMEOUT
 
     @property
     def is_main(self) -> bool:
@@ -42,7 +49,8 @@ def init_from_env() -> World:
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
-    return World(rank=rank, world_size=world_size, local_rank=local_rank)
+    wait_group = dist.new_group(backend="gloo", timeout=SLOW_WORK_TIMEOUT)
+    return World(rank=rank, world_size=world_size, local_rank=local_rank, wait_group=wait_group)
 
 
 def device_for(world: World, requested: str) -> str:
@@ -73,3 +81,19 @@ def average_gradients(modules: list[nn.Module], world_size: int) -> None:
     for g in grads:
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def wait_for_main(world: World) -> None:
+    """All ranks meet after rank 0's slow work (an evaluation), on a CPU group whose timeout is
+    SLOW_WORK_TIMEOUT, so that the next gradient all-reduce does not wait past the default timeout."""
+    if world.is_distributed:
+        dist.barrier(group=world.wait_group)
+
+
+def any_rank(flag: bool, world: World) -> bool:
+    """True on every rank when ``flag`` is true on any (a stop signal that reached one process)."""
+    if not world.is_distributed:
+        return flag
+    box = torch.tensor([int(flag)])
+    dist.all_reduce(box, op=dist.ReduceOp.MAX, group=world.wait_group)
+    return bool(box.item())

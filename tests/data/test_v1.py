@@ -62,13 +62,17 @@ def test_open_folders_and_both(demo, both):
     ("both", V1ModelConfig(c_dim=5, c2_dim=2), r"model.c2_dim is 2; --set model.c2_dim=3"),
     ("both", V1ModelConfig(c_dim=5), r"model.c2_dim is 0; --set model.c2_dim=N"),
     ("celeba", V1ModelConfig(c_dim=5, c2_dim=3), r"c2_dim is only for data.mode=both: --set model.c2_dim=0"),
-    ("rafd", V1ModelConfig(), r"data.mode is 'rafd'; expected one of celeba, folders, both"),
 ])
 def test_label_sizes_and_mode_are_checked(celeba, demo, mode, model, message):
     root = demo if mode == "folders" else celeba[0]
     cfg = V1DataConfig(mode=mode, root=str(root), rafd_root=str(demo), test_size=4)
     with pytest.raises(ValueError, match=message):
         open_v1_data(cfg, model)
+
+
+def test_an_unknown_mode_is_refused_when_the_config_is_built():
+    with pytest.raises(ValueError, match=r"data.mode='rafd': expected one of celeba, folders, both"):
+        V1DataConfig(mode="rafd")
 
 
 def test_open_errors_for_missing_roots_and_changed_domains(demo, tmp_path):

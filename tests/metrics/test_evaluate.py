@@ -143,13 +143,13 @@ def test_identical_outputs_have_zero_lpips(run, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"num_outs": 1}, "num_outs must be >= 2"),
-    ({"mode": "sideways"}, "latent, reference or both"),
-    ({"backbone": "vgg"}, "inception-tf, inception-torchvision or none"),
+    ({"num_outs": 1}, r"eval.num_outs=1: expected >= 2"),
+    ({"mode": "sideways"}, "eval.mode='sideways': expected one of latent, reference, both"),
+    ({"backbone": "vgg"}, "eval.backbone='vgg': expected one of inception-tf, inception-torchvision, none"),
     ({"classifier": "/no/such/file.safetensors"}, "stargan classifier train"),
 ])
 def test_bad_settings_fail_before_work(run, change, message):
-    with pytest.raises((ValueError, FileNotFoundError), match=message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message):  # bad values: when built
         evaluate_run(run, settings(**change), random_init=True, progress=False)
 
 

@@ -6,6 +6,7 @@ workers, gives exactly the same tensors as an uninterrupted single-process run.
 from __future__ import annotations
 
 import itertools
+import signal
 from collections.abc import Iterator
 
 import numpy as np
@@ -107,8 +108,16 @@ class _Steps(Sampler[int]):
 def train_loader(batches: TrainBatches, start_step: int, num_workers: int) -> Iterator[dict[str, Tensor]]:
     """Batches for steps ``start_step, start_step + 1, ...`` forever, loaded by ``num_workers`` workers."""
     loader = DataLoader(batches, batch_size=None, sampler=_Steps(start_step), num_workers=num_workers,
-                        persistent_workers=num_workers > 0, pin_memory=False)
+                        persistent_workers=num_workers > 0, pin_memory=False,
+                        worker_init_fn=ignore_stop_signals if num_workers > 0 else None)
     return iter(loader)
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """Data workers leave Ctrl-C, SIGTERM and SIGHUP to the training process, which finishes its
+    iteration and saves; a worker killed by them would otherwise fail that iteration."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def fixed_batch(folder: ImageFolder, img_size: int, per_domain: int, seed: int = 0) -> tuple[Tensor, Tensor]:

@@ -79,16 +79,7 @@ class Scorers:
 
 
 def check_settings(settings: EvalConfig) -> None:
-    if settings.mode not in (*MODES, "both"):
-        raise ValueError(f"eval mode must be latent, reference or both, got {settings.mode!r}")
-    if settings.num_outs < 2:
-        raise ValueError(f"num_outs must be >= 2 (LPIPS compares pairs of outputs), got {settings.num_outs}")
-    if settings.max_inputs < 0 or settings.batch_size < 1:
-        raise ValueError(f"need max_inputs >= 0 and batch_size >= 1, got {settings.max_inputs} and "
-                         f"{settings.batch_size}")
-    if settings.backbone not in ("inception-tf", "inception-torchvision", "none"):
-        raise ValueError(f"eval backbone must be inception-tf, inception-torchvision or none, got "
-                         f"{settings.backbone!r}")
+    """What the config's own field rules (config_rules.py) cannot see: files on disk."""
     if settings.classifier and not Path(settings.classifier).is_file():
         raise FileNotFoundError(f"classifier file {settings.classifier} does not exist; train one with "
                                 "`stargan classifier train DATA --out FILE`")

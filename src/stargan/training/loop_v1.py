@@ -17,7 +17,8 @@ from stargan.data import train_loader
 from stargan.data.v1 import V1Batches, V1Data, open_v1_data
 from stargan.distributed import World, device_for
 from stargan.nets.v1 import build_v1_networks
-from stargan.training.runner import ScalarLog, resolve_device, resume_and_record, run_loop
+from stargan.training.runner import (ScalarLog, check_run_dir, resolve_device, resume_and_record, run_loop,
+                                     training_run)
 from stargan.training.step_v1 import make_v1_train_state, train_step_v1
 
 PROGRESS_KEYS = {"D/real": "D_real", "D/fake": "D_fake", "D/cls": "D_cls", "D/gp": "gp",
@@ -36,11 +37,15 @@ def resolve_v1_data(config: V1Config) -> tuple[V1Config, V1Data]:
 def train_v1(config: V1Config, run_dir: Path, resume: bool = False, show_progress: bool = True,
              world: World = World()) -> Path:
     """Train (or continue training) the StarGAN v1 run in ``run_dir``; returns the last checkpoint."""
+    check_run_dir(run_dir, config, resume)
     config, data = resolve_v1_data(config)
     device = resolve_device(device_for(world, config.train.device))
-    if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    with training_run(run_dir, world):
+        return _train_v1(config, data, run_dir, resume, device, show_progress, world)
 
+
+def _train_v1(config: V1Config, data: V1Data, run_dir: Path, resume: bool, device: torch.device,
+              show_progress: bool, world: World) -> Path:
     torch.manual_seed(config.train.seed)
     state = make_v1_train_state(build_v1_networks(config.model).to(device), config.optim, world.world_size)
     resume_and_record(state, config, run_dir, resume, world)

@@ -11,18 +11,19 @@ from tqdm import tqdm
 
 from stargan import sampling_v2
 from stargan.imaging import save_grid
-from stargan.config import AnyConfig, Config
-from stargan.data import TrainBatches, fixed_batch, open_dataset, train_loader
+from stargan.config import Config
+from stargan.data import ImageFolder, TrainBatches, fixed_batch, open_dataset, train_loader
 from stargan.distributed import World, device_for
 from stargan.nets.v2 import build_networks
-from stargan.training.runner import ScalarLog, resolve_device, resume_and_record, run_loop
+from stargan.training.runner import (ScalarLog, check_run_dir, resolve_device, resume_and_record, run_loop,
+                                     training_run)
 from stargan.training.step_v2 import TrainState, make_train_state, train_step
 
 PROGRESS_KEYS = {"D/latent_real": "D_real", "D/latent_fake": "D_fake", "G/latent_adv": "G_adv",
                  "G/latent_sty": "sty", "G/latent_ds": "ds", "G/latent_cyc": "cyc"}
 
 
-def resolve_data(config: Config) -> tuple[Config, object, object]:
+def resolve_data(config: Config) -> tuple[Config, ImageFolder, ImageFolder]:
     """Scan and check the dataset; return the config with the domain names and count filled in."""
     if not config.data.root:
         raise ValueError("no dataset given: pass --data DIR (a folder with train/<domain>/ and "
@@ -63,18 +64,22 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
 
     With several processes (``world``), each trains on its own batches and rank 0 alone writes.
     """
+    check_run_dir(run_dir, config, resume)
     config, train_set, val_set = resolve_data(config)
     device = resolve_device(device_for(world, config.train.device))
     if config.eval.every > 0 and world.is_main:
         from stargan.metrics.evaluate import preflight
 
         preflight(config.eval, domains=config.data.domains)
-    if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
     if config.model.w_hpf > 0 and world.is_main:
         warnings.warn(f"model.w_hpf={config.model.w_hpf}: no face landmark model is available, so the "
                       "high-pass masks are off (the generator keeps its w_hpf architecture)", stacklevel=2)
+    with training_run(run_dir, world):
+        return _train(config, train_set, val_set, run_dir, resume, device, show_progress, world)
 
+
+def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir: Path, resume: bool,
+           device: torch.device, show_progress: bool, world: World) -> Path:
     torch.manual_seed(config.train.seed)
     state = make_train_state(build_networks(config.model).to(device), config.optim, world.world_size)
     resume_and_record(state, config, run_dir, resume, world)
@@ -85,15 +90,18 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     val_batch = (fixed_batch(val_set, config.model.img_size, per_domain, seed=config.train.seed)
                  if world.is_main else None)
 
+    def evaluates_at(step: int) -> bool:
+        return config.eval.every > 0 and (step % config.eval.every == 0 or step == config.train.total_iters)
+
     def on_step(step: int, log: ScalarLog) -> None:
         if step % config.train.sample_every == 0 or step == config.train.total_iters:
             write_samples(state, config, val_batch, run_dir / "samples")
-        if config.eval.every > 0 and (step % config.eval.every == 0 or step == config.train.total_iters):
+        if evaluates_at(step):
             tqdm.write(f"metrics: {evaluate_and_log(state, config, run_dir, log, show_progress)}")
 
     return run_loop(state, config, run_dir, train_loader(batches, state.step, config.data.num_workers),
                     step_fn=lambda batch: train_step(state, batch, config.loss, config.optim.ema_beta),
                     on_step=on_step, progress_keys=PROGRESS_KEYS, device=device, world=world,
-                    show_progress=show_progress)
+                    show_progress=show_progress, slow_step=evaluates_at)
 
 

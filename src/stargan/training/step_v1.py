@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Any
+
 import torch
 
 from stargan import losses
@@ -40,14 +42,15 @@ class V1TrainState:
     world_size: int = 1            # processes whose gradients are averaged (see distributed.py)
 
 
+def optimizer_settings(name: str, optim: V1OptimConfig) -> dict[str, Any]:
+    """Adam's settings for ``name`` (generator or discriminator) from the config; the learning rate is
+    the undecayed one (each iteration sets the decayed rate, see :func:`learning_rates_at`)."""
+    return {"lr": optim.g_lr if name == "generator" else optim.d_lr, "betas": (optim.beta1, optim.beta2)}
+
+
 def make_v1_train_state(nets: V1Networks, optim: V1OptimConfig, world_size: int = 1) -> V1TrainState:
-    if optim.n_critic < 1:
-        raise ValueError(f"optim.n_critic must be >= 1 (D updates per G update), got {optim.n_critic}")
-    betas = (optim.beta1, optim.beta2)
-    optimizers = {
-        "generator": torch.optim.Adam(nets.generator.parameters(), lr=optim.g_lr, betas=betas),
-        "discriminator": torch.optim.Adam(nets.discriminator.parameters(), lr=optim.d_lr, betas=betas),
-    }
+    optimizers = {name: torch.optim.Adam(net.parameters(), **optimizer_settings(name, optim))
+                  for name, net in nets.items()}
     return V1TrainState(nets=nets, optimizers=optimizers, world_size=world_size)
 
 

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from stargan import losses
 from stargan.config import LossConfig, OptimConfig
@@ -39,17 +38,19 @@ class TrainState:
     world_size: int = 1            # processes whose gradients are averaged (see distributed.py)
 
 
+def optimizer_settings(name: str, optim: OptimConfig) -> dict[str, Any]:
+    """Adam's settings for network ``name`` from the config (the mapping network has its own rate)."""
+    return {"lr": optim.mapping_lr if name == "mapping_network" else optim.lr,
+            "betas": (optim.beta1, optim.beta2), "weight_decay": optim.weight_decay}
+
+
 def make_train_state(nets: Networks, optim: OptimConfig, world_size: int = 1) -> TrainState:
     ema = Networks(copy.deepcopy(nets.generator), copy.deepcopy(nets.mapping_network),
                    copy.deepcopy(nets.style_encoder))
     for _, net in ema.items():
         net.requires_grad_(False).eval()
-    optimizers = {
-        name: torch.optim.Adam(net.parameters(),
-                               lr=optim.mapping_lr if name == "mapping_network" else optim.lr,
-                               betas=(optim.beta1, optim.beta2), weight_decay=optim.weight_decay)
-        for name, net in nets.items()
-    }
+    optimizers = {name: torch.optim.Adam(net.parameters(), **optimizer_settings(name, optim))
+                  for name, net in nets.items()}
     return TrainState(nets=nets, ema=ema, optimizers=optimizers, world_size=world_size)
 
 

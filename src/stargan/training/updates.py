@@ -28,7 +28,7 @@ def frozen(*modules: nn.Module):
                 p.requires_grad_(flag)
 
 
-def update(state: TrainState | Any, loss: torch.Tensor, names: tuple[str, ...]) -> None:
+def update(state: Any, loss: torch.Tensor, names: tuple[str, ...]) -> None:
     """Back-propagate ``loss`` and step the optimizers of the networks ``names`` (v1 and v2 states).
 
     Every optimizer's gradients are cleared first, so gradients of the other networks are discarded;
