@@ -104,3 +104,48 @@ def test_torchrun_cli_writes_one_run(tmp_path):
     run = tmp_path / "runs" / "00000-demo"
     assert (run / "checkpoints" / "step-000002" / "networks.safetensors").is_file()
     assert result.stdout.count("run directory:") == 1
+
+
+SLOW_EVAL = textwrap.dedent('''
+    import sys, time
+    from datetime import timedelta
+    from pathlib import Path
+    import torch.distributed as dist
+    from stargan.config import Config
+    from stargan.distributed import init_from_env
+    from stargan.training import loop_v2
+
+    # the default group gets a short timeout, shorter than the evaluation below
+    dist.init_process_group(backend="gloo", timeout=timedelta(seconds=3))
+    world = init_from_env()
+    def slow_evaluation(state, config, run_dir, log, show_progress):
+        time.sleep(8)
+        return Path(run_dir) / "metrics" / "fake.json"
+    loop_v2.evaluate_and_log = slow_evaluation
+    config = Config().with_overrides(sys.argv[3:])
+    if sys.argv[2] == "no-wait":  # the check has teeth: without the waits the job dies
+        import stargan.training.runner as runner
+        runner.wait_for_main = lambda world: None
+        runner.any_rank = lambda flag, world: flag  # the per-iteration stop vote also waits, on the same group
+    loop_v2.train(config, Path(sys.argv[1]), show_progress=False, world=world)
+    print("finished", world.rank)
+''')
+
+
+@pytest.mark.parametrize("wait", ["wait", "no-wait"])
+def test_a_slow_evaluation_on_rank_0_does_not_trip_the_collective_timeout(tmp_path, wait):
+    from stargan.data.demo import make_demo_dataset
+
+    data = make_demo_dataset(tmp_path / "data", img_size=16, train_per_domain=4, val_per_domain=2)
+    (tmp_path / "worker.py").write_text(SLOW_EVAL)
+    tiny = ["model.img_size=16", "model.latent_dim=4", "model.style_dim=8", "model.hidden_dim=16",
+            "model.max_conv_dim=16", "model.base_dim=8", "model.w_hpf=0", "data.batch_size=2",
+            "data.num_workers=0", "train.total_iters=3", "train.sample_every=100", "train.save_every=100",
+            "train.num_samples=3", f"data.root={data}", "eval.every=2", "eval.backbone=none",
+            "eval.lpips=false"]
+    result = torchrun(str(tmp_path / "worker.py"), str(tmp_path / "run"), wait, *tiny)
+    if wait == "wait":
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "finished 0" in result.stdout and "finished 1" in result.stdout
+    else:
+        assert result.returncode != 0
