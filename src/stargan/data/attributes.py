@@ -10,6 +10,7 @@ Values are 1 (has the attribute) or -1 (has not), read as 1 and 0.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import random
@@ -63,6 +64,13 @@ class LabeledImages:
     @property
     def label_dim(self) -> int:
         return len(self.names)
+
+    def without(self, drop: set[Path]) -> LabeledImages:
+        """The same split without the files in ``drop`` (e.g. unreadable images)."""
+        keep = [i for i, f in enumerate(self.files) if f not in drop]
+        if len(keep) == len(self.files):
+            return self
+        return dataclasses.replace(self, files=tuple(self.files[i] for i in keep), labels=self.labels[keep])
 
 
 def _suggest(name: str, valid: Sequence[str]) -> str:

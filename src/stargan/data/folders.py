@@ -7,27 +7,19 @@ Layout::
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
-from tqdm import tqdm
+from stargan.data import image_check
+from stargan.data.image_check import MAX_LISTED, unusable_images
+from stargan.data.images import DataError, load_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 LAYOUT_HINT = "expected one folder per domain: ROOT/train/<domain>/*.jpg and ROOT/val/<domain>/*.jpg"
-MAX_LISTED = 20
 
-_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
-_16BIT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
-_ORIENTATION = 0x0112  # EXIF tag
-
-
-class DataError(ValueError):
-    """A problem with the user's dataset; the message says which file or folder and what to do."""
+__all__ = ["IMAGE_EXTENSIONS", "LAYOUT_HINT", "MAX_LISTED", "DataError", "ImageFolder", "find_bad_images",
+           "list_images", "load_rgb", "open_dataset", "scan_split"]
 
 
 @dataclass(frozen=True)
@@ -97,82 +89,9 @@ def scan_split(root: str | Path, domains: Sequence[str] | None = None) -> ImageF
     return ImageFolder(root=root, domains=tuple(found), files=tuple(files), labels=tuple(labels))
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode == "RGB":
-        return im
-    if im.mode in _16BIT_MODES:
-        # 16-bit grey (mode "I" is read as 16-bit too): scale 0..65535 to 0..255 rather than clip.
-        values = np.clip(np.asarray(im).astype(np.float64), 0, 65535)
-        return Image.fromarray(np.round(values / 257).astype(np.uint8)).convert("RGB")
-    if im.mode == "F":
-        # Floats are taken as 0..1 when no value exceeds 1, else as 0..255.
-        values = np.nan_to_num(np.asarray(im, dtype=np.float64))
-        if values.max(initial=0.0) <= 1.0:
-            values = values * 255
-        return Image.fromarray(np.round(np.clip(values, 0, 255)).astype(np.uint8)).convert("RGB")
-    if im.mode in _ALPHA_MODES or "transparency" in im.info:
-        # Transparent pixels become black (alpha composited over a black background).
-        rgba = im.convert("RGBA")
-        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return Image.alpha_composite(black, rgba).convert("RGB")
-    return im.convert("RGB")
-
-
-def _reason(error: Exception) -> str:
-    if isinstance(error, UnidentifiedImageError):  # its message only repeats the path
-        return "not a readable image (unknown format or corrupt header)"
-    return f"{type(error).__name__}: {error}"
-
-
-def _decode(path: Path) -> Image.Image:
-    with Image.open(path) as opened:
-        opened.load()
-        im = opened
-        try:
-            if im.getexif().get(_ORIENTATION, 1) != 1:
-                im = ImageOps.exif_transpose(im)
-        except Exception:  # a malformed EXIF block is not worth rejecting the image for
-            pass
-        rgb = _to_rgb(im)
-        # Pillow documents that closing may free the pixels of `opened`: return an independent image.
-        return rgb.copy() if rgb is opened else rgb
-
-
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode ``path`` fully into an RGB image and close the file.
-
-    Any Pillow mode is accepted: alpha is composited over black, 16-bit grey is scaled to 8 bits,
-    EXIF orientation is applied.
-    """
-    path = Path(path)
-    try:
-        return _decode(path)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise DataError(f"cannot read image {path}: {_reason(error)}") from error
-
-
-def _check(path: Path) -> str | None:
-    try:
-        _decode(path)
-    except Exception as error:  # any failure to decode makes the image unusable
-        return _reason(error)
-    return None
-
-
-def find_bad_images(folder: ImageFolder, workers: int = 4) -> list[tuple[Path, str]]:
-    """Decode every image of ``folder``; return ``(path, reason)`` for those that fail."""
-    if ImageFile.LOAD_TRUNCATED_IMAGES:
-        warnings.warn("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set by some other code), so "
-                      "truncated images cannot be detected", stacklevel=2)
-    bad = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
-            tqdm(total=len(folder.files), desc="checking images", unit="img",
-                 disable=len(folder.files) < 200) as progress:
-        for path, reason in zip(folder.files, pool.map(_check, folder.files)):
-            progress.update(1)
-            if reason is not None:
-                bad.append((path, reason))
-    return bad
+def find_bad_images(folder: ImageFolder, workers: int = 4, cache: bool = True) -> list[tuple[Path, str]]:
+    """Decode every image of ``folder`` not checked before; return ``(path, reason)`` for those that fail."""
+    return image_check.find_bad_images(folder.files, folder.root, workers=workers, cache=cache)
 
 
 def _without(folder: ImageFolder, drop: set[Path]) -> ImageFolder:
@@ -186,7 +105,12 @@ def _without(folder: ImageFolder, drop: set[Path]) -> ImageFolder:
 
 def open_dataset(root: str | Path, skip_bad_images: bool = False,
                  check_images: bool = True) -> tuple[ImageFolder, ImageFolder]:
-    """Scan ``root/train`` and ``root/val`` (same domains in both) and, by default, check every image."""
+    """Scan ``root/train`` and ``root/val`` (same domains in both) and, by default, check every image.
+
+    Images already checked with the same size and modification time are not decoded again (see
+    :mod:`stargan.data.image_check`). Bad images stop here with a list, or with ``skip_bad_images``
+    are dropped with a warning.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"dataset folder {root} does not exist; {LAYOUT_HINT}")
@@ -202,16 +126,5 @@ def open_dataset(root: str | Path, skip_bad_images: bool = False,
                         f"{list(val.domains)}; both splits need the same domain folders")
     if not check_images:
         return train, val
-
-    bad = find_bad_images(train) + find_bad_images(val)
-    if not bad:
-        return train, val
-    if not skip_bad_images:
-        listed = "\n".join(f"  {path}: {reason}" for path, reason in bad[:MAX_LISTED])
-        more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
-        raise DataError(f"{len(bad)} unreadable images in {root}:\n{listed}{more}\n"
-                        "fix or delete them, or pass --skip-bad-images to skip them")
-    warnings.warn(f"skipping {len(bad)} unreadable images in {root} (first: {bad[0][0]}: {bad[0][1]})",
-                  stacklevel=2)
-    drop = {path for path, _ in bad}
-    return _without(train, drop), _without(val, drop)
+    drop = unusable_images(train.files + val.files, root, skip_bad_images)
+    return (_without(train, drop), _without(val, drop)) if drop else (train, val)

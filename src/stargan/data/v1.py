@@ -22,6 +22,7 @@ from stargan.data.attributes import (LabeledImages, celeba_splits, exclusive_gro
                                      test_targets)
 from stargan.data.batches import NUM_STEPS, step_generator
 from stargan.data.folders import DataError, ImageFolder, load_rgb, open_dataset
+from stargan.data.image_check import unusable_images
 from stargan.data.transforms import to_rgb, to_tensor
 
 MODES = ("celeba", "folders", "both")
@@ -91,18 +92,27 @@ def _require(value: str, setting: str, what: str) -> None:
         raise ValueError(f"{setting} is empty; --set {setting}=PATH to {what}")
 
 
-def _open_celeba(cfg: V1DataConfig, model: V1ModelConfig) -> tuple[LabeledImages, LabeledImages]:
+def _open_celeba(cfg: V1DataConfig, model: V1ModelConfig,
+                 check_images: bool) -> tuple[LabeledImages, LabeledImages]:
     if not Path(cfg.root).is_dir():
         raise DataError(f"CelebA image folder {cfg.root} (data.root) does not exist; --set data.root=PATH "
                         "to the folder holding 000001.jpg ... (img_align_celeba)")
     _check_size("data.attrs selects", cfg.attrs, "c_dim", model.c_dim)
     attr_file = Path(cfg.attr_file) if cfg.attr_file else default_attr_file(cfg.root)
-    return celeba_splits(cfg.root, attr_file, cfg.attrs, cfg.exclusive, cfg.test_size)
+    train, test = celeba_splits(cfg.root, attr_file, cfg.attrs, cfg.exclusive, cfg.test_size)
+    if not check_images:
+        return train, test
+    drop = unusable_images(train.files + test.files, cfg.root, cfg.skip_bad_images)
+    train, test = train.without(drop), test.without(drop)
+    if not len(train):
+        raise DataError(f"every training image listed in {attr_file} is unreadable; replace the images in "
+                        f"{cfg.root}")
+    return train, test
 
 
-def _open_folders(cfg: V1DataConfig, root: str, key: str,
-                  expected: int) -> tuple[LabeledImages, LabeledImages]:
-    train, test = folder_splits(root, skip_bad_images=cfg.skip_bad_images)
+def _open_folders(cfg: V1DataConfig, root: str, key: str, expected: int,
+                  check_images: bool) -> tuple[LabeledImages, LabeledImages]:
+    train, test = folder_splits(root, skip_bad_images=cfg.skip_bad_images, check_images=check_images)
     _check_size(f"{Path(root) / 'train'} has domains", train.names, key, expected)
     if cfg.domains and tuple(cfg.domains) != train.names:
         raise DataError(f"{root} has domains {list(train.names)} but the config (data.domains) expects "
@@ -110,8 +120,12 @@ def _open_folders(cfg: V1DataConfig, root: str, key: str,
     return train, test
 
 
-def open_v1_data(cfg: V1DataConfig, model: V1ModelConfig) -> V1Data:
-    """Open the datasets of ``cfg.mode`` and check them against the model's label sizes."""
+def open_v1_data(cfg: V1DataConfig, model: V1ModelConfig, check_images: bool = True) -> V1Data:
+    """Open the datasets of ``cfg.mode`` and check them against the model's label sizes.
+
+    With ``check_images`` every image is decoded once (results cached per file, see
+    :mod:`stargan.data.image_check`): bad ones stop here, or are skipped with ``cfg.skip_bad_images``.
+    """
     if cfg.mode not in MODES:
         raise ValueError(f"data.mode is {cfg.mode!r}; expected one of {', '.join(MODES)}")
     if cfg.mode == "both" and model.c2_dim < 1:
@@ -126,11 +140,12 @@ def open_v1_data(cfg: V1DataConfig, model: V1ModelConfig) -> V1Data:
     if cfg.mode == "both":
         _require(cfg.rafd_root, "data.rafd_root", folders)
     if cfg.mode == "celeba":
-        splits = [_open_celeba(cfg, model)]
+        splits = [_open_celeba(cfg, model, check_images)]
     elif cfg.mode == "folders":
-        splits = [_open_folders(cfg, cfg.root, "c_dim", model.c_dim)]
+        splits = [_open_folders(cfg, cfg.root, "c_dim", model.c_dim, check_images)]
     else:
-        splits = [_open_celeba(cfg, model), _open_folders(cfg, cfg.rafd_root, "c2_dim", model.c2_dim)]
+        splits = [_open_celeba(cfg, model, check_images),
+                  _open_folders(cfg, cfg.rafd_root, "c2_dim", model.c2_dim, check_images)]
     return V1Data(train=tuple(train for train, _ in splits), test=tuple(test for _, test in splits))
 
 
