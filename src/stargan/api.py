@@ -16,7 +16,7 @@ from PIL import Image
 
 from stargan import animation, sampling_v2
 from stargan.config import Config
-from stargan.data.folders import load_rgb
+from stargan.data.images import load_rgb, rgb_image
 from stargan.data.transforms import eval_transform, to_pil
 from stargan.nets.v2 import Networks
 
@@ -59,7 +59,8 @@ class Translator:
 
         Without ``reference``: ``num_styles`` images with random styles (``seed`` makes them
         reproducible; ``psi`` < 1 trades diversity for fidelity). With ``reference`` (an image of
-        ``domain``): one image in the reference's style. Images are resized to a square.
+        ``domain``): one image in the reference's style. Images are resized to a square. An image that
+        cannot be used (corrupt, too large, not an image) raises :class:`stargan.data.DataError`.
         """
         y = self._domain_index(domain)
         x = self._load(image)
@@ -101,7 +102,8 @@ class Translator:
         return self.domains.index(domain)
 
     def _load(self, image: ImageInput) -> torch.Tensor:
-        if not isinstance(image, Image.Image):
-            image = load_rgb(image)  # any mode (16-bit, CMYK, palette, alpha) becomes RGB
-        return eval_transform(image, self.img_size)[None]
+        # Files and opened images pass the same checks (size limit, first frame, EXIF, any mode to RGB);
+        # an unusable one raises stargan.data.DataError naming it.
+        rgb = rgb_image(image) if isinstance(image, Image.Image) else load_rgb(image)
+        return eval_transform(rgb, self.img_size)[None]
 

@@ -95,6 +95,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from stargan import checkpoints, sampling_v2
     from stargan.imaging import save_grid
     from stargan.data import fixed_batch, open_dataset
+    from stargan.data.folders import check_domains
 
     if checkpoints.load_config(args.run).arch == "v1":
         return _sample_v1(args)
@@ -103,6 +104,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if not root:
         raise SystemExit("error: this run has no dataset recorded; pass --data DIR with val/<domain>/")
     _, val_set = open_dataset(root, check_images=False)
+    check_domains(val_set.domains, config.data.domains, root)
     per_domain = -(-args.num_images // len(val_set.domains))
     x, y = fixed_batch(val_set, config.model.img_size, per_domain=per_domain, seed=args.seed)
     grids = sampling_v2.sample_grids(nets, x, y, num_images=args.num_images, num_styles=args.num_styles,
@@ -142,20 +144,33 @@ def cmd_translate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from stargan.api import Translator
-    from stargan.data.folders import load_rgb
+    from stargan.data.images import DataError, load_rgb
 
     translator = Translator.load(args.run, device=args.device)
     reference = load_rgb(args.reference) if args.reference else None
+    inputs = _input_images(Path(args.input))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for path in tqdm(_input_images(Path(args.input)), desc="translate", unit="img"):
-        images = translator.translate(load_rgb(path), domain=args.domain, reference=reference,
+    unreadable = []
+    for path in tqdm(inputs, desc="translate", unit="img"):
+        try:
+            image = load_rgb(path)
+        except DataError as error:  # one bad file in a folder does not stop the others
+            if len(inputs) == 1:
+                raise
+            tqdm.write(f"skipped: {error}", file=sys.stderr)
+            unreadable.append(path)
+            continue
+        images = translator.translate(image, domain=args.domain, reference=reference,
                                       num_styles=1 if reference is not None else args.num_styles,
                                       seed=args.seed, psi=args.psi)
         for k, image in enumerate(images):
             suffix = "" if reference is not None else f"_style{k}"
             image.save(out / f"{path.stem}_{args.domain}{suffix}.png")
-    print(f"wrote translations to {out}")
+    print(f"wrote translations of {len(inputs) - len(unreadable)} images to {out}")
+    if unreadable:
+        raise DataError(f"{len(unreadable)} of the {len(inputs)} images in {args.input} could not be read "
+                        f"(listed above, e.g. {unreadable[0]}); the others were translated")
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:

@@ -190,3 +190,71 @@ def test_cli_eval_writes_images_only_when_asked(run, tmp_path, capsys):
     written = sorted(p.relative_to(tmp_path / "images").as_posix() for p in tmp_path.rglob("*.png"))
     assert written == ["latent/circle_to_square/00000_00.png", "latent/circle_to_square/00000_01.png",
                        "latent/square_to_circle/00000_00.png", "latent/square_to_circle/00000_01.png"]
+
+
+def reference_blocks(monkeypatch) -> list[list[list]]:
+    """Spy on evaluate._load; the calls grouped per input chunk: [inputs, refs of output 0, 1, ...]."""
+    calls: list[list] = []
+    real_load = evaluate._load
+
+    def spy(files, img_size):
+        calls.append(list(files))
+        return real_load(files, img_size)
+
+    monkeypatch.setattr(evaluate, "_load", spy)
+    return calls
+
+
+def split_blocks(calls: list[list], outs: int) -> list[list[list]]:
+    """Each input chunk is loaded, then the references of its ``outs`` outputs."""
+    assert len(calls) % (1 + outs) == 0
+    return [calls[k:k + 1 + outs] for k in range(0, len(calls), 1 + outs)]
+
+
+def test_reference_picks_are_distinct_per_input_and_seeded():
+    picks = evaluate.reference_picks(12, 50, 10, torch.Generator().manual_seed(0))
+    assert picks.shape == (50, 10)
+    assert all(len(set(row.tolist())) == 10 for row in picks)
+    assert len({tuple(row.tolist()) for row in picks}) > 1                     # inputs get different draws
+    assert torch.equal(picks, evaluate.reference_picks(12, 50, 10, torch.Generator().manual_seed(0)))
+    every = evaluate.reference_picks(4, 3, 4, torch.Generator().manual_seed(1))
+    assert all(sorted(row.tolist()) == [0, 1, 2, 3] for row in every)
+    with pytest.raises(ValueError, match="3 distinct references out of 2"):
+        evaluate.reference_picks(2, 1, 3, torch.Generator())
+
+
+def test_reference_mode_uses_distinct_references(run, tmp_path, monkeypatch):
+    calls = reference_blocks(monkeypatch)
+    _, summary = evaluate_run(run, settings(mode="reference", num_outs=2, lpips=False), random_init=True,
+                              cache_dir=str(tmp_path), progress=False)
+    blocks = split_blocks(calls, 2)
+    assert len(blocks) == 2                                     # 2 tasks, 1 chunk of 2 inputs each
+    for inputs, *refs in blocks:
+        for i in range(len(inputs)):
+            used = [ref[i] for ref in refs]
+            assert len(set(used)) == 2 and used[0].parent != inputs[i].parent
+
+
+def test_reference_mode_with_fewer_images_than_num_outs_says_so_and_uses_all(run, tmp_path, monkeypatch):
+    calls = reference_blocks(monkeypatch)
+    with pytest.warns(UserWarning, match=r"has 3 validation images, fewer than num_outs=5.*all 3"):
+        _, summary = evaluate_run(run, settings(mode="reference", num_outs=5, lpips=True), random_init=True,
+                                  cache_dir=str(tmp_path), progress=False)
+    for numbers in summary["reference"]["tasks"].values():
+        assert numbers["num_images"] == 2 * 3                   # max_inputs x the 3 references
+    for inputs, *refs in split_blocks(calls, 3):
+        for i in range(len(inputs)):
+            used = {ref[i] for ref in refs}
+            assert used == set(refs[0][0].parent.iterdir())    # every validation image of the target, once
+
+
+def test_reference_mode_needs_two_validation_images_per_domain(run, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(checkpoints.load_config(run).data.root, data)
+    for extra in sorted((data / "val" / "square").iterdir())[1:]:
+        extra.unlink()
+    with pytest.raises(ValueError, match=r"at least 2 validation images.*val/square has 1.*--mode latent"):
+        evaluate_run(run, settings(mode="reference"), data_root=str(data), random_init=True, progress=False)
+    _, summary = evaluate_run(run, settings(mode="latent", lpips=False), data_root=str(data),
+                              random_init=True, cache_dir=str(tmp_path), progress=False)
+    assert summary["latent"]["tasks"]["square->circle"]["num_images"] == 1 * 3

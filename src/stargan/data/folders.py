@@ -18,7 +18,7 @@ from stargan.data.images import DataError, load_rgb
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 LAYOUT_HINT = "expected one folder per domain: ROOT/train/<domain>/*.jpg and ROOT/val/<domain>/*.jpg"
 
-__all__ = ["IMAGE_EXTENSIONS", "LAYOUT_HINT", "MAX_LISTED", "DataError", "ImageFolder", "find_bad_images",
+__all__ = ["IMAGE_EXTENSIONS", "LAYOUT_HINT", "MAX_LISTED", "DataError", "ImageFolder", "check_domains", "find_bad_images",
            "list_images", "load_rgb", "open_dataset", "scan_split"]
 
 
@@ -92,6 +92,14 @@ def scan_split(root: str | Path, domains: Sequence[str] | None = None) -> ImageF
 def find_bad_images(folder: ImageFolder, workers: int = 4, cache: bool = True) -> list[tuple[Path, str]]:
     """Decode every image of ``folder`` not checked before; return ``(path, reason)`` for those that fail."""
     return image_check.find_bad_images(folder.files, folder.root, workers=workers, cache=cache)
+
+
+def check_domains(found: Sequence[str], expected: Sequence[str], root: str | Path) -> None:
+    """Stop when the domain folders of ``root`` are not the ``expected`` ones a model was trained on."""
+    if expected and tuple(found) != tuple(expected):
+        raise DataError(f"the model was trained on domains {list(expected)} but {root} has {list(found)}; "
+                        "pass --data with the dataset the run was trained on (same domain folders, same "
+                        "order)")
 
 
 def _without(folder: ImageFolder, drop: set[Path]) -> ImageFolder:

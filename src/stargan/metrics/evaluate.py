@@ -2,7 +2,8 @@
 
 For every ordered pair of domains src -> trg (src != trg), each validation image of src is translated
 ``num_outs`` times into trg: with random latent codes through F ("latent") and, separately, with
-random validation images of trg through E ("reference"). Per task:
+``num_outs`` distinct random validation images of trg through E ("reference"; all of them, once each,
+when trg has fewer). Per task:
 
 - FID and KID of all outputs against the *training* images of trg, in the backbone's feature space.
   Outputs are rounded to 8 bits first, as the released protocol scores saved PNGs.
@@ -19,6 +20,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -152,22 +154,53 @@ class _Task:
         return out
 
 
+def reference_picks(num_refs: int, num_inputs: int, num_outs: int, generator: torch.Generator) -> Tensor:
+    """``[num_inputs, num_outs]`` indices of references: distinct within each input's row, as released
+    (duplicates would lower LPIPS on small domains). Needs ``num_outs <= num_refs``."""
+    if not 1 <= num_outs <= num_refs:
+        raise ValueError(f"cannot draw {num_outs} distinct references out of {num_refs}")
+    return torch.stack([torch.randperm(num_refs, generator=generator)[:num_outs] for _ in range(num_inputs)])
+
+
+def outputs_per_input(settings: EvalConfig, mode: str, num_refs: int) -> int:
+    """``num_outs``, or in reference mode all ``num_refs`` references of the target when there are fewer."""
+    return settings.num_outs if mode == "latent" else min(settings.num_outs, num_refs)
+
+
 @torch.inference_mode()
 def _outputs(nets: Networks, x: Tensor, trg: int, mode: str, num_outs: int, refs: list[Path],
              img_size: int, generator: torch.Generator) -> Tensor:
     """[num_outs, N, 3, S, S]: each input translated num_outs times into ``trg``."""
     n, device = x.size(0), x.device
     y = torch.full((n,), trg, dtype=torch.long, device=device)
+    picks = reference_picks(len(refs), n, num_outs, generator) if mode == "reference" else None
     outs = []
-    for _ in range(num_outs):
+    for j in range(num_outs):
         if mode == "latent":
             z = torch.randn(n, latent_dim_of(nets), generator=generator)
             s = nets.mapping_network(z.to(device), y)
         else:
-            pick = torch.randint(len(refs), (n,), generator=generator).tolist()
-            s = nets.style_encoder(_load([refs[k] for k in pick], img_size).to(device), y)
+            s = nets.style_encoder(_load([refs[k] for k in picks[:, j].tolist()], img_size).to(device), y)
         outs.append(nets.generator(x, s))
     return torch.stack(outs)
+
+
+def _check_references(val_set: ImageFolder, settings: EvalConfig, modes: tuple[str, ...]) -> None:
+    """Reference mode: stop when a domain has fewer than 2 validation images (LPIPS needs pairs); say so
+    when it has fewer than num_outs (each input then uses all of them, once each)."""
+    if "reference" not in modes:
+        return
+    for label, name in enumerate(val_set.domains):
+        count = len(val_set.indices_of(label))
+        if count < 2:
+            raise ValueError(f"reference-guided evaluation needs at least 2 validation images per domain "
+                             f"(distinct references, and LPIPS compares pairs); {val_set.root / name} has "
+                             f"{count}. Add images or use --mode latent")
+        if count < settings.num_outs:
+            warnings.warn(f"{val_set.root / name} has {count} validation images, fewer than num_outs="
+                          f"{settings.num_outs}: reference-guided evaluation translates each input with all "
+                          f"{count} of them (distinct references), so its tasks into {name} have "
+                          f"{count} outputs per input", stacklevel=3)
 
 
 def _save_outputs(outs: Tensor, files: list[Path], out_dir: Path) -> None:
@@ -197,13 +230,14 @@ def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, d
     if config.data.domains and tuple(train_set.domains) != tuple(config.data.domains):
         raise ValueError(f"the model was trained on domains {list(config.data.domains)} but {root} has "
                          f"{list(train_set.domains)}")
+    modes = MODES if settings.mode == "both" else (settings.mode,)
+    _check_references(val_set, settings, modes)
     img_size = config.model.img_size
     device = next(nets.generator.parameters()).device
     scorers = Scorers.build(settings, img_size, device, random_init=random_init)
     if scorers.classifier is not None and tuple(scorers.classifier.domains) != tuple(train_set.domains):
         raise ValueError(f"the classifier {settings.classifier} was trained on domains "
                          f"{list(scorers.classifier.domains)} but {root} has {list(train_set.domains)}")
-    modes = MODES if settings.mode == "both" else (settings.mode,)
     domains = list(train_set.domains)
     tasks = [(src, trg) for trg in range(len(domains)) for src in range(len(domains)) if src != trg]
 
@@ -214,7 +248,9 @@ def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, d
         for trg in range(len(domains))} if scorers.extractors else {}
 
     inputs = {src: _inputs(val_set, src, settings.max_inputs) for src in range(len(domains))}
-    total = sum(len(inputs[src]) for src, _ in tasks) * len(modes) * settings.num_outs
+    outs_of = {(mode, trg): outputs_per_input(settings, mode, len(val_set.indices_of(trg)))
+               for mode in modes for trg in range(len(domains))}
+    total = sum(len(inputs[src]) * outs_of[mode, trg] for src, trg in tasks for mode in modes)
     results: dict[str, Any] = {}
     with tqdm(total=total, desc="eval", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for mode in modes:
@@ -225,12 +261,12 @@ def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, d
                 files, refs = inputs[src], val_set.files_of(trg)
                 for start in range(0, len(files), settings.batch_size):
                     chunk = files[start:start + settings.batch_size]
-                    outs = _outputs(nets, _load(chunk, img_size).to(device), trg, mode, settings.num_outs,
+                    outs = _outputs(nets, _load(chunk, img_size).to(device), trg, mode, outs_of[mode, trg],
                                     refs, img_size, generator)
                     task.add(outs)
                     if image_dir is not None:
                         _save_outputs(outs, chunk, Path(image_dir) / mode / f"{domains[src]}_to_{domains[trg]}")
-                    bar.update(len(chunk) * settings.num_outs)
+                    bar.update(len(chunk) * outs_of[mode, trg])
                 per_task[f"{domains[src]}->{domains[trg]}"] = task.result(real.get(trg, {}), seed)
             results[mode] = {"tasks": per_task, "mean": _mean(per_task)}
 
