@@ -58,10 +58,10 @@ def test_latent_translation_count_size_and_seed(translator: Translator) -> None:
 def test_reference_translation(translator: Translator, tmp_path: Path) -> None:
     ref_path = tmp_path / "ref.png"
     photo(seed=5, mode="RGB").save(ref_path)
-    out = translator.translate(photo(), domain="cat", reference=ref_path)
+    out = translator.translate(photo(mode="RGB"), domain="cat", reference=ref_path)
     assert len(out) == 1 and out[0].size == (16, 16)
     # Same as the networks applied by hand to the preprocessed images.
-    x = _preprocess(photo())
+    x = _preprocess(photo(mode="RGB"))
     ref = _preprocess(Image.open(ref_path))
     nets = translator.nets
     with torch.no_grad():
@@ -106,3 +106,21 @@ def test_interpolate_writes_gif(translator: Translator, tmp_path: Path) -> None:
         translator.interpolate(photo(), refs, ["cat", "dog"], tmp_path / "x.gif")
     with pytest.raises(ValueError, match="unknown domain"):
         translator.interpolate(photo(), refs, "wolf", tmp_path / "x.gif")
+
+
+def test_opened_images_and_files_give_the_same_translation(translator: Translator, tmp_path: Path) -> None:
+    """An opened image passes the same gate as a file: alpha over black, EXIF orientation, checks."""
+    photo(seed=7).save(tmp_path / "rgba.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    photo(seed=8, mode="RGB").save(tmp_path / "rotated.jpg", exif=exif)
+    for name in ("rgba.png", "rotated.jpg"):
+        with Image.open(tmp_path / name) as opened:
+            from_image = translator.translate(opened, domain="dog", seed=0)[0]
+        from_file = translator.translate(tmp_path / name, domain="dog", seed=0)[0]
+        assert np.array_equal(np.asarray(from_image), np.asarray(from_file)), name
+    (tmp_path / "cut.png").write_bytes((tmp_path / "rgba.png").read_bytes()[:200])
+    with Image.open(tmp_path / "cut.png") as opened, pytest.raises(ValueError, match="cannot use the image"):
+        translator.translate(opened, domain="dog")
+    with pytest.raises(ValueError, match=r"cannot read image .*cut.png.*truncated"):
+        translator.translate(tmp_path / "cut.png", domain="dog")

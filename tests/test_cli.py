@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -246,3 +247,43 @@ def yaml_of(path):
     import yaml
 
     return yaml.safe_load(path.read_text())
+
+
+# ---- input checks: sample --data domains, unreadable translate inputs ----------------------------
+
+def renamed_domain_copy(data, out):
+    """A copy of ``data`` whose ``triangle`` domain is called ``star``."""
+    shutil.copytree(data, out)
+    for split in ("train", "val"):
+        (out / split / "triangle").rename(out / split / "star")
+    return out
+
+
+@pytest.mark.parametrize("fixture", ["trained", "trained_v1"])
+def test_sample_data_must_have_the_runs_domains(fixture, request, tmp_path, capsys):
+    data, run = request.getfixturevalue(fixture)
+    other = renamed_domain_copy(data, tmp_path / "other")
+    assert main(["sample", str(run), "--data", str(other), "--out", str(tmp_path / "s"),
+                 "--num-images", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "['circle', 'square', 'triangle']" in err and "'star'" in err and str(other) in err
+    assert "Traceback" not in err and not (tmp_path / "s").exists()
+
+
+def test_translate_skips_unreadable_inputs_and_names_them(trained, tmp_path, capsys):
+    data, run = trained
+    inputs = tmp_path / "in"
+    shutil.copytree(data / "val" / "circle", inputs)
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    (inputs / "empty.jpg").write_bytes(b"")
+    assert main(["translate", str(run), "--input", str(inputs), "--domain", "square", "--num-styles", "1",
+                 "--out", str(tmp_path / "t")]) == 2
+    captured = capsys.readouterr()
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["00000_square_style0.png",
+                                                                  "00001_square_style0.png"]
+    assert f"skipped: cannot read image {inputs / 'broken.png'}: not a readable image" in captured.err
+    assert f"{inputs / 'empty.jpg'}" in captured.err
+    assert "error: 2 of the 4 images" in captured.err and "Traceback" not in captured.err
+    assert main(["translate", str(run), "--input", str(inputs / "empty.jpg"), "--domain", "square",
+                 "--out", str(tmp_path / "u")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: cannot read image {inputs / 'empty.jpg'}")

@@ -152,7 +152,7 @@ def cmd_translate(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     unreadable = []
-    for path in tqdm(inputs, desc="translate", unit="img"):
+    for path in tqdm(inputs, desc="translate", unit="img", disable=len(inputs) == 1):
         try:
             image = load_rgb(path)
         except DataError as error:  # one bad file in a folder does not stop the others

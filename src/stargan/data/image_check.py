@@ -110,14 +110,6 @@ def _write_atomically(path: Path, text: str) -> bool:
         return False
 
 
-def _problem_with_stat(path: Path) -> tuple[os.stat_result | None, str | None]:
-    try:
-        stat = path.stat()
-    except OSError as error:
-        return None, images.reason(error)
-    return stat, None
-
-
 def find_bad_images(files: Sequence[Path], root: str | os.PathLike[str], workers: int = 4,
                     cache: bool = True) -> list[tuple[Path, str]]:
     """``(path, reason)`` of each of ``files`` that cannot be decoded.
@@ -130,14 +122,16 @@ def find_bad_images(files: Sequence[Path], root: str | os.PathLike[str], workers
     results = CheckCache(root, enabled=cache)
     known: dict[Path, str | None] = {}
     todo: list[tuple[Path, os.stat_result]] = []
+    hits = 0
     for path in files:
-        stat, problem = _problem_with_stat(path)
-        if stat is None:
-            known[path] = problem
+        try:
+            stat = path.stat()
+        except OSError as error:
+            known[path] = images.reason(error)
             continue
         hit, problem = results.lookup(path, stat)
         if hit:
-            known[path] = problem
+            known[path], hits = problem, hits + 1
         else:
             todo.append((path, stat))
     if todo:
@@ -151,6 +145,7 @@ def find_bad_images(files: Sequence[Path], root: str | os.PathLike[str], workers
                 bar.update(1)
                 known[path] = problem
                 results.store(path, stat, problem)
+    if todo or len(results.entries) > hits:  # new results, or entries of files that are gone
         results.save(files)
     return [(path, known[path]) for path in files if known[path] is not None]
 
