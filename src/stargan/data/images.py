@@ -65,11 +65,9 @@ def check_size(width: int, height: int) -> None:
 
 
 def _decode_opened(opened: Image.Image) -> Image.Image:
-    """Check, decode the first frame of, orient and convert an opened image."""
+    """Check, decode (the current frame), orient and convert an opened image."""
     check_size(*opened.size)
-    if getattr(opened, "n_frames", 1) > 1 and opened.tell() != 0:
-        opened.seek(0)
-    opened.load()
+    opened.load()  # a file just opened is at its first frame; later frames are never read
     im = opened
     try:
         if im.getexif().get(_ORIENTATION, 1) != 1:
@@ -108,8 +106,8 @@ def _decode_file(path: Path) -> Image.Image:
 def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
     """Decode ``path`` fully into an RGB image and close the file; :class:`DataError` when it cannot be used.
 
-    Any Pillow mode is accepted (see :func:`to_8bit_rgb`), EXIF orientation is applied, animations give their
-    first frame, and images above :data:`MAX_IMAGE_PIXELS` are refused before decoding.
+    Any Pillow mode is accepted (see :func:`to_8bit_rgb`), EXIF orientation is applied, animations
+    give their first frame, and images above :data:`MAX_IMAGE_PIXELS` are refused before decoding.
     """
     path = Path(path)
     try:
@@ -119,7 +117,8 @@ def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
 
 
 def rgb_image(image: Image.Image, name: str = "the image") -> Image.Image:
-    """An already opened (possibly not yet loaded) Pillow image through the same gate as :func:`load_rgb`."""
+    """An already opened (possibly not yet loaded) Pillow image through the same gate as :func:`load_rgb`
+    (its current frame, for an animation)."""
     try:
         return _decode_opened(image)
     except Exception as error:
