@@ -167,7 +167,7 @@ def test_celeba_bad_images_stop_or_are_skipped(tmp_path, decoded):
     image_dir, _, _ = make_celeba(tmp_path / "celeba")
     bad = image_dir / "000003.jpg"
     bad.write_bytes(bad.read_bytes()[:40])                       # truncated JPEG
-    with pytest.raises(DataError, match=r"(?s)1 unreadable images in .*images:\n  .*000003.jpg: .*--skip-bad-images"):
+    with pytest.raises(DataError, match=r"(?s)1 unreadable images in .*images:\n  .*000003.jpg: .*--skip-bad"):
         open_v1_data(celeba_config(image_dir), V1ModelConfig(c_dim=5))
     with pytest.warns(UserWarning, match="skipping 1 unreadable images"):
         data = open_v1_data(celeba_config(image_dir, skip_bad_images=True), V1ModelConfig(c_dim=5))

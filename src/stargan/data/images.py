@@ -59,9 +59,9 @@ def check_size(width: int, height: int) -> None:
     if width < 1 or height < 1:
         raise _Refused(f"the header says {width}x{height} pixels: an empty image")
     if width * height > MAX_IMAGE_PIXELS:
-        raise _Refused(f"the header says {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), above "
-                       f"the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (a decompression bomb, or a photo "
-                       "to resize first; the limit is stargan.data.images.MAX_IMAGE_PIXELS)")
+        raise _Refused(f"the header says {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), "
+                       f"above the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (a decompression bomb, or "
+                       "a photo to resize first; the limit is stargan.data.images.MAX_IMAGE_PIXELS)")
 
 
 def _decode_opened(opened: Image.Image) -> Image.Image:
