@@ -1,5 +1,5 @@
-"""Command line: ``stargan demo | train | sample | translate | interpolate | eval | classifier | data |
-import-official | presets``."""
+"""Command line: ``stargan demo | train | sample | translate | interpolate | eval | serve | download |
+classifier | data | import-official | presets``."""
 from __future__ import annotations
 
 import argparse
@@ -236,6 +236,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from stargan.serve import serve
+
+    serve(args.run, host=args.host, port=args.port, device=args.device)
+
+
 def cmd_classifier_train(args: argparse.Namespace) -> None:
     from stargan.metrics.classifier import train_classifier
 
@@ -336,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random backbone weights: tests the pipeline only, the numbers mean nothing")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("serve", help="a web page (Gradio) that translates uploaded images; needs stargan[serve]")
+    p.add_argument("run", help="run directory (its latest checkpoint) or checkpoint directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:0, ...")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("classifier", help="the domain classifier used by `stargan eval --classifier`")
     clf_sub = p.add_subparsers(dest="action", required=True)

@@ -1,0 +1,84 @@
+"""Checks on images uploaded to the web page, before any pixel is decoded.
+
+Uploads are untrusted: a text file renamed ``.png``, a truncated download, a small PNG that claims
+60,000 x 60,000 pixels (a decompression bomb), an animated GIF, a 16-bit scan, a 2 GB file. Each
+becomes an :class:`UploadError` whose message the page shows as it is; nothing here raises anything
+else for a bad file, so the server keeps serving.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from stargan.data.folders import DataError, load_rgb
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # 20 MiB: a large JPEG from a phone camera is ~10 MiB
+MAX_PIXELS = 40_000_000              # 40 megapixels, decoded as 8-bit RGB that is 120 MB of memory
+
+
+class UploadError(ValueError):
+    """An uploaded file that is not a usable image; the message is written for the page's user."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    image: Image.Image                              # decoded RGB
+    notes: list[str] = field(default_factory=list)  # what was changed on the way (first frame, bit depth)
+
+
+def read_upload(path: str | Path, name: str = "the upload", max_bytes: int = MAX_UPLOAD_BYTES,
+                max_pixels: int = MAX_PIXELS) -> Upload:
+    """Decode the uploaded file at ``path`` (a temporary file the web framework wrote) into RGB.
+
+    ``name`` is what the user called the file; messages use it rather than the temporary path.
+    Raises :class:`UploadError` for anything that is not a still, reasonably sized image.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise UploadError(f"{name}: the upload did not arrive ({error.strerror}); please upload it again") \
+            from error
+    if size == 0:
+        raise UploadError(f"{name} is empty (0 bytes); please upload an image file")
+    if size > max_bytes:
+        raise UploadError(f"{name} is {size / 2**20:.1f} MiB, above this server's limit of "
+                          f"{max_bytes / 2**20:.0f} MiB; please upload a smaller image")
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as header:  # reads the header only
+                width, height = header.size
+                fmt, mode = header.format or "unknown", header.mode
+                frames = getattr(header, "n_frames", 1) if width * height <= max_pixels else 1
+    except UnidentifiedImageError as error:
+        raise UploadError(f"{name} is not an image Pillow can read (PNG, JPEG, WebP, BMP, GIF, TIFF...); "
+                          "please upload a photo or picture file") from error
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise UploadError(f"{name} claims more pixels than this server decodes ({max_pixels:,}); "
+                          "please upload a smaller image") from error
+    except (OSError, SyntaxError, ValueError) as error:  # broken headers raise any of these
+        raise UploadError(f"{name} is not a readable image: {error}") from error
+    if width * height > max_pixels:
+        raise UploadError(f"{name} is {width} x {height} pixels ({width * height:,}), above this server's "
+                          f"limit of {max_pixels:,} pixels; please upload a smaller image")
+    if frames > 1:
+        notes.append(f"{name} is animated ({frames} frames): its first frame is used")
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        notes.append(f"{name} has {'16-bit' if mode != 'F' else 'floating-point'} pixels: "
+                     "scaled to 8 bits")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = load_rgb(path)  # first frame, any mode to RGB, EXIF orientation applied
+    except (DataError, Image.DecompressionBombWarning) as error:
+        reason = str(error).replace(f"cannot read image {path}: ", "")
+        if "truncated" in reason:
+            reason = "the file is truncated (an interrupted download or copy?)"
+        raise UploadError(f"{name} ({fmt}) could not be decoded: {reason}; please upload it again "
+                          "or try another file") from error
+    return Upload(image=image, notes=notes)
