@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import traceback
 import warnings
@@ -242,6 +243,21 @@ def cmd_serve(args: argparse.Namespace) -> None:
     serve(args.run, host=args.host, port=args.port, device=args.device)
 
 
+def cmd_download(args: argparse.Namespace) -> None:
+    from stargan import download
+
+    if args.list:
+        print("\n".join(download.catalog_lines()))
+        return
+    if not args.names:
+        raise SystemExit("error: name what to download (or --list); e.g. stargan download afhq")
+    for name in args.names:
+        made = download.download(name, args.dir, args.runs, progress=not args.no_progress)
+        print("\n".join(str(path) for path in made))
+        if download.CATALOG[name].model:
+            print(f"try it: stargan serve {made[-1]}")
+
+
 def cmd_classifier_train(args: argparse.Namespace) -> None:
     from stargan.metrics.classifier import train_classifier
 
@@ -254,11 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stargan", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def add_offline(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--offline", action="store_true", help="never download missing weight files (as "
+                       "STARGAN_OFFLINE=1): stop with what to fetch instead")
+
     def add_train_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--runs", default="runs", help="parent folder of numbered run directories")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config value, e.g. --set optim.lr=2e-4 (repeatable)")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        add_offline(p)
 
     p = sub.add_parser("train", help="train StarGAN v2 (or v1: --model v1) on a dataset")
     p.add_argument("--model", choices=["v2", "v1"], help="StarGAN v2 (default) or v1; picks the default "
@@ -283,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="cpu")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--psi", type=float, default=1.0, help="truncation towards the mean style (1 = none)")
+        add_offline(p)
 
     p = sub.add_parser("sample", help="latent, reference and cycle grids from a trained run")
     add_model_options(p)
@@ -341,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-weights", action="store_true",
                    help="random backbone weights: tests the pipeline only, the numbers mean nothing")
     p.add_argument("--no-progress", action="store_true")
+    add_offline(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("serve", help="a web page (Gradio) that translates uploaded images; needs stargan[serve]")
@@ -348,7 +371,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:0, ...")
+    add_offline(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("download", help="released models (imported into RUNS/NAME-official) and metric weights")
+    p.add_argument("names", nargs="*", metavar="NAME", help="what to fetch; `--list` shows the names")
+    p.add_argument("--list", action="store_true", help="print name, file, hash, licence and source of each file")
+    p.add_argument("--dir", help="where files go (default: torch hub's checkpoint folder, where they are looked for)")
+    p.add_argument("--runs", default="runs", help="where released models are imported as NAME-official")
+    p.add_argument("--no-progress", action="store_true")
+    add_offline(p)
+    p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("classifier", help="the domain classifier used by `stargan eval --classifier`")
     clf_sub = p.add_subparsers(dest="action", required=True)
@@ -382,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default")
+    if getattr(args, "offline", False):
+        os.environ["STARGAN_OFFLINE"] = "1"  # read by stargan.download wherever a file would be fetched
     from stargan.checkpoints import CheckpointWriteError
     from stargan.training.runner import TrainingFailed, TrainingStopped
 

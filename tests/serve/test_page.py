@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from stargan.api import Translator
-from stargan.serve.model import LICENCE_PREFIX, ServedModel
+from stargan.download import LICENCE_PREFIX
+from stargan.serve.model import ServedModel
 from stargan.serve.page import Handlers
 
 

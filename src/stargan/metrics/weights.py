@@ -1,9 +1,10 @@
 """Pretrained weight files of the metric networks: where they live and how they are verified.
 
-Nothing here downloads. A file is taken from an explicit path, or else from torch.hub's checkpoint
-folder (``$TORCH_HOME/hub/checkpoints``, where torchvision would have cached it), and its SHA-256 is
-checked: the hex prefix in the file name (torch.hub's own convention) always, the full digest when
-it is known from several independent public records.
+A file is taken from an explicit path, or else from torch.hub's checkpoint folder
+(``$TORCH_HOME/hub/checkpoints``, where torchvision would have cached it); a file missing from that
+folder is fetched on first use by :mod:`stargan.download`, as torchvision does, unless
+``STARGAN_OFFLINE=1``. Its SHA-256 is checked: the hex prefix in the file name (torch.hub's own
+convention) always, the full digest when it is known from several independent public records.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class WeightsError(FileNotFoundError):
 @dataclass(frozen=True)
 class WeightsSpec:
     filename: str
-    url: str              # where a user downloads it (text only: never fetched)
+    url: str              # where it is downloaded from (by stargan.download, or by hand)
     source: str           # one line on what the file is
     sha256: str | None    # full digest, when reliably known; the filename prefix is checked regardless
 
@@ -94,12 +95,13 @@ def _spec(key: str) -> WeightsSpec:
     return REGISTRY[key]
 
 
-def _missing(spec: WeightsSpec, path: Path, explicit: bool) -> WeightsError:
+def _missing(key: str, spec: WeightsSpec, path: Path, explicit: bool) -> WeightsError:
     where = (f"the path you passed, {path}, does not exist" if explicit
              else f"it is not in {path.parent}")
     return WeightsError(
         f"weight file {spec.filename} not found: {where}.\n"
-        f"It is the {spec.source}. Nothing is downloaded automatically; get it from\n"
+        f"It is the {spec.source}. Fetch it with `stargan download {key}` (done automatically on first use\n"
+        f"unless STARGAN_OFFLINE=1 or --offline), or get it from\n"
         f"  {spec.url}\n"
         f"and put it in {hub_dir()}{os.sep} (torch.hub's checkpoint folder; set TORCH_HOME to move it),\n"
         f"or pass its path explicitly (the weights option of the metric).")
@@ -116,8 +118,10 @@ def resolve_weights(key: str, path: str | Path | None = None) -> Weights:
     candidate = Path(path).expanduser() if path is not None else hub_dir() / spec.filename
     if candidate.is_dir():
         candidate = candidate / spec.filename
+    if not candidate.is_file() and not explicit:
+        candidate = _fetch_on_first_use(key, spec, candidate)
     if not candidate.is_file():
-        raise _missing(spec, candidate, explicit)
+        raise _missing(key, spec, candidate, explicit)
 
     digest = sha256_file(candidate)
     expected = spec.sha256 or spec.prefix
@@ -128,6 +132,18 @@ def resolve_weights(key: str, path: str | Path | None = None) -> Weights:
             f"got {digest}. The file is corrupt, truncated or a different file; "
             f"download it again from {spec.url}")
     return Weights(path=candidate, sha256=digest)
+
+
+def _fetch_on_first_use(key: str, spec: WeightsSpec, candidate: Path) -> Path:
+    """Download a missing hub file, saying so in one line; offline, leave it missing."""
+    from stargan import download  # lazy: stargan.download imports this module
+
+    if download.is_offline():
+        return candidate
+    remote = download.CATALOG[key].files[0]
+    print(f"{spec.filename} is not in {candidate.parent}: downloading it once from {remote.url} "
+          f"({download.OFFLINE_ENV}=1 turns this off)")
+    return download.fetch(remote, candidate.parent, name=key)
 
 
 def load_state_dict(weights: Weights) -> dict[str, torch.Tensor]:

@@ -18,12 +18,12 @@ from stargan import checkpoints
 from stargan.api import Translator
 from stargan.data import condition_vector, to_pil, v1_transform
 from stargan.data.folders import list_images
+from stargan.download import LICENCE_PREFIX
 
 MAX_STYLES = 8             # outputs per latent-guided request
 GIF_FRAMES = 12            # frames per transition of the interpolation GIF (two transitions: A->B->A)
 TIME_LIMIT_S = 60.0        # refuse requests estimated to take longer than this
 EXAMPLES_PER_DOMAIN = 2
-LICENCE_PREFIX = "# licence:"  # the comment line `stargan download` writes into an imported run's config.yaml
 
 
 class RequestError(ValueError):
