@@ -6,10 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from stargan.api import Translator
+from stargan.config import V1ModelConfig
 from stargan.download import LICENCE_PREFIX
+from stargan.nets.v1 import build_v1_networks
+from stargan.official import import_official_v1
 from stargan.serve.model import ServedModel
 from stargan.serve.page import Handlers
 
@@ -95,3 +99,31 @@ def test_time_limit_refuses_slow_requests(model: ServedModel, handlers: Handlers
         assert gallery is None and "above the server's limit" in status
     finally:
         model.time_limit = limit
+
+
+def v1_run(tmp_path: Path, c_dim: int, names: tuple[str, ...]) -> Path:
+    tmp_path.mkdir()
+    torch.manual_seed(0)
+    nets = build_v1_networks(V1ModelConfig(img_size=16, c_dim=c_dim, g_conv_dim=8, g_repeat_num=1),
+                             with_discriminator=False)  # imported without D: the release's 128 px
+    torch.save(nets.generator.state_dict(), tmp_path / "200000-G.ckpt")
+    import_official_v1(tmp_path / "200000-G.ckpt", out_dir=tmp_path / "run", names=names)
+    return tmp_path / "run"
+
+
+def test_v1_domains_and_attributes(tmp_path: Path) -> None:
+    folders = Handlers(ServedModel(v1_run(tmp_path / "a", 3, ("circle", "square", "triangle"))), tmp_path)
+    assert folders.model.domains == ("circle", "square", "triangle") and folders.model.attributes == ()
+    source = Image.new("RGB", (20, 20), "orange")
+    gallery, status = folders.translate(source, None, "square", [], "latent", 4, 0, 1.0)
+    assert len(gallery) == 1 and gallery[0][0].size == (128, 128) and status.endswith("target square")
+    assert "needs a StarGAN v2 model" in folders.interpolate(source, source, source, "square")[1]
+
+    attrs = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young")
+    celeba = Handlers(ServedModel(v1_run(tmp_path / "b", 5, attrs)), tmp_path)
+    assert celeba.model.domains == () and celeba.model.attributes == attrs
+    blond, _ = celeba.translate(source, None, None, ["Blond_Hair", "Young"], "latent", 1, 0, 1.0)
+    black, _ = celeba.translate(source, None, None, ["Black_Hair"], "latent", 1, 0, 1.0)
+    assert blond[0][1].startswith("Blond_Hair+Young")
+    assert not np.array_equal(np.asarray(blond[0][0]), np.asarray(black[0][0]))
+    assert "unknown attributes ['Bald']" in celeba.translate(source, None, None, ["Bald"], "latent", 1, 0, 1.0)[1]
