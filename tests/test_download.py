@@ -202,6 +202,8 @@ def test_offline_mode_names_the_download_command(server: Files, monkeypatch: pyt
     with pytest.raises(weights.WeightsError, match="`stargan download alexnet`"):
         weights.resolve_weights("alexnet")
     assert server.requests == []
+    (tmp_path / "w.pth").write_bytes(b"x")  # already there: offline is no obstacle
+    assert fetch(remote(server, b"x"), tmp_path) == tmp_path / "w.pth"
 
 
 def test_metric_weights_are_fetched_on_first_use(server: Files, monkeypatch: pytest.MonkeyPatch,

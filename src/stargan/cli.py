@@ -240,7 +240,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from stargan.serve import serve
 
-    serve(args.run, host=args.host, port=args.port, device=args.device)
+    try:
+        serve(args.run, host=args.host, port=args.port, device=args.device)
+    except ImportError as err:  # the serve extra is missing
+        raise SystemExit(f"error: {err}") from err
 
 
 def cmd_download(args: argparse.Namespace) -> None:

@@ -126,6 +126,9 @@ def fetch(remote: RemoteFile, folder: str | Path | None = None, *, name: str = "
     folder = Path(folder) if folder is not None else weights.hub_dir()
     final = folder / remote.filename
     if is_offline():
+        if final.is_file():
+            _verify(final, remote)
+            return final
         raise DownloadError(f"{final.name} is needed but {OFFLINE_ENV} is set (or --offline was given), so "
                             f"nothing is downloaded. Fetch it on a connected machine with "
                             f"`stargan download {name or remote.filename}` (or from {remote.url}) and put it "

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import stargan
+from stargan.serve.uploads import MAX_UPLOAD_BYTES
 
 pytest.importorskip("gradio", reason="the serve extra is not installed: pip install -e '.[serve]'")
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
@@ -126,3 +127,14 @@ def test_a_text_file_gets_a_message_and_the_server_keeps_serving(page: object, s
     status_contains(page, "source: example triangle/00001.png")
     page.click("#translate")
     status_contains(page, "target square")
+
+
+def test_an_oversized_file_is_refused_with_a_message(page: object, server: str, tmp_path: Path) -> None:
+    page.reload()
+    page.wait_for_selector("#translate")
+    big = tmp_path / "huge.png"
+    with open(big, "wb") as f:
+        f.truncate(MAX_UPLOAD_BYTES + 1)
+    page.locator("#source-file input[type=file]").set_input_files(str(big))
+    page.get_by_text("exceed the maximum allowed size").wait_for()
+    assert answers(server)

@@ -211,8 +211,12 @@ def serve(path: str | Path, host: str = "127.0.0.1", port: int = 7860, device: s
     print(f"serving {model.checkpoint} (StarGAN {model.arch}, {model.device}) at http://{host}:{port}",
           flush=True)
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no web fonts
-    page.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=False,
-                max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False, pwa=False, mcp_server=False,
-                enable_monitoring=False, footer_links=[], quiet=True, theme=theme,
-                allowed_paths=[str(out_dir)], prevent_thread_lock=not block)
+    try:
+        page.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=False,
+                    max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False, pwa=False, mcp_server=False,
+                    enable_monitoring=False, footer_links=[], quiet=True, theme=theme,
+                    allowed_paths=[str(out_dir)], prevent_thread_lock=not block)
+    except OSError as error:  # Gradio's words for a taken port name its own settings, not our options
+        raise ValueError(f"cannot serve at {host}:{port}: {error.strerror or 'the port is in use'}; "
+                         "choose another with --port (or stop what uses it)") from error
     return page
