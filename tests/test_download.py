@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import http.server
 import io
+import socket
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -149,7 +150,7 @@ def test_a_server_ignoring_range_restarts_from_zero(server: Files, tmp_path: Pat
 
 def test_wrong_hash_deletes_the_file(server: Files, tmp_path: Path) -> None:
     spec = dataclasses.replace(remote(server, fake_weights()), sha256="0" * 64)
-    with pytest.raises(DownloadError, match="wrong SHA-256 .*the file was deleted"):
+    with pytest.raises(DownloadError, match="wrong SHA-256 .*the download was deleted"):
         fetch(spec, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth.lock"]
 
@@ -160,7 +161,7 @@ def test_unpinned_file_is_checked_by_structure_and_its_hash_printed(server: File
     fetch(remote(server, body, pin=False), tmp_path)
     assert f"w.pth: sha256 {hashlib.sha256(body).hexdigest()}" in capsys.readouterr().out
     page = remote(server, b"<!DOCTYPE html><html>Sign in to Dropbox</html>", name="page.ckpt", pin=False)
-    with pytest.raises(DownloadError, match="not a torch checkpoint \\(it looks like a web page\\)"):
+    with pytest.raises(DownloadError, match=r"not a torch checkpoint \(it looks like a web page\).*was deleted"):
         fetch(page, tmp_path)
     assert not (tmp_path / "page.ckpt").exists() and not (tmp_path / "page.ckpt.part").exists()
 
@@ -308,3 +309,11 @@ def test_release_entries_are_complete() -> None:
     assert CATALOG["celeba_hq"].also == ("wing",)
     assert {"celeba_hq", "afhq", "wing", "inception-tf", "inception-torchvision", "alexnet", "celeba128",
             "celeba256"} <= set(CATALOG)
+
+
+def test_no_server_gives_up_after_retries(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DownloadError, match="failed after 2 attempts.*get the file by hand"):
+        fetch(RemoteFile("w.pth", f"http://127.0.0.1:{port}/w.pth", None), tmp_path, retries=1)

@@ -140,7 +140,7 @@ def fetch(remote: RemoteFile, folder: str | Path | None = None, *, name: str = "
                 _verify(final, remote)
                 return final  # there already, or finished by a concurrent download we waited for
             except DownloadError as error:
-                print(f"{error}; downloading it again")
+                print(f"{final} exists but {error}; downloading it again")
                 final.unlink()
         part = folder / f"{remote.filename}.part"
         for attempt in range(retries + 1):
@@ -151,15 +151,17 @@ def fetch(remote: RemoteFile, folder: str | Path | None = None, *, name: str = "
                     urllib.error.URLError) as error:  # HTTP errors became DownloadError already
                 have = part.stat().st_size if part.exists() else 0
                 if attempt == retries:
+                    kept = (f"the {have:,} bytes received are kept in {part}; run the same command again to "
+                            "resume, or get" if have else "get")
                     raise DownloadError(f"downloading {remote.url} failed after {retries + 1} attempts: "
-                                        f"{_why(error)}. The {have:,} bytes received are kept in {part}; run "
-                                        "the same command again to resume") from error
+                                        f"{_why(error)}; {kept} the file by hand and put it in "
+                                        f"{folder}{os.sep}") from error
                 print(f"{remote.filename}: connection lost after {have:,} bytes ({_why(error)}); resuming")
         try:
             digest = _verify(part, remote)
-        except DownloadError:
+        except DownloadError as error:
             part.unlink()
-            raise
+            raise DownloadError(f"{error}; the download was deleted") from None
         if not remote.sha256:
             print(f"{remote.filename}: sha256 {digest} (the release publishes no hash; keep it to compare)")
         os.replace(part, final)  # atomic: readers see no file or the whole, verified file
@@ -232,8 +234,8 @@ def _verify(path: Path, remote: RemoteFile) -> str:
     digest = weights.sha256_file(path)
     if remote.sha256:
         if not digest.startswith(remote.sha256):
-            raise DownloadError(f"{remote.filename}: wrong SHA-256 {digest} (expected {remote.sha256}); the "
-                                f"file was deleted. Its source {remote.url} sent a different or damaged file")
+            raise DownloadError(f"{remote.filename}: wrong SHA-256 {digest} (expected {remote.sha256}): a "
+                                f"different or damaged file (source {remote.url})")
         return digest
     with open(path, "rb") as f:
         head = f.read(len(_LEGACY_TORCH_MAGIC))
@@ -241,8 +243,7 @@ def _verify(path: Path, remote: RemoteFile) -> str:
     if not fits:
         what = {"torch": "a torch checkpoint", "zip": "a zip archive", "npz": "a numpy .npz file"}[remote.kind]
         looks = " (it looks like a web page)" if head.lstrip().lower().startswith(b"<") else ""
-        raise DownloadError(f"{remote.filename}: the download is not {what}{looks}; the file was deleted. "
-                            f"Check {remote.url} in a browser")
+        raise DownloadError(f"{remote.filename} is not {what}{looks}; check {remote.url} in a browser")
     return digest
 
 

@@ -40,7 +40,6 @@ class ServedModel:
     """A StarGAN v2 or v1 model, ready to translate PIL images on one device."""
 
     def __init__(self, path: str | Path, device: str = "cpu", time_limit: float = TIME_LIMIT_S):
-        self.path = Path(path)
         self.checkpoint = checkpoints.resolve_checkpoint(path)
         self.run_dir = (self.checkpoint.parent.parent if self.checkpoint.parent.name == "checkpoints"
                         else self.checkpoint)
