@@ -122,11 +122,31 @@ def test_a_text_file_gets_a_message_and_the_server_keeps_serving(page: object, s
     status_contains(page, "upload a source image (or pick an example) first")
     assert answers(server)
     # The same page still translates: an example instead of an upload.
-    page.locator("#source-example input").click()
-    page.get_by_role("option", name="triangle/00001.png").click()
+    pick(page, "#source-example", "triangle/00001.png")
     status_contains(page, "source: example triangle/00001.png")
     page.click("#translate")
     status_contains(page, "target square")
+
+
+def pick(page: object, dropdown: str, option: str) -> None:
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option", name=option).click()
+
+
+def test_reference_style_and_interpolation_gif(page: object) -> None:
+    pick(page, "#source-example", "circle/00001.png")
+    page.locator("#mode").get_by_label("reference").check()
+    pick(page, "#ref-a-example", "square/00000.png")
+    status_contains(page, "reference A: example square/00000.png")
+    page.click("#translate")
+    status_contains(page, "1 image(s) of 16x16 px, target square")
+    pick(page, "#ref-b-example", "square/00001.png")
+    status_contains(page, "reference B: example square/00001.png")
+    page.click("#interpolate")
+    status_contains(page, "style interpolation A -> B -> A in square")
+    gif = page.locator("#gif img")
+    gif.wait_for()
+    assert gif.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [32, 16]
 
 
 def test_an_oversized_file_is_refused_with_a_message(page: object, server: str, tmp_path: Path) -> None:
