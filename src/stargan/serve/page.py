@@ -102,10 +102,12 @@ class Handlers:
             log.exception("translation failed")
             return None, problem(f"translation failed: {type(error).__name__}: {error}")
         target = domain if self.model.domains else "+".join(attributes or ()) or "no attributes"
-        if mode == "reference" and self.model.arch == "v2":
-            captions = [f"{target}, reference style"]
+        if self.model.arch == "v1":
+            captions = [target]
+        elif mode == "reference":
+            captions = ["reference style"]
         else:
-            captions = [f"{target}, style {k} (seed {int(seed)})" for k in range(len(images))]
+            captions = [f"style {k}, seed {int(seed)}" for k in range(len(images))]
         size = images[0].size
         return list(zip(images, captions)), f"{len(images)} image(s) of {size[0]}x{size[1]} px, target {target}"
 
@@ -142,8 +144,8 @@ def build_page(model: ServedModel, out_dir: Path) -> Any:
         with gr.Row():
             with gr.Column(scale=1):
                 with gr.Row():
-                    source_file = gr.File(label="Source image", elem_id="source-file")
-                    source_preview = gr.Image(label="Source", elem_id="source-preview", height=160, **shown)
+                    source_file = gr.File(label="Source image", elem_id="source-file", scale=3)
+                    source_preview = gr.Image(label="Source", elem_id="source-preview", height=160, scale=2, **shown)
                 source_example = gr.Dropdown(labels, value=None, label="…or pick an example", visible=bool(labels),
                                              elem_id="source-example")
                 if model.domains:
@@ -177,7 +179,7 @@ def build_page(model: ServedModel, out_dir: Path) -> Any:
                 gif_button = gr.Button("Style interpolation GIF (A → B → A)", visible=v2, elem_id="interpolate")
             with gr.Column(scale=1):
                 status = gr.Markdown("", elem_id="status")
-                gallery = gr.Gallery(label="Outputs", format="png", columns=4, height="auto", object_fit="contain",
+                gallery = gr.Gallery(label="Outputs", format="png", columns=2, height="auto", object_fit="contain",
                                      buttons=["download"], elem_id="outputs")
                 gif = gr.Image(label="Style interpolation", type="filepath", interactive=False, visible=v2,
                                buttons=["download", "fullscreen"],
@@ -211,10 +213,11 @@ def serve(path: str | Path, host: str = "127.0.0.1", port: int = 7860, device: s
     print(f"serving {model.checkpoint} (StarGAN {model.arch}, {model.device}) at http://{host}:{port}",
           flush=True)
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no web fonts
+    css = "#outputs img, #source-preview img, #gif img { image-rendering: pixelated; }"  # small models: crisp
     try:
         page.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=False,
                     max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False, pwa=False, mcp_server=False,
-                    enable_monitoring=False, footer_links=[], quiet=True, theme=theme,
+                    enable_monitoring=False, footer_links=[], quiet=True, theme=theme, css=css,
                     allowed_paths=[str(out_dir)], prevent_thread_lock=not block)
     except OSError as error:  # Gradio's words for a taken port name its own settings, not our options
         raise ValueError(f"cannot serve at {host}:{port}: {error.strerror or 'the port is in use'}; "
