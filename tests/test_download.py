@@ -317,3 +317,25 @@ def test_no_server_gives_up_after_retries(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     with pytest.raises(DownloadError, match="failed after 2 attempts.*get the file by hand"):
         fetch(RemoteFile("w.pth", f"http://127.0.0.1:{port}/w.pth", None), tmp_path, retries=1)
+
+
+def test_a_dataset_is_unpacked_into_domain_folders(server: Files, monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(png, format="PNG")
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for member in ("afhq/train/cat/a.png", "afhq/train/dog/b.PNG", "afhq/val/wild/c.png",
+                       "afhq/train/cat/notes.txt", "__MACOSX/afhq/train/cat/._a.png", "../val/cat/evil.png",
+                       "afhq/train/../../val/x.png", "afhq/val/../d.png"):
+            zf.writestr(member, png.getvalue())
+    serve_as(monkeypatch, server, "afhq-data", [buffer.getvalue()], pin=False)
+    made = download.download("afhq-data", tmp_path / "w", data=tmp_path / "data", progress=False)
+    out = tmp_path / "data" / "afhq"
+    assert made[-1] == out
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != ".complete")
+    # "../val/cat/evil.png" is written as val/cat/evil.png inside out: only the last three names count
+    assert written == ["train/cat/a.png", "train/dog/b.PNG", "val/cat/evil.png", "val/wild/c.png"]
+    assert not (tmp_path / "data" / "val").exists() and not (tmp_path / "val").exists()
+    download.download("afhq-data", tmp_path / "w", data=tmp_path / "data", progress=False)  # reused
+    assert len(server.requests) == 1

@@ -255,7 +255,7 @@ def cmd_download(args: argparse.Namespace) -> None:
     if not args.names:
         raise SystemExit("error: name what to download (or --list); e.g. stargan download afhq")
     for name in args.names:
-        made = download.download(name, args.dir, args.runs, progress=not args.no_progress)
+        made = download.download(name, args.dir, args.runs, data=args.data, progress=not args.no_progress)
         print("\n".join(str(path) for path in made))
         if download.CATALOG[name].model:
             print(f"try it: stargan serve {made[-1]}")
@@ -382,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="print name, file, hash, licence and source of each file")
     p.add_argument("--dir", help="where files go (default: torch hub's checkpoint folder, where they are looked for)")
     p.add_argument("--runs", default="runs", help="where released models are imported as NAME-official")
+    p.add_argument("--data", default="data", help="where datasets (afhq-data, celeba_hq-data) are unpacked")
     p.add_argument("--no-progress", action="store_true")
     add_offline(p)
     p.set_defaults(func=cmd_download)

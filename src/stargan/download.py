@@ -17,10 +17,12 @@ import urllib.request
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from stargan.data import generated
+from stargan.data.folders import IMAGE_EXTENSIONS
 from stargan.metrics import weights
 
 CHUNK = 1 << 20       # bytes read from the connection at a time
@@ -52,6 +54,7 @@ class Release:
     source: str               # one line: what it is, from where
     model: str = ""           # "v2" / "v1": imported into RUNS/<name>-official after the download
     also: tuple[str, ...] = ()  # names fetched along with this one
+    dataset: str = ""         # a zip of train/val domain folders, unpacked into DATA/<dataset>
 
 
 def _dropbox(code: str, name: str) -> str:
@@ -90,6 +93,14 @@ CATALOG: dict[str, Release] = {
         files=(RemoteFile("stargan-v1-celeba-256x256-5attrs.zip",
                           _dropbox("zdq6roqf63m0v5f", "celeba-256x256-5attrs.zip"), None, kind="zip"),),
         licence=_V1, source="StarGAN v1 release: CelebA model, 256 px, 5 attributes", model="v1"),
+    "afhq-data": Release(
+        files=(RemoteFile("stargan-v2-afhq-data.zip", _dropbox("t9l9o3vsx2jai3z", "afhq.zip"), None, kind="zip"),),
+        licence=_V2, source=f"{_V2_SOURCE}: AFHQ dataset, train/val x cat/dog/wild, 512 px", dataset="afhq"),
+    "celeba_hq-data": Release(
+        files=(RemoteFile("stargan-v2-celeba_hq-data.zip", _dropbox("f7pvjij2xlpff59", "celeba_hq.zip"), None,
+                          kind="zip"),),
+        licence="CelebA-HQ follows CelebA's terms: non-commercial research only",
+        source=f"{_V2_SOURCE}: CelebA-HQ dataset, train/val x female/male", dataset="celeba_hq"),
     "inception-tf": _metric("inception-tf", "~91 MiB", "Apache-2.0 (pytorch-fid's port of the TF Inception graph)"),
     "inception-torchvision": _metric("inception-torchvision", "~104 MiB", "BSD-3-Clause (torchvision)"),
     "alexnet": _metric("alexnet", "~233 MiB", "BSD-3-Clause (torchvision)"),
@@ -260,12 +271,15 @@ def files_of(name: str, folder: str | Path | None = None, *, progress: bool = Tr
 
 
 def download(name: str, folder: str | Path | None = None, runs: str | Path = "runs", *,
-             progress: bool = True) -> list[Path]:
-    """Fetch ``name``; a model is also imported into ``RUNS/<name>-official``. Returns what was made."""
+             data: str | Path = "data", progress: bool = True) -> list[Path]:
+    """Fetch ``name``; a model is also imported into ``RUNS/<name>-official``, a dataset unpacked into
+    ``DATA/<dataset>``. Returns the files, then the run or dataset folder made."""
     entry = release(name)
-    if entry.model:
+    if entry.model or entry.dataset:
         print(f"{name}: licence {entry.licence}")
     paths = files_of(name, folder, progress=progress)
+    if entry.dataset:
+        return [*paths, unpack_dataset(paths[0], Path(data) / entry.dataset)]
     if not entry.model:
         return paths
     run = Path(runs) / f"{name}-official"
@@ -310,3 +324,42 @@ def _unzip_v1(archive: Path, out: Path) -> tuple[Path, Path]:
                         dst.write(chunk)
                 os.replace(tmp, found[role])
     return found["G"], found["D"]
+
+
+_UNPACKING = ".unpacking"
+
+
+def unpack_dataset(archive: Path, out: Path) -> Path:
+    """Unpack the ``.../{train,val}/<domain>/<image>`` members of ``archive`` into ``out``.
+
+    Only members of that shape with an image extension are written, under ``out/split/domain/name``
+    built from those three checked names: no path in the archive decides where anything goes. A
+    folder unpacked from the same archive is reused; an interrupted one is unpacked again.
+    """
+    settings = {"archive": archive.name, "sha256": weights.sha256_file(archive)}
+    if generated.holds(out, settings):
+        print(f"{out} holds {archive.name} already")
+        return out
+    generated.refuse_foreign(out, ("train", "val"), _UNPACKING,
+                             f"{out} has train/ or val/ folders that stargan did not unpack; pass another "
+                             "--data folder (or move them)")
+    count = 0
+    with generated.writing(out, settings, _UNPACKING), zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            parts = PurePosixPath(info.filename).parts
+            if info.is_dir() or len(parts) < 3:
+                continue
+            split, domain, filename = parts[-3:]
+            if (split not in ("train", "val") or Path(filename).suffix.lower() not in IMAGE_EXTENSIONS
+                    or any(p.startswith(".") for p in (domain, filename))):
+                continue
+            target = out / split / domain / filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as dst:
+                while chunk := src.read(CHUNK):
+                    dst.write(chunk)
+            count += 1
+        if count == 0:
+            raise DownloadError(f"{archive} holds no train/<domain>/ or val/<domain>/ images")
+    print(f"unpacked {count:,} images into {out}/train and {out}/val")
+    return out
