@@ -138,7 +138,7 @@ def _fetch_on_first_use(key: str, spec: WeightsSpec, candidate: Path) -> Path:
     """Download a missing hub file, saying so in one line; offline, leave it missing."""
     from stargan import download  # lazy: stargan.download imports this module
 
-    if download.is_offline():
+    if download.is_offline() or key not in download.CATALOG:
         return candidate
     remote = download.CATALOG[key].files[0]
     print(f"{spec.filename} is not in {candidate.parent}: downloading it once from {remote.url} "
