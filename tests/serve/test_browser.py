@@ -149,6 +149,29 @@ def test_reference_style_and_interpolation_gif(page: object) -> None:
     assert gif.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [32, 16]
 
 
+def test_two_users_at_once_each_get_their_own_outputs(page: object, server: str) -> None:
+    other = page.context.browser.new_page(viewport={"width": 1280, "height": 1000})
+    try:
+        other.goto(server)
+        other.wait_for_selector("#translate")
+        for tab, example, styles in ((page, "triangle/00000.png", "2"), (other, "circle/00001.png", "5")):
+            tab.reload()
+            tab.wait_for_selector("#translate")
+            pick(tab, "#source-example", example)
+            status_contains(tab, f"source: example {example}")
+            tab.locator("#num-styles input[type=number]").fill(styles)
+            tab.locator("#num-styles input[type=number]").press("Enter")
+        page.click("#translate")
+        other.click("#translate")  # queued behind the first request, not mixed with it
+        status_contains(page, "2 image(s) of 16x16 px")
+        status_contains(other, "5 image(s) of 16x16 px")
+        page.locator("#outputs img").nth(1).wait_for()
+        other.locator("#outputs img").nth(4).wait_for()
+        assert page.locator("#outputs img").count() == 2 and other.locator("#outputs img").count() == 5
+    finally:
+        other.close()
+
+
 def test_an_oversized_file_is_refused_with_a_message(page: object, server: str, tmp_path: Path) -> None:
     page.reload()
     page.wait_for_selector("#translate")

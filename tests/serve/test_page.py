@@ -127,3 +127,10 @@ def test_v1_domains_and_attributes(tmp_path: Path) -> None:
     assert blond[0][1] == "Blond_Hair+Young"
     assert not np.array_equal(np.asarray(blond[0][0]), np.asarray(black[0][0]))
     assert "unknown attributes ['Bald']" in celeba.translate(source, None, None, ["Bald"], "latent", 1, 0, 1.0)[1]
+
+
+def test_file_names_are_shown_literally(handlers: Handlers, tmp_path: Path) -> None:
+    path = tmp_path / "[click](http:evil)_*.png"
+    Image.new("RGB", (4, 4)).save(path, format="PNG")
+    status = handlers.upload(str(path), "source")[2]
+    assert status == r"source: \[click\]\(http:evil\)\_\*.png (4x4)"

@@ -7,6 +7,7 @@ a list made when the server starts, so no path sent by a browser is ever opened.
 from __future__ import annotations
 
 import logging
+import re
 import os
 import tempfile
 import uuid
@@ -43,6 +44,11 @@ def problem(text: str) -> str:
     return f"⚠️ {text}"
 
 
+def markdown_literal(text: str) -> str:
+    """``text`` with Markdown's special characters escaped, so it shows as typed."""
+    return re.sub(r"([\\`*_{}\[\]()<>#+|!~-])", r"\\\1", text)
+
+
 def enlarged(image: Image.Image, side: int = 160) -> Image.Image:
     """Small images blown up with visible pixels, so a 32 px input is not a speck on the page."""
     scale = side // max(image.size)
@@ -61,7 +67,7 @@ class Handlers:
         """(decoded image for the session, preview, status) for a file Gradio received."""
         if not file:
             return None, None, ""
-        name = Path(file).name
+        name = markdown_literal(Path(file).name)  # the status line is Markdown; a file name is not
         try:
             upload = read_upload(file, name=name)
         except UploadError as error:
