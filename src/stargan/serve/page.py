@@ -7,8 +7,8 @@ a list made when the server starts, so no path sent by a browser is ever opened.
 from __future__ import annotations
 
 import logging
-import re
 import os
+import re
 import tempfile
 import uuid
 import warnings
