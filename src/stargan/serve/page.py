@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from stargan.data.folders import DataError, load_rgb
+from stargan.data.images import DataError, load_rgb
 from stargan.serve.model import MAX_STYLES, RequestError, ServedModel
 from stargan.serve.uploads import MAX_UPLOAD_BYTES, UploadError, read_upload
 

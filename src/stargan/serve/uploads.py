@@ -13,10 +13,10 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from stargan.data.folders import DataError, load_rgb
+from stargan.data.images import MAX_IMAGE_PIXELS, REFUSED_FORMATS, DataError, load_rgb
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # 20 MiB: a large JPEG from a phone camera is ~10 MiB
-MAX_PIXELS = 40_000_000              # 40 megapixels, decoded as 8-bit RGB that is 120 MB of memory
+MAX_PIXELS = min(40_000_000, MAX_IMAGE_PIXELS)  # 40 megapixels, 120 MB as RGB: a web server's budget
 
 
 class UploadError(ValueError):
@@ -51,7 +51,9 @@ def read_upload(path: str | Path, name: str = "the upload", max_bytes: int = MAX
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as header:  # reads the header only
+            Image.init()
+            formats = [name for name in Image.OPEN if name not in REFUSED_FORMATS]
+            with Image.open(path, formats=formats) as header:  # reads the header only
                 width, height = header.size
                 fmt, mode = header.format or "unknown", header.mode
                 frames = getattr(header, "n_frames", 1) if width * height <= max_pixels else 1
@@ -74,7 +76,7 @@ def read_upload(path: str | Path, name: str = "the upload", max_bytes: int = MAX
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = load_rgb(path)  # first frame, any mode to RGB, EXIF orientation applied
+            image = load_rgb(path)  # the package's image gate: first frame, any mode to RGB, EXIF orientation
     except (DataError, Image.DecompressionBombWarning) as error:
         reason = str(error).replace(f"cannot read image {path}: ", "")
         if "truncated" in reason:
