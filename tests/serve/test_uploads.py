@@ -1,6 +1,7 @@
 """Hostile and odd uploads: every one ends in an UploadError with a message for the user, or in RGB."""
 from __future__ import annotations
 
+import importlib.util
 import struct
 import zlib
 from pathlib import Path
@@ -88,3 +89,25 @@ def test_16_bit_grey_is_scaled(tmp_path: Path) -> None:
     upload = read_upload(path, name="scan.png")
     assert "16-bit" in upload.notes[0]
     assert upload.image.getpixel((0, 0)) == (255, 255, 255)  # scaled, not clipped to 255 of 65535
+
+
+@pytest.mark.slow
+def test_the_hostile_image_corpus_gives_rgb_or_an_upload_error(tmp_path: Path) -> None:
+    """The data tests' fuzz corpus (truncated, forged, bombs, animations, odd modes): nothing escapes."""
+    spec = importlib.util.spec_from_file_location(
+        "hostile_images", Path(__file__).parents[1] / "data" / "hostile_images.py")
+    hostile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hostile)
+    corpus = hostile.make_corpus(tmp_path / "images", 1100, seed=0)
+    decoded = refused = 0
+    for path in corpus:
+        try:
+            upload = read_upload(path, name=path.name)
+        except UploadError as error:
+            assert str(error).startswith(path.name), str(error)  # the user's name, not a server path
+            assert str(tmp_path) not in str(error)
+            refused += 1
+        else:
+            assert upload.image.mode == "RGB" and min(upload.image.size) >= 1
+            decoded += 1
+    assert decoded > 100 and refused > 100

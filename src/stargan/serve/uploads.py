@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from stargan.data.images import MAX_IMAGE_PIXELS, REFUSED_FORMATS, DataError, load_rgb
+from stargan.data.images import MAX_IMAGE_PIXELS, REFUSED_FORMATS, DataError, load_rgb, reason
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # 20 MiB: a large JPEG from a phone camera is ~10 MiB
 MAX_PIXELS = min(40_000_000, MAX_IMAGE_PIXELS)  # 40 megapixels, 120 MB as RGB: a web server's budget
@@ -52,7 +52,7 @@ def read_upload(path: str | Path, name: str = "the upload", max_bytes: int = MAX
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.init()
-            formats = [name for name in Image.OPEN if name not in REFUSED_FORMATS]
+            formats = [f for f in Image.OPEN if f not in REFUSED_FORMATS]
             with Image.open(path, formats=formats) as header:  # reads the header only
                 width, height = header.size
                 fmt, mode = header.format or "unknown", header.mode
@@ -63,8 +63,8 @@ def read_upload(path: str | Path, name: str = "the upload", max_bytes: int = MAX
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise UploadError(f"{name} claims more pixels than this server decodes ({max_pixels:,}); "
                           "please upload a smaller image") from error
-    except (OSError, SyntaxError, ValueError) as error:  # broken headers raise any of these
-        raise UploadError(f"{name} is not a readable image: {error}") from error
+    except Exception as error:  # broken headers raise many types (OSError, SyntaxError, struct.error...)
+        raise UploadError(f"{name} is not a readable image ({reason(error)})") from error
     if width * height > max_pixels:
         raise UploadError(f"{name} is {width} x {height} pixels ({width * height:,}), above this server's "
                           f"limit of {max_pixels:,} pixels; please upload a smaller image")
@@ -78,9 +78,9 @@ def read_upload(path: str | Path, name: str = "the upload", max_bytes: int = MAX
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = load_rgb(path)  # the package's image gate: first frame, any mode to RGB, EXIF orientation
     except (DataError, Image.DecompressionBombWarning) as error:
-        reason = str(error).replace(f"cannot read image {path}: ", "")
-        if "truncated" in reason:
-            reason = "the file is truncated (an interrupted download or copy?)"
-        raise UploadError(f"{name} ({fmt}) could not be decoded: {reason}; please upload it again "
+        why = str(error).replace(f"cannot read image {path}: ", "")
+        if "truncated" in why:
+            why = "the file is truncated (an interrupted download or copy?)"
+        raise UploadError(f"{name} ({fmt}) could not be decoded: {why}; please upload it again "
                           "or try another file") from error
     return Upload(image=image, notes=notes)
