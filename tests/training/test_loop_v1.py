@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import random
 from pathlib import Path
 
@@ -132,29 +130,6 @@ def test_resume_refuses_a_different_model(demo_data, tmp_path):
     with pytest.raises(CheckpointError, match="model.g_repeat_num 1 -> 2"):
         train_v1(tiny_config(demo_data, "train.total_iters=2", "model.g_repeat_num=2"), tmp_path, resume=True,
                  show_progress=False)
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_a_stop_signal_finishes_the_iteration_and_saves_a_checkpoint(demo_data, tmp_path, monkeypatch, signum):
-    from stargan.training import loop_v1
-    from stargan.training.runner import TrainingStopped
-
-    calls = []
-    real_step = loop_v1.train_step_v1
-
-    def signalled_step(state, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:  # the signal arrives in the middle of the third iteration
-            os.kill(os.getpid(), signum)
-        return real_step(state, *args, **kwargs)
-
-    monkeypatch.setattr(loop_v1, "train_step_v1", signalled_step)
-    with pytest.raises(TrainingStopped) as stopped:
-        train_v1(tiny_config(demo_data, "train.total_iters=10", "train.save_every=100"), tmp_path,
-              show_progress=False)
-    assert len(calls) == 3 and stopped.value.step == 3 and stopped.value.exit_status == 128 + signum
-    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-000003"]
-    assert signal.getsignal(signum) is not None and "resume" in str(stopped.value)
 
 
 def test_missing_dataset_is_reported_before_anything_is_written(tmp_path):

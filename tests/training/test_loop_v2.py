@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 import pytest
 import torch
@@ -99,29 +97,6 @@ def test_domains_must_match_the_run(demo_data, tmp_path):
     with pytest.raises(ValueError, match="expects domains"):
         train(tiny_config(demo_data, "data.domains=cat,dog", "train.total_iters=1"), tmp_path,
               show_progress=False)
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_a_stop_signal_finishes_the_iteration_and_saves_a_checkpoint(demo_data, tmp_path, monkeypatch, signum):
-    from stargan.training import loop_v2 as loop
-    from stargan.training.runner import TrainingStopped
-
-    calls = []
-    real_step = loop.train_step
-
-    def signalled_step(state, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:  # the signal arrives in the middle of the third iteration
-            os.kill(os.getpid(), signum)
-        return real_step(state, *args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_step", signalled_step)
-    with pytest.raises(TrainingStopped) as stopped:
-        train(tiny_config(demo_data, "train.total_iters=10", "train.save_every=100"), tmp_path,
-              show_progress=False)
-    assert len(calls) == 3 and stopped.value.step == 3 and stopped.value.exit_status == 128 + signum
-    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-000003"]
-    assert signal.getsignal(signum) is not None and "resume" in str(stopped.value)
 
 
 # ---- evaluation during training (eval.every) ----------------------------------------------------

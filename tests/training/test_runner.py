@@ -5,13 +5,14 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 
 from stargan import checkpoints
-from stargan.checkpoints import CheckpointError, CheckpointWriteError, checkpoint_dirs
+from stargan.checkpoints import CheckpointError, checkpoint_dirs
 from stargan.cli import main
 from stargan.config import Config, V1Config, load_config_yaml
 from stargan.data.demo import make_demo_dataset
@@ -19,7 +20,7 @@ from stargan.distributed import World
 from stargan.nets.v1 import build_v1_networks
 from stargan.nets.v2 import build_networks
 from stargan.training import loop_v1, loop_v2
-from stargan.training.runner import TrainingFailed, resume_and_record
+from stargan.training.runner import TrainingFailed, TrainingStopped, resume_and_record
 from stargan.training.step_v1 import make_v1_train_state
 from stargan.training.step_v2 import make_train_state
 
@@ -160,6 +161,32 @@ def test_resume_with_a_new_rate_trains_like_a_run_that_had_it_from_that_step(dem
     b = checkpoints.load_file(str(checkpoint_dirs(tmp_path / "b")[-1] / "networks.safetensors"))
     moved_a = (a["generator.from_rgb.weight"] - b["generator.from_rgb.weight"]).abs().max()
     assert moved_a > 1e-4  # a hundred times the rate moves the weights visibly differently
+
+
+# ---- stop signals and errors during training ----------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["v2", "v1"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_finishes_the_iteration_and_saves_a_checkpoint(demo_data, tmp_path, monkeypatch, arch,
+                                                                      signum):
+    config, train, step_name = ARCHS[arch]
+    real_step = getattr(LOOPS[arch], step_name)
+    calls = []
+
+    def signalled_step(state, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the signal arrives in the middle of the third iteration
+            os.kill(os.getpid(), signum)
+        return real_step(state, *args, **kwargs)
+
+    monkeypatch.setattr(LOOPS[arch], step_name, signalled_step)
+    handler = signal.getsignal(signum)
+    with pytest.raises(TrainingStopped) as stopped:
+        train(config(demo_data, "train.total_iters=10", "train.save_every=100"), tmp_path, show_progress=False)
+    assert len(calls) == 3 and stopped.value.step == 3 and stopped.value.exit_status == 128 + signum
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-000003"]
+    assert f"--resume {tmp_path}" in str(stopped.value)
+    assert signal.getsignal(signum) is handler  # the previous handler is back
 
 
 # ---- errors during training ----------------------------------------------------------------------
