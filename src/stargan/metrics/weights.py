@@ -95,16 +95,26 @@ def _spec(key: str) -> WeightsSpec:
     return REGISTRY[key]
 
 
-def _missing(key: str, spec: WeightsSpec, path: Path, explicit: bool) -> WeightsError:
+def missing_weights_error(filename: str, source: str, url: str, path: Path, explicit: bool,
+                          how_to_pass: str = "the weights option of the metric",
+                          how_to_fetch: str = "Nothing is downloaded automatically; get it") -> WeightsError:
+    """The error for a weight file that is not there: which file, what it is, how to fetch it, where to
+    get it and put it. ``path`` is where it was looked for; ``explicit`` says whether the user gave it."""
     where = (f"the path you passed, {path}, does not exist" if explicit
              else f"it is not in {path.parent}")
     return WeightsError(
-        f"weight file {spec.filename} not found: {where}.\n"
-        f"It is the {spec.source}. Fetch it with `stargan download {key}` (done automatically on first use\n"
-        f"unless STARGAN_OFFLINE=1 or --offline), or get it from\n"
-        f"  {spec.url}\n"
+        f"weight file {filename} not found: {where}.\n"
+        f"It is the {source}. {how_to_fetch} from\n"
+        f"  {url}\n"
         f"and put it in {hub_dir()}{os.sep} (torch.hub's checkpoint folder; set TORCH_HOME to move it),\n"
-        f"or pass its path explicitly (the weights option of the metric).")
+        f"or pass its path explicitly ({how_to_pass}).")
+
+
+def _missing(key: str, spec: WeightsSpec, path: Path, explicit: bool) -> WeightsError:
+    return missing_weights_error(
+        spec.filename, spec.source, spec.url, path, explicit,
+        how_to_fetch=f"Fetch it with `stargan download {key}` (done automatically on first use\n"
+                     f"unless STARGAN_OFFLINE=1 or --offline), or get it")
 
 
 def resolve_weights(key: str, path: str | Path | None = None) -> Weights:

@@ -1,0 +1,144 @@
+"""The StarGAN v2 release's face files: FAN weights (``wing.ckpt``) and mean CelebA-HQ landmarks.
+
+Nothing here downloads. A file is taken from an explicit path (an argument or a config field), or else
+from the weights folder the metrics use (torch.hub's ``checkpoints`` folder). ``wing.ckpt`` is a torch
+pickle: it is read with ``weights_only=True`` (tensors only, no code) and written once beside itself as
+``wing.safetensors``, which later loads use instead. The release publishes no checksums.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from stargan.faces.fan import FAN, NUM_LANDMARKS
+from stargan.metrics.weights import WeightsError, hub_dir, missing_weights_error
+
+RELEASE_NAME = "wing"               # `stargan download wing` fetches both files into the weights folder
+FAN_CACHE_SUFFIX = ".safetensors"
+RUN_FAN_FILE = "fan.safetensors"  # FAN weights kept inside a run directory (imported releases)
+
+
+@dataclass(frozen=True)
+class ReleaseFile:
+    filename: str
+    url: str        # where the release publishes it (text only: never fetched)
+    source: str     # one line on what it is and who needs it
+    how_to_pass: str
+
+
+FAN_WEIGHTS = ReleaseFile(
+    filename="wing.ckpt",
+    url="https://www.dropbox.com/s/tjxpypwpt38926e/wing.ckpt?dl=1",
+    source="FAN face landmark network of the StarGAN v2 release (CC BY-NC 4.0); models with "
+           "w_hpf > 0 (CelebA-HQ) compute their high-pass face masks with it",
+    how_to_pass="--fan-weights PATH, or --set model.fan_weights=PATH; --no-masks runs without masks, "
+                "which is not the paper's model",
+)
+MEAN_LANDMARKS = ReleaseFile(
+    filename="celeba_lm_mean.npz",
+    url="https://www.dropbox.com/s/91fth49gyb7xksk/celeba_lm_mean.npz?dl=1",
+    source="mean CelebA-HQ face landmarks of the StarGAN v2 release (CC BY-NC 4.0), the target of "
+           "'stargan align'",
+    how_to_pass="--mean-landmarks PATH",
+)
+
+
+def _locate(spec: ReleaseFile, path: str | Path | None, cached_name: str | None = None) -> Path:
+    """An explicit file (or folder holding it), else the weights folder; raises when it is missing.
+
+    In a folder, the safetensors copy ``cached_name`` counts as the file when the file itself is gone.
+    """
+    explicit = path is not None and str(path) != ""
+    candidate = Path(path).expanduser() if explicit else hub_dir()
+    if candidate.is_dir():
+        for name in (spec.filename, cached_name):
+            if name and (candidate / name).is_file():
+                return candidate / name
+        candidate = candidate / spec.filename
+    if not candidate.is_file():
+        raise missing_weights_error(spec.filename, spec.source, spec.url, candidate, explicit,
+                                    spec.how_to_pass, how_to_fetch=f"Fetch it with `stargan download "
+                                    f"{RELEASE_NAME}` (with {FAN_WEIGHTS.filename} and "
+                                    f"{MEAN_LANDMARKS.filename}), or get it")
+    return candidate
+
+
+def find_fan_weights(path: str | Path | None = None) -> Path:
+    """The FAN weight file: ``path`` (a file or a folder) when given, else the weights folder.
+
+    Raises :class:`WeightsError`, naming the file, the release's link and where to put it.
+    """
+    found = _locate(FAN_WEIGHTS, path, cached_name="wing" + FAN_CACHE_SUFFIX)
+    cached = found.with_suffix(FAN_CACHE_SUFFIX)
+    if cached != found and cached.is_file() and cached.stat().st_mtime >= found.stat().st_mtime:
+        return cached  # the safetensors copy written by an earlier load (no pickle to read)
+    return found
+
+
+def read_fan_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The FAN tensors of ``path``: a safetensors file, a ``{'state_dict': ...}`` pickle such as
+    ``wing.ckpt``, or a bare state dict. Keys FAN does not have are dropped, as the release does."""
+    path = Path(path)
+    if path.suffix == FAN_CACHE_SUFFIX:
+        state = load_file(path)
+    else:
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # unpickling errors come in many types
+            raise WeightsError(f"cannot read {path} as FAN weights ({FAN_WEIGHTS.filename} is a torch "
+                               f"file holding {{'state_dict': ...}}): {error}") from error
+        state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
+        if not isinstance(state, dict):
+            raise WeightsError(f"{path} holds no state dict (found {type(raw).__name__})")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    expected = FAN().state_dict()
+    missing = [k for k in expected if k not in state]
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
+             for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or wrong:
+        raise WeightsError(f"{path} does not hold the released FAN (98 landmarks, one hourglass): "
+                           f"{len(missing)} missing keys {missing[:3]}, wrong shapes {wrong[:3]}")
+    return {k: state[k] for k in expected}
+
+
+def cache_as_safetensors(state: dict[str, torch.Tensor], path: Path) -> Path | None:
+    """Write ``state`` beside ``path`` as ``<stem>.safetensors``; None when the folder is read-only."""
+    target = path.with_suffix(FAN_CACHE_SUFFIX)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp)
+        tmp.replace(target)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return None
+    return target
+
+
+def load_fan(path: str | Path | None = None, device: torch.device | str = "cpu") -> FAN:
+    """The released FAN in eval mode on ``device``; weights from :func:`find_fan_weights` (``path``)."""
+    found = find_fan_weights(path)
+    state = read_fan_state(found)
+    if found.suffix != FAN_CACHE_SUFFIX:
+        cache_as_safetensors(state, found)
+    fan = FAN()
+    fan.load_state_dict(state)
+    return fan.to(device)
+
+
+def load_mean_landmarks(path: str | Path | None = None) -> np.ndarray:
+    """The release's mean CelebA-HQ landmarks: 98 x 2 (x, y) pixel positions in a 256 px image."""
+    found = _locate(MEAN_LANDMARKS, path)
+    try:
+        with np.load(found, allow_pickle=False) as data:
+            mean = data["mean"]
+    except (OSError, ValueError, KeyError) as error:
+        raise WeightsError(f"cannot read {found} as {MEAN_LANDMARKS.filename} (a numpy .npz with "
+                           f"key 'mean', {NUM_LANDMARKS} x 2): {error}") from error
+    if mean.shape != (NUM_LANDMARKS, 2):
+        raise WeightsError(f"{found}: 'mean' has shape {mean.shape}, expected ({NUM_LANDMARKS}, 2)")
+    return mean.astype(np.float64)
