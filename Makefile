@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,serve]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,serve,faces]'
 	touch $@
 
 install: $(VENV)/.installed

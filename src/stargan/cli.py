@@ -1,5 +1,5 @@
 """Command line: ``stargan demo | train | sample | translate | interpolate | eval | serve | download |
-classifier | data | import-official | presets``."""
+classifier | data | import-official | align | presets``."""
 from __future__ import annotations
 
 import argparse
@@ -204,6 +204,31 @@ def cmd_import_official(args: argparse.Namespace) -> None:
     print(f"imported {args.checkpoint} -> {ckpt}\nsample with: stargan sample {args.out} --data DIR")
 
 
+def cmd_align(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from stargan.faces.align import align_images, cv2_module, fan_landmark_fn
+    from stargan.faces.weights import load_fan, load_mean_landmarks
+
+    try:
+        cv2_module()
+    except ImportError as err:
+        raise SystemExit(f"error: {err}") from err
+    mean = load_mean_landmarks(args.mean_landmarks)   # both files before any work
+    fan = load_fan(args.fan_weights, device=args.device)
+    source, out = Path(args.input), Path(args.out)
+    paths = _input_images(source)
+    skipped = align_images(paths, source, out, fan_landmark_fn(fan), mean, args.size,
+                           progress=lambda items: tqdm(items, desc="align", unit="img",
+                                                       disable=args.no_progress))
+    print(f"aligned {len(paths) - len(skipped)} of {len(paths)} images ({args.size} px) into {out}")
+    if skipped:
+        print(f"skipped {len(skipped)} files:\n" + "\n".join(f"  {reason}" if str(path) in reason
+                                                             else f"  {path}: {reason}"
+                                                             for path, reason in skipped),
+              file=sys.stderr)
+
+
 def cmd_data_fashion_mnist(args: argparse.Namespace) -> None:
     from stargan.data.fashion_mnist import make_fashion_mnist
 
@@ -345,6 +370,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "cat,dog,wild; v1: the CelebA attributes or RaFD expressions)")
     p.add_argument("--c-dim", type=int, help="v1 with two datasets: the first dataset's label length (5)")
     p.set_defaults(func=cmd_import_official)
+
+    p = sub.add_parser("align", help="align face images to the mean CelebA-HQ face (as the StarGAN v2 release)")
+    p.add_argument("input", help="an image or a folder of images (searched recursively)")
+    p.add_argument("out", help="output folder; file names and sub-folders mirror the input's")
+    p.add_argument("--size", type=int, default=256, help="output width and height in pixels")
+    p.add_argument("--fan-weights", help="the release's wing.ckpt (default: the weights folder)")
+    p.add_argument("--mean-landmarks", help="the release's celeba_lm_mean.npz (default: the weights folder)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_align)
 
     p = sub.add_parser("eval", help="FID, KID, LPIPS (and classifier accuracy) with the StarGAN v2 protocol")
     p.add_argument("run", help="run directory (its latest checkpoint) or checkpoint directory")

@@ -11,8 +11,10 @@ import torch
 from stargan.faces import FAN
 from stargan.faces.fan import ConvBlock, coordinates
 from stargan.faces.heatmaps import landmarks_from_heatmaps, masks_from_heatmaps
+from tests.conftest import random_fan
 
-KEYS_TSV = Path(__file__).resolve().parents[1] / "reference" / "fan_wing_state_dict_keys.tsv"
+KEYS_TSV = Path(__file__).resolve().parents[1] / "reference" / "fan_wing_state_dict_keys.tsv"  # a copy
+SHARED_TSV = Path(__file__).resolve().parents[3] / "shared" / "reference" / "fan_wing_state_dict_keys.tsv"
 
 
 def released_keys() -> list[tuple[str, tuple[int, ...]]]:
@@ -26,19 +28,6 @@ def released_keys() -> list[tuple[str, tuple[int, ...]]]:
     return rows
 
 
-def random_fan(seed: int = 0) -> FAN:
-    """A FAN with random weights and BatchNorm statistics (so every layer matters)."""
-    torch.manual_seed(seed)
-    fan = FAN()
-    with torch.no_grad():
-        for name, tensor in fan.state_dict().items():
-            if name.endswith("running_var"):
-                tensor.uniform_(0.5, 2.0)
-            elif name.endswith(("running_mean", "bias")):
-                tensor.normal_(0, 0.1)
-    return fan
-
-
 @pytest.fixture(scope="module")
 def fan() -> FAN:
     return random_fan()
@@ -49,6 +38,11 @@ def test_state_dict_equals_the_released_keys_and_shapes_in_order():
     assert len(rows) == 336
     assert [(k, tuple(v.shape)) for k, v in FAN().state_dict().items()] == rows
     assert sum(p.numel() for p in FAN().parameters()) == 6_333_603
+
+
+@pytest.mark.skipif(not SHARED_TSV.is_file(), reason="no shared/reference folder beside this clone")
+def test_the_key_list_copy_equals_shared_reference():
+    assert KEYS_TSV.read_text() == SHARED_TSV.read_text()
 
 
 def test_coordinate_channels():

@@ -100,4 +100,5 @@ def landmarks_from_heatmaps(heatmaps: torch.Tensor, input_size: int) -> torch.Te
     step = 0.25 * torch.stack([dx.sign(), dy.sign()], dim=2) * interior.unsqueeze(2)
     # 1-based positions (col + 1, row + 1), refined, minus half a pixel.
     points = torch.stack([col, row], dim=2).to(heatmaps.dtype) + 1 + step - 0.5
-    return points * (input_size // height)
+    # The release multiplies by input_size // 64; the same for its sizes (multiples of 64), exact for all.
+    return points * (input_size / height)
