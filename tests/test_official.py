@@ -12,6 +12,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -24,6 +25,7 @@ from stargan.nets.v2 import build_networks
 from stargan.official import (RAFD_DOMAINS, import_official, import_official_v1, infer_model_config,
                               infer_v1_model_config)
 from stargan.training.step_v1 import make_v1_train_state
+from tests.conftest import random_fan
 
 NARROW_HPF = ModelConfig(img_size=256, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=32,
                          max_conv_dim=64, base_dim=0, w_hpf=1.0)
@@ -43,7 +45,8 @@ def _official_dicts(nets, with_discriminator=False, prefix=""):
 
 @pytest.fixture(scope="module")
 def celeba_file(tmp_path_factory):
-    """A narrow CelebA-HQ-like (w_hpf 1, 2 domains) network file without discriminator."""
+    """A narrow CelebA-HQ-like (w_hpf 1, 2 domains) network file without discriminator, with the FAN
+    under ``fan`` as the release saves it."""
     torch.manual_seed(0)
     nets = build_networks(NARROW_HPF, with_discriminator=False)
     _perturb(nets)
@@ -51,6 +54,7 @@ def celeba_file(tmp_path_factory):
     path = root / "100000_nets_ema.ckpt"
     raw = _official_dicts(nets)
     assert "hpf.filter" not in raw["generator"]
+    raw["fan"] = random_fan(seed=3).state_dict()
     torch.save(raw, path)
     return nets, path
 
@@ -206,20 +210,68 @@ def test_optimizer_file_is_rejected_with_a_checkpoint_error(tmp_path):
         import_official(path, tmp_path / "run")
 
 
-def test_cli_import_then_translate(celeba_file, tmp_path, capsys):
+def test_the_release_fan_entry_is_kept_with_the_run(celeba_like):
+    _, _, run, _ = celeba_like
+    kept = load_file(str(run / "fan.safetensors"))
+    expected = random_fan(seed=3).state_dict()
+    assert sorted(kept) == sorted(expected)   # safetensors stores keys sorted
+    for key, value in expected.items():
+        torch.testing.assert_close(kept[key], value, rtol=0, atol=0)
+
+
+def test_cli_import_then_translate_with_the_release_fan(celeba_file, no_face_files, tmp_path, capsys):
+    """No wing.ckpt anywhere: the imported run's own FAN gives the masks."""
+    from PIL import Image
+
+    from stargan.cli import main
+    from stargan.data.folders import load_rgb
+    from stargan.data.transforms import eval_transform
+
+    nets, path = celeba_file
+    assert main(["import-official", str(path), "--out", str(tmp_path / "run"),
+                 "--domains", "female,male"]) == 0
+    out = capsys.readouterr().out
+    assert "step-100000" in out and "FAN weights (its 'fan' entry) are kept" in out
+    Image.new("RGB", (40, 30), (200, 120, 90)).save(tmp_path / "face.jpg")
+    assert main(["translate", str(tmp_path / "run"), "--input", str(tmp_path / "face.jpg"),
+                 "--domain", "male", "--num-styles", "1", "--seed", "0", "--out", str(tmp_path / "out")]) == 0
+    with Image.open(tmp_path / "out" / "face_male_style0.png") as image:
+        assert image.size == (256, 256)
+        translated = torch.from_numpy(np.asarray(image)).reshape(-1, 3).float()
+    # The same translation by hand: masks from the release's FAN, computed on the source image.
+    x = eval_transform(load_rgb(tmp_path / "face.jpg"), NARROW_HPF.img_size)[None]
+    fan = random_fan(seed=3)
+    z = torch.randn(1, NARROW_HPF.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        nets.generator.eval(), nets.mapping_network.eval()
+        s = nets.mapping_network(z, torch.tensor([1]))
+        with_masks = nets.generator(x, s, masks=fan.get_heatmap(x))
+        without = nets.generator(x, s)
+    expected = ((with_masks[0].clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).reshape(-1, 3)
+    plain = ((without[0].clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).reshape(-1, 3)
+    assert (translated - expected).abs().mean() < 1.0 < (translated - plain).abs().mean()
+
+
+def test_a_release_file_without_fan_needs_wing_ckpt_or_no_masks(celeba_file, no_face_files, tmp_path, capsys):
     from PIL import Image
 
     from stargan.cli import main
 
-    _, path = celeba_file
-    assert main(["import-official", str(path), "--out", str(tmp_path / "run"),
-                 "--domains", "female,male"]) == 0
-    assert "step-100000" in capsys.readouterr().out
+    nets, _ = celeba_file
+    path = tmp_path / "100000_nets_ema.ckpt"
+    torch.save(_official_dicts(nets), path)
+    assert main(["import-official", str(path), "--out", str(tmp_path / "run")]) == 0
+    assert "the file has no 'fan' entry; put wing.ckpt" in capsys.readouterr().out
     Image.new("RGB", (40, 30), (200, 120, 90)).save(tmp_path / "face.jpg")
-    assert main(["translate", str(tmp_path / "run"), "--input", str(tmp_path / "face.jpg"),
-                 "--domain", "male", "--num-styles", "1", "--out", str(tmp_path / "out")]) == 0
-    with Image.open(tmp_path / "out" / "face_male_style0.png") as image:
-        assert image.size == (256, 256)
+    translate = ["translate", str(tmp_path / "run"), "--input", str(tmp_path / "face.jpg"),
+                 "--domain", "male", "--num-styles", "1", "--out", str(tmp_path / "out")]
+    assert main(translate) == 2
+    err = capsys.readouterr().err
+    assert "wing.ckpt not found" in err and "wing.ckpt?dl=1" in err and str(no_face_files) in err
+    assert not (tmp_path / "out").exists()
+    assert main(translate + ["--no-masks"]) == 0
+    assert "model.masks=false (--no-masks)" in capsys.readouterr().out
+    assert (tmp_path / "out" / "face_male_style0.png").is_file()
 
 
 # ---------------------------------------------------------------- StarGAN v1: bare G and D state dicts

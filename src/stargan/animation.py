@@ -14,20 +14,22 @@ from PIL import Image
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
-from stargan.nets.v2 import Networks
+from stargan.nets.v2 import MaskFn, Networks
 from stargan.imaging import eval_mode, to_uint8, to_unit
-from stargan.sampling_v2 import check_images, device_of, domain_tensor
+from stargan.sampling_v2 import check_images, device_of, domain_tensor, masks_of
 
 ANIMATION_SUFFIXES = (".gif", ".mp4")
 
 
 
 def interpolation_frames(nets: Networks, x_src: torch.Tensor, refs: torch.Tensor,
-                         y_refs: torch.Tensor, frames_per_transition: int = 30) -> Iterator[np.ndarray]:
+                         y_refs: torch.Tensor, frames_per_transition: int = 30,
+                         mask_fn: MaskFn | None = None) -> Iterator[np.ndarray]:
     """Lazily yield [H, W, 3] uint8 frames: each source next to its translation, row by row.
 
     The style moves linearly from E(refs[0]) to E(refs[1]), ..., and back to E(refs[0]), so the
-    animation loops; there are ``len(refs) * frames_per_transition`` frames.
+    animation loops; there are ``len(refs) * frames_per_transition`` frames. ``mask_fn``: the face
+    masks of the sources (w_hpf > 0).
     """
     check_images(x_src, "x_src", nets)
     check_images(refs, "refs", nets)
@@ -36,22 +38,24 @@ def interpolation_frames(nets: Networks, x_src: torch.Tensor, refs: torch.Tensor
     if frames_per_transition < 1:
         raise ValueError(f"frames_per_transition must be >= 1, got {frames_per_transition}")
     y_refs = domain_tensor(y_refs, refs.size(0), nets)
-    return _interpolation_frames(nets, x_src, refs, y_refs, frames_per_transition)
+    return _interpolation_frames(nets, x_src, refs, y_refs, frames_per_transition, mask_fn)
 
 
 @torch.inference_mode()
 def _interpolation_frames(nets: Networks, x_src: torch.Tensor, refs: torch.Tensor,
-                          y_refs: torch.Tensor, frames_per_transition: int) -> Iterator[np.ndarray]:
+                          y_refs: torch.Tensor, frames_per_transition: int,
+                          mask_fn: MaskFn | None) -> Iterator[np.ndarray]:
     device = device_of(nets)
     x_src = x_src.to(device)
     n = x_src.size(0)
+    masks = masks_of(mask_fn, x_src)
     with eval_mode(nets):
         styles = nets.style_encoder(refs.to(device), y_refs)  # [R, style_dim]
         targets = torch.roll(styles, shifts=-1, dims=0)        # R-1 goes back to 0
         for start, end in zip(styles, targets):
             for k in range(frames_per_transition):
                 s = torch.lerp(start, end, k / frames_per_transition)
-                x_fake = nets.generator(x_src, s.expand(n, -1))
+                x_fake = nets.generator(x_src, s.expand(n, -1), masks=masks)
                 # Interleave to [src_0, fake_0, src_1, fake_1, ...]: one source per row.
                 cells = torch.stack([x_src, x_fake], dim=1).flatten(0, 1)
                 yield to_uint8(make_grid(to_unit(cells), nrow=2, padding=0))
@@ -65,13 +69,13 @@ class _FrameWriter(Protocol):
 
 def write_interpolation(nets: Networks, x_src: torch.Tensor, refs: torch.Tensor, y_refs: torch.Tensor,
                         path: str | os.PathLike[str], frames_per_transition: int = 30,
-                        fps: int = 30) -> Path:
+                        fps: int = 30, mask_fn: MaskFn | None = None) -> Path:
     """Write a looping style-interpolation animation (.gif, or .mp4 with imageio-ffmpeg).
 
     ``x_src`` is [N, 3, S, S] (N >= 1), ``refs`` [R, 3, S, S] with their domains ``y_refs`` [R].
     Frames are generated and written one at a time, so memory does not grow with the length.
     """
-    frames = interpolation_frames(nets, x_src, refs, y_refs, frames_per_transition)
+    frames = interpolation_frames(nets, x_src, refs, y_refs, frames_per_transition, mask_fn)
     total = refs.size(0) * frames_per_transition
     return write_animation(tqdm(frames, total=total, desc="interpolate", unit="frame"), path, fps=fps)
 

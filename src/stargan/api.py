@@ -4,6 +4,10 @@
     tr = Translator.load("runs/00000-demo")      # a run directory or a checkpoint directory
     dogs = tr.translate(Image.open("cat.jpg"), domain="dog", num_styles=4, seed=0)
     dog = tr.translate(img, domain="dog", reference=Image.open("ref.jpg"))[0]
+
+A model with ``w_hpf > 0`` (CelebA-HQ) computes face masks with the FAN landmark network, whose
+weights (the release's ``wing.ckpt``) must be found; ``model.masks: false`` in the config (or
+``masks=False`` in :meth:`Translator.load`) opts out.
 """
 from __future__ import annotations
 
@@ -26,24 +30,36 @@ ImageInput = Image.Image | str | os.PathLike[str]
 class Translator:
     """Latent- and reference-guided translation of PIL images with (EMA) StarGAN v2 networks."""
 
-    def __init__(self, config: Config, nets: Networks, device: str | torch.device = "cpu"):
+    def __init__(self, config: Config, nets: Networks, device: str | torch.device = "cpu",
+                 fan_weights: str | os.PathLike[str] | None = None, run: str | os.PathLike[str] | None = None):
+        """``fan_weights`` and ``run`` (whose ``fan.safetensors`` is used) locate the FAN weights of a
+        w_hpf > 0 model; see :func:`stargan.faces.masks.load_mask_fn`."""
+        from stargan.faces.masks import load_mask_fn
+
         domains = tuple(config.data.domains)
         if len(domains) != config.model.num_domains:
             raise ValueError(f"config.data.domains names {len(domains)} domains {domains} but the model "
                              f"has model.num_domains={config.model.num_domains}; they must match")
         self.config = config
         self.device = torch.device(device)
+        self.mask_fn = load_mask_fn(config.model, self.device, fan_weights, run)
         self.nets = nets.to(self.device)
         for _, net in self.nets.items():
             net.eval()
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Translator:
-        """Load the EMA networks of a run directory (its latest checkpoint) or a checkpoint directory."""
+    def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu", *,
+             fan_weights: str | os.PathLike[str] | None = None, masks: bool | None = None) -> Translator:
+        """Load the EMA networks of a run directory (its latest checkpoint) or a checkpoint directory.
+
+        ``masks=False`` runs a w_hpf > 0 model without face masks (not the released model).
+        """
         from stargan.checkpoints import load_for_sampling  # lazy: keeps `import stargan.api` light
 
         config, nets = load_for_sampling(path, device)
-        return cls(config, nets, device)
+        if masks is not None:
+            config = config.with_overrides([f"model.masks={str(masks).lower()}"])
+        return cls(config, nets, device, fan_weights=fan_weights, run=path)
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -68,13 +84,15 @@ class Translator:
             if num_styles != 1:
                 raise ValueError(f"num_styles={num_styles} needs latent styles; a reference gives exactly "
                                  "one style, so leave num_styles=1 or drop reference")
-            out = sampling_v2.translate(self.nets, x, y, x_ref=self._load(reference), psi=psi)
+            out = sampling_v2.translate(self.nets, x, y, x_ref=self._load(reference), psi=psi,
+                                        mask_fn=self.mask_fn)
         else:
             if num_styles < 1:
                 raise ValueError(f"num_styles must be >= 1, got {num_styles}")
             generator = torch.Generator().manual_seed(seed) if seed is not None else None
             z = torch.randn(num_styles, self.config.model.latent_dim, generator=generator)
-            out = sampling_v2.translate(self.nets, x, y, z=z, psi=psi, generator=generator)
+            out = sampling_v2.translate(self.nets, x, y, z=z, psi=psi, generator=generator,
+                                        mask_fn=self.mask_fn)
         return [to_pil(t) for t in out]
 
     def interpolate(self, image: ImageInput | Sequence[ImageInput], references: Sequence[ImageInput],
@@ -94,7 +112,8 @@ class Translator:
         refs = torch.cat([self._load(ref) for ref in references])
         y_refs = torch.tensor([self._domain_index(name) for name in names])
         return animation.write_interpolation(self.nets, x_src, refs, y_refs, path,
-                                            frames_per_transition=frames_per_transition, fps=fps)
+                                            frames_per_transition=frames_per_transition, fps=fps,
+                                            mask_fn=self.mask_fn)
 
     def _domain_index(self, domain: str) -> int:
         if domain not in self.domains:

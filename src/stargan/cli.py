@@ -16,6 +16,27 @@ DEMO_DATA = Path("data/demo")
 DEFAULT_PRESETS = {"v2": "cpu", "v1": "cpu-v1"}  # `stargan train --model MODEL` without --preset
 
 
+def _mask_overrides(args: argparse.Namespace) -> list[str]:
+    """``--fan-weights`` and ``--no-masks`` as config overrides (recorded in a run's config)."""
+    overrides = []
+    if getattr(args, "fan_weights", None):
+        overrides.append(f"model.fan_weights={Path(args.fan_weights).resolve()}")
+    if getattr(args, "no_masks", False):
+        overrides.append("model.masks=false")
+    return overrides
+
+
+def _masks_choice(args: argparse.Namespace) -> bool | None:
+    return False if args.no_masks else None
+
+
+def _note_masks(model) -> None:
+    from stargan.faces.masks import opt_out_note
+
+    if opt_out_note(model):
+        print(opt_out_note(model))
+
+
 def _preset_name(args: argparse.Namespace) -> str:
     if args.preset is None:
         return DEFAULT_PRESETS[args.model or "v2"]
@@ -37,7 +58,7 @@ def _config_from_args(args: argparse.Namespace) -> AnyConfig:
         overrides.append(f"data.root={args.data}")
     if args.skip_bad_images:
         overrides.append("data.skip_bad_images=true")
-    return config.with_overrides(overrides)
+    return config.with_overrides(overrides + _mask_overrides(args))
 
 
 def cmd_train(args: argparse.Namespace) -> Path:
@@ -56,10 +77,16 @@ def cmd_train(args: argparse.Namespace) -> Path:
         config = load_config_yaml(run_dir / "config.yaml").with_overrides(list(args.set or []))
         if args.data:
             config = config.with_overrides([f"data.root={args.data}"])
+        if config.arch == "v2":
+            config = config.with_overrides(_mask_overrides(args))
     else:
         config = _config_from_args(args)
         run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(args.runs, config.preset)
         run_dir = broadcast(run_dir, world)
+    if config.arch == "v2":
+        from stargan.faces.masks import find_mask_weights
+
+        find_mask_weights(config.model, run=run_dir)  # w_hpf > 0 without FAN weights: stop before work
     if world.is_main:
         print(f"run directory: {run_dir}")
     train_fn = train if config.arch == "v2" else train_v1
@@ -100,7 +127,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     if checkpoints.load_config(args.run).arch == "v1":
         return _sample_v1(args)
+    from stargan.faces.masks import load_mask_fn
+
     config, nets = checkpoints.load_for_sampling(args.run, args.device)
+    if args.no_masks:
+        config = config.with_overrides(["model.masks=false"])
+    mask_fn = load_mask_fn(config.model, args.device, args.fan_weights, run=args.run)
+    _note_masks(config.model)
     root = args.data or config.data.root
     if not root:
         raise SystemExit("error: this run has no dataset recorded; pass --data DIR with val/<domain>/")
@@ -109,7 +142,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     per_domain = -(-args.num_images // len(val_set.domains))
     x, y = fixed_batch(val_set, config.model.img_size, per_domain=per_domain, seed=args.seed)
     grids = sampling_v2.sample_grids(nets, x, y, num_images=args.num_images, num_styles=args.num_styles,
-                                     psi=args.psi, seed=args.seed)
+                                     psi=args.psi, seed=args.seed, mask_fn=mask_fn)
     out = Path(args.out or Path(args.run) / "samples")
     written = [save_grid(grid, out / f"{kind}.png") for kind, grid in grids.items()]
     print("\n".join(str(p) for p in written))
@@ -147,7 +180,9 @@ def cmd_translate(args: argparse.Namespace) -> None:
     from stargan.api import Translator
     from stargan.data.images import DataError, load_rgb
 
-    translator = Translator.load(args.run, device=args.device)
+    translator = Translator.load(args.run, device=args.device, fan_weights=args.fan_weights,
+                                 masks=_masks_choice(args))
+    _note_masks(translator.config.model)
     reference = load_rgb(args.reference) if args.reference else None
     inputs = _input_images(Path(args.input))
     out = Path(args.out)
@@ -177,7 +212,9 @@ def cmd_translate(args: argparse.Namespace) -> None:
 def cmd_interpolate(args: argparse.Namespace) -> None:
     from stargan.api import Translator
 
-    translator = Translator.load(args.run, device=args.device)
+    translator = Translator.load(args.run, device=args.device, fan_weights=args.fan_weights,
+                                 masks=_masks_choice(args))
+    _note_masks(translator.config.model)
     domains = args.domains.split(",") if args.domains else [args.domain] * len(args.references)
     if len(domains) != len(args.references):
         raise SystemExit(f"error: {len(args.references)} references but {len(domains)} domains")
@@ -201,7 +238,25 @@ def cmd_import_official(args: argparse.Namespace) -> None:
     args.checkpoint = args.checkpoint[0]
     domains = tuple(args.domains.split(",")) if args.domains else None
     ckpt = import_official(args.checkpoint, args.out, domains=domains)
-    print(f"imported {args.checkpoint} -> {ckpt}\nsample with: stargan sample {args.out} --data DIR")
+    print(f"imported {args.checkpoint} -> {ckpt}")
+    _report_import_masks(Path(args.out))
+    print(f"sample with: stargan sample {args.out} --data DIR")
+
+
+def _report_import_masks(run: Path) -> None:
+    from stargan import checkpoints
+    from stargan.faces.masks import run_fan_file
+    from stargan.faces.weights import FAN_WEIGHTS
+
+    model = checkpoints.load_config(run).model
+    if model.w_hpf <= 0:
+        return
+    if run_fan_file(run):
+        print(f"face masks: the file's FAN weights (its 'fan' entry) are kept as {run_fan_file(run)}")
+    else:
+        print(f"face masks: this model (w_hpf={model.w_hpf:g}) needs the FAN weights and the file has no "
+              f"'fan' entry; put {FAN_WEIGHTS.filename} ({FAN_WEIGHTS.url}) in the weights folder or "
+              "pass --fan-weights when sampling")
 
 
 def cmd_align(args: argparse.Namespace) -> None:
@@ -252,9 +307,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     config = checkpoints.load_config(args.run)
     settings = eval_settings(args, config.eval)
+    if args.no_masks:
+        config = config.with_overrides(["model.masks=false"])
+    _note_masks(config.model)
     path, summary = evaluate_run(args.run, settings, data_root=args.data, device=args.device, seed=args.seed,
                                  random_init=args.random_weights, cache_dir=args.cache_dir,
-                                 progress=not args.no_progress, image_dir=args.write_images)
+                                 progress=not args.no_progress, image_dir=args.write_images,
+                                 fan_weights=args.fan_weights, masks=_masks_choice(args))
     for key, value in headline(summary).items():
         print(f"{key:28s} {value:.4f}")
     if "classifier_real_val_accuracy" in summary:
@@ -308,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config value, e.g. --set optim.lr=2e-4 (repeatable)")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
         add_offline(p)
+        add_mask_options(p)
+
+    def add_mask_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--fan-weights", help="FAN weights (the release's wing.ckpt) for the face masks of "
+                       "w_hpf > 0 models (default: the run's fan.safetensors, then the weights folder)")
+        p.add_argument("--no-masks", action="store_true", help="run a w_hpf > 0 model without face masks "
+                       "(not the paper's model; sets model.masks=false)")
 
     p = sub.add_parser("train", help="train StarGAN v2 (or v1: --model v1) on a dataset")
     p.add_argument("--model", choices=["v2", "v1"], help="StarGAN v2 (default) or v1; picks the default "
@@ -333,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--psi", type=float, default=1.0, help="truncation towards the mean style (1 = none)")
         add_offline(p)
+        add_mask_options(p)
 
     p = sub.add_parser("sample", help="latent, reference and cycle grids from a trained run")
     add_model_options(p)
@@ -400,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write-images", metavar="DIR", help="also save every output as DIR/<mode>/<src>_to_<trg>/*.png")
     p.add_argument("--random-weights", action="store_true",
                    help="random backbone weights: tests the pipeline only, the numbers mean nothing")
+    add_mask_options(p)
     p.add_argument("--no-progress", action="store_true")
     add_offline(p)
     p.set_defaults(func=cmd_eval)

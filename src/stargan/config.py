@@ -62,6 +62,9 @@ class ModelConfig(_Checked):
     base_dim: int = 0          # first conv width; 0 means the paper's 2**14 // img_size
     w_hpf: float = 1.0         # high-pass filter weight; > 0 drops decoder skips and adds a block
     g_downsamples: int = 0     # G's down/up blocks; 0 means the paper's log2(img_size) - 4 (+1 w_hpf)
+    masks: bool = True         # w_hpf > 0: face masks from the FAN landmark network; false opts out
+    fan_weights: str = ""      # FAN weight file (wing.ckpt); default: the run's fan.safetensors, then
+                               # the weights folder (torch hub's checkpoints)
 
     @property
     def first_dim(self) -> int:

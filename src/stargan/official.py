@@ -2,9 +2,10 @@
 directory.
 
 The official files are ``torch.save``d dicts ``{'generator': sd, 'mapping_network': sd,
-'style_encoder': sd[, 'discriminator': sd]}`` (``*_nets_ema.ckpt`` holds the moving averages). Our
-module names match theirs, so the state dicts load unchanged; released generators lack the
-``hpf.filter`` buffer, which is rebuilt from ``w_hpf``.
+'style_encoder': sd[, 'discriminator': sd][, 'fan': sd]}`` (``*_nets_ema.ckpt`` holds the moving
+averages). Our module names match theirs, so the state dicts load unchanged; released generators lack
+the ``hpf.filter`` buffer, which is rebuilt from ``w_hpf``. The ``fan`` entry (the face landmark network
+whose masks a ``w_hpf > 0`` generator uses) is kept as ``RUN/fan.safetensors``.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 
 from stargan.checkpoints import CheckpointError, save_checkpoint
 from stargan.config import Config, ModelConfig, V1Config, V1DataConfig, V1ModelConfig
+from stargan.faces.weights import RUN_FAN_FILE, fan_state, save_fan_state
 from stargan.nets.v1 import build_v1_networks
 from stargan.nets.v2 import Networks, build_networks
 from stargan.training.step_v2 import TrainState
@@ -61,6 +63,7 @@ def import_official(checkpoint: str | Path, out_dir: str | Path,
     state_dicts = {name: {k.removeprefix("module."): v for k, v in raw[name].items()}
                    for name in NET_NAMES if name in raw}
     model = infer_model_config(state_dicts)
+    fan = fan_state(raw["fan"], f"{checkpoint} (its 'fan' entry)") if _is_state_dict(raw.get("fan")) else None
     if domains is None:
         domains = DEFAULT_DOMAINS.get(model.num_domains,
                                       tuple(f"domain{i}" for i in range(model.num_domains)))
@@ -85,7 +88,12 @@ def import_official(checkpoint: str | Path, out_dir: str | Path,
     # Official networks serve both as "current" and as EMA weights; no optimizer state to resume from.
     ema = Networks(*(copy.deepcopy(n) for n in (nets.generator, nets.mapping_network, nets.style_encoder)))
     state = TrainState(nets=nets, ema=ema, optimizers={}, step=_step_of(checkpoint))
-    return save_checkpoint(out_dir, state, config, keep_last=0)
+    ckpt = save_checkpoint(out_dir, state, config, keep_last=0)
+    if fan is not None:
+        save_fan_state(fan, out_dir / RUN_FAN_FILE)
+    else:
+        (out_dir / RUN_FAN_FILE).unlink(missing_ok=True)  # from an earlier import into the same folder
+    return ckpt
 
 
 def _is_state_dict(value: object) -> bool:

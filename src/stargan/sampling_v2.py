@@ -4,13 +4,17 @@ Every function runs under ``torch.inference_mode`` with the networks temporarily
 previous mode is restored) on the device of the networks; inputs are moved there. Images are
 tensors in [-1, 1] of shape [B, 3, S, S]; grids are [3, H, W] tensors in [0, 1] ready for
 :func:`save_grid`.
+
+Models with ``w_hpf > 0`` take ``mask_fn`` (see :func:`stargan.faces.masks.load_mask_fn`): the face
+masks of each generator input, as released (the cycle reconstruction uses those of the translated
+image). ``None`` runs the generator without masks.
 """
 from __future__ import annotations
 
 import torch
 
 from stargan.imaging import eval_mode, image_grid
-from stargan.nets.v2 import Networks
+from stargan.nets.v2 import MaskFn, Masks, Networks
 
 MEAN_STYLE_CHUNK = 1000  # latent codes per forward pass in mean_style
 
@@ -77,6 +81,11 @@ def _check_latents(z: torch.Tensor, nets: Networks) -> None:
         raise ValueError(f"z must be latent codes of shape [K, {latent_dim}] with K >= 1, got {shape}")
 
 
+def masks_of(mask_fn: MaskFn | None, x: torch.Tensor) -> Masks:
+    """The face masks of images ``x``, or None without a mask function."""
+    return mask_fn(x) if mask_fn is not None else None
+
+
 def _truncate(s: torch.Tensor, mean: torch.Tensor | None, psi: float) -> torch.Tensor:
     """Pull styles towards the mean style: psi = 1 keeps them, psi = 0 gives the mean."""
     return s if mean is None else torch.lerp(mean, s, psi)
@@ -108,7 +117,7 @@ def mean_style(nets: Networks, y: int, num: int = 10_000,
 @torch.inference_mode()
 def translate(nets: Networks, x: torch.Tensor, y_trg: int | torch.Tensor, *,
               z: torch.Tensor | None = None, x_ref: torch.Tensor | None = None, psi: float = 1.0,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+              generator: torch.Generator | None = None, mask_fn: MaskFn | None = None) -> torch.Tensor:
     """Translate ``x`` into domain ``y_trg`` with latent codes ``z`` or reference images ``x_ref``.
 
     Exactly one of ``z`` ([K, latent_dim], one code per output) and ``x_ref`` ([K, 3, S, S], images
@@ -142,7 +151,8 @@ def translate(nets: Networks, x: torch.Tensor, y_trg: int | torch.Tensor, *,
                     s[rows] = _truncate(s[rows], mean_style(nets, domain, generator=generator), psi)
         else:
             s = nets.style_encoder(x_ref.to(device).expand(batch, -1, -1, -1), y)
-        return nets.generator(x.to(device).expand(batch, -1, -1, -1), s)
+        x = x.to(device).expand(batch, -1, -1, -1)
+        return nets.generator(x, s, masks=masks_of(mask_fn, x))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,7 +160,7 @@ def translate(nets: Networks, x: torch.Tensor, y_trg: int | torch.Tensor, *,
 
 @torch.inference_mode()
 def cycle_grid(nets: Networks, x_src: torch.Tensor, y_src: torch.Tensor, x_ref: torch.Tensor,
-               y_ref: torch.Tensor) -> torch.Tensor:
+               y_ref: torch.Tensor, mask_fn: MaskFn | None = None) -> torch.Tensor:
     """Rows: sources, references, sources in the references' styles, their reconstructions."""
     check_images(x_src, "x_src", nets)
     check_images(x_ref, "x_ref", nets)
@@ -162,14 +172,15 @@ def cycle_grid(nets: Networks, x_src: torch.Tensor, y_src: torch.Tensor, x_ref: 
     x_src, x_ref = x_src.to(device), x_ref.to(device)
     y_src, y_ref = domain_tensor(y_src, n, nets), domain_tensor(y_ref, n, nets)
     with eval_mode(nets):
-        x_fake = nets.generator(x_src, nets.style_encoder(x_ref, y_ref))
-        x_rec = nets.generator(x_fake, nets.style_encoder(x_src, y_src))
+        x_fake = nets.generator(x_src, nets.style_encoder(x_ref, y_ref), masks=masks_of(mask_fn, x_src))
+        x_rec = nets.generator(x_fake, nets.style_encoder(x_src, y_src), masks=masks_of(mask_fn, x_fake))
     return image_grid([x_src, x_ref, x_fake, x_rec], nrow=n)
 
 
 @torch.inference_mode()
 def latent_grid(nets: Networks, x_src: torch.Tensor, num_domains: int, z: torch.Tensor,
-                psi: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+                psi: float = 1.0, generator: torch.Generator | None = None,
+                mask_fn: MaskFn | None = None) -> torch.Tensor:
     """First row the sources, then one row per (target domain, latent code) pair.
 
     Row (y, k) translates every source with the style of ``z[k]`` in domain ``y``, pulled towards
@@ -185,6 +196,7 @@ def latent_grid(nets: Networks, x_src: torch.Tensor, num_domains: int, z: torch.
     n = x_src.size(0)
     x_src, z = x_src.to(device), z.to(device)
     rows = [x_src]
+    masks = masks_of(mask_fn, x_src)
     with eval_mode(nets):
         for y in range(num_domains):
             # One mean per domain, so psi = 0 gives identical rows within a domain.
@@ -192,13 +204,13 @@ def latent_grid(nets: Networks, x_src: torch.Tensor, num_domains: int, z: torch.
             y_k = torch.full((1,), y, dtype=torch.long, device=device)
             for z_k in z:
                 s = _truncate(nets.mapping_network(z_k[None], y_k), mean, psi)  # [1, style_dim]
-                rows.append(nets.generator(x_src, s.expand(n, -1)))
+                rows.append(nets.generator(x_src, s.expand(n, -1), masks=masks))
     return image_grid(rows, nrow=n)
 
 
 @torch.inference_mode()
 def reference_grid(nets: Networks, x_src: torch.Tensor, x_ref: torch.Tensor,
-                   y_ref: torch.Tensor) -> torch.Tensor:
+                   y_ref: torch.Tensor, mask_fn: MaskFn | None = None) -> torch.Tensor:
     """The StarGAN v2 figure: sources across the top, references down the left (white corner).
 
     Cell (i, j) below the first row is source j in the style of reference i.
@@ -211,16 +223,18 @@ def reference_grid(nets: Networks, x_src: torch.Tensor, x_ref: torch.Tensor,
     n = x_src.size(0)
     blank = torch.ones_like(x_src[:1])  # white in [-1, 1]
     rows = [torch.cat([blank, x_src])]
+    masks = masks_of(mask_fn, x_src)
     with eval_mode(nets):
         styles = nets.style_encoder(x_ref, y_ref)  # [R, style_dim]
         for i in range(x_ref.size(0)):
-            x_fake = nets.generator(x_src, styles[i:i + 1].expand(n, -1))
+            x_fake = nets.generator(x_src, styles[i:i + 1].expand(n, -1), masks=masks)
             rows.append(torch.cat([x_ref[i:i + 1], x_fake]))
     return image_grid(rows, nrow=n + 1)
 
 
 def sample_grids(nets: Networks, x_val: torch.Tensor, y_val: torch.Tensor, num_images: int,
-                 num_styles: int, psi: float = 1.0, seed: int = 0) -> dict[str, torch.Tensor]:
+                 num_styles: int, psi: float = 1.0, seed: int = 0,
+                 mask_fn: MaskFn | None = None) -> dict[str, torch.Tensor]:
     """The three standard grids ("cycle", "latent", "reference") on a validation batch.
 
     ``num_images`` sources are spread evenly over ``x_val`` (so over all domains when it is sorted
@@ -235,8 +249,8 @@ def sample_grids(nets: Networks, x_val: torch.Tensor, y_val: torch.Tensor, num_i
     x_ref, y_ref = x_src.roll(1, 0), y_src.roll(1, 0)
     z = torch.randn(num_styles, latent_dim_of(nets), generator=torch.Generator().manual_seed(seed))
     return {
-        "cycle": cycle_grid(nets, x_src, y_src, x_ref, y_ref),
+        "cycle": cycle_grid(nets, x_src, y_src, x_ref, y_ref, mask_fn=mask_fn),
         "latent": latent_grid(nets, x_src, num_domains_of(nets), z, psi=psi,
-                              generator=torch.Generator().manual_seed(seed)),
-        "reference": reference_grid(nets, x_src, x_ref, y_ref),
+                              generator=torch.Generator().manual_seed(seed), mask_fn=mask_fn),
+        "reference": reference_grid(nets, x_src, x_ref, y_ref, mask_fn=mask_fn),
     }

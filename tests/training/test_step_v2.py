@@ -198,6 +198,53 @@ def test_train_step_equals_naive_reference(model, with_masks):
     assert not torch.allclose(g_now, g_ema)
 
 
+def fan_mask_fn(seed: int = 0):
+    """Masks from a random FAN (the released layout) through the released heatmap-to-mask steps, in
+    float64. The network runs at 64 px instead of 256 to keep float64 affordable; its last layer is
+    shifted so that, like trained heatmaps, only peaks pass the 0.1 threshold (masks then depend on the
+    image instead of saturating at 1)."""
+    from stargan.faces.heatmaps import masks_from_heatmaps
+    from tests.conftest import random_fan
+
+    fan = random_fan(seed)
+    probe = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        heatmaps = fan(probe)[:, :98].transpose(0, 1).flatten(1)
+        fan.l0.bias[:98] -= torch.quantile(heatmaps, 0.995, dim=1) - 0.1
+    fan = fan.double()
+
+    computed: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}  # a pure function: compute once per input
+
+    @torch.no_grad()
+    def mask_fn(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = x.cpu().numpy().tobytes()
+        if key not in computed:
+            small = F.interpolate(x, size=64, mode="bilinear", align_corners=False)
+            computed[key] = masks_from_heatmaps(fan(small * 0.5 + 0.5)[:, :98])
+        return computed[key]
+
+    return mask_fn
+
+
+@pytest.mark.slow
+def test_train_step_with_fan_masks_equals_naive_reference():
+    model = replace(MODEL, img_size=32, w_hpf=1.0)
+    f64 = torch.float64
+    state = make_state(model, dtype=f64)
+    ref = copy.deepcopy(state)
+    mask_fn = fan_mask_fn()
+    batch = make_batch(model, b=2, dtype=f64)
+    masks = mask_fn(batch["x_real"])
+    assert 0.01 < masks[0].mean() < 0.9 and 0 < masks[1].mean() < masks[0].mean()  # not empty, not saturated
+    with torch.no_grad():   # the masks matter: G's output changes with them
+        s = state.nets.mapping_network(batch["z_trg"], batch["y_trg"])
+        G = state.nets.generator
+        assert (G(batch["x_real"], s, masks=masks) - G(batch["x_real"], s)).abs().mean() > 1e-3
+    train_step(state, batch, LOSS, ema_beta=0.9, mask_fn=mask_fn)
+    naive_train_step(ref, batch, LOSS, beta=0.9, mask_fn=mask_fn)
+    _assert_same_state(state, ref)
+
+
 def test_naive_reference_detects_a_changed_loss_weight():
     """Guard against a vacuous comparison: a different lambda_cyc must give a different state."""
     state = make_state(dtype=torch.float64)

@@ -55,7 +55,7 @@ def _locate(spec: ReleaseFile, path: str | Path | None, cached_name: str | None 
     """
     explicit = path is not None and str(path) != ""
     candidate = Path(path).expanduser() if explicit else hub_dir()
-    if candidate.is_dir():
+    if not explicit or candidate.is_dir():
         for name in (spec.filename, cached_name):
             if name and (candidate / name).is_file():
                 return candidate / name
@@ -95,15 +95,27 @@ def read_fan_state(path: str | Path) -> dict[str, torch.Tensor]:
         state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
         if not isinstance(state, dict):
             raise WeightsError(f"{path} holds no state dict (found {type(raw).__name__})")
+    return fan_state(state, str(path))
+
+
+def fan_state(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """The tensors of the released FAN in ``state`` (from ``source``, named in errors), checked;
+    a ``module.`` prefix is removed and keys FAN does not have are dropped."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
     expected = FAN().state_dict()
     missing = [k for k in expected if k not in state]
     wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
-             for k, v in expected.items() if k in state and state[k].shape != v.shape]
+             for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
     if missing or wrong:
-        raise WeightsError(f"{path} does not hold the released FAN (98 landmarks, one hourglass): "
+        raise WeightsError(f"{source} does not hold the released FAN (98 landmarks, one hourglass): "
                            f"{len(missing)} missing keys {missing[:3]}, wrong shapes {wrong[:3]}")
     return {k: state[k] for k in expected}
+
+
+def save_fan_state(state: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Write FAN tensors as a safetensors file (e.g. a run's ``fan.safetensors``)."""
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return Path(path)
 
 
 def cache_as_safetensors(state: dict[str, torch.Tensor], path: Path) -> Path | None:

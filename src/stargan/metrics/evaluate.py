@@ -35,8 +35,8 @@ from stargan.metrics.backbones import FeatureExtractor, build_extractor
 from stargan.metrics.fid import FeatureStats, fid_from_stats
 from stargan.metrics.kid import kernel_inception_distance
 from stargan.metrics.stats_cache import cached_real_stats
-from stargan.nets.v2 import Networks
-from stargan.sampling_v2 import latent_dim_of
+from stargan.nets.v2 import MaskFn, Masks, Networks
+from stargan.sampling_v2 import latent_dim_of, masks_of
 
 FORMAT = "stargan-eval/1"
 MODES = ("latent", "reference")
@@ -169,8 +169,8 @@ def outputs_per_input(settings: EvalConfig, mode: str, num_refs: int) -> int:
 
 @torch.inference_mode()
 def _outputs(nets: Networks, x: Tensor, trg: int, mode: str, num_outs: int, refs: list[Path],
-             img_size: int, generator: torch.Generator) -> Tensor:
-    """[num_outs, N, 3, S, S]: each input translated num_outs times into ``trg``."""
+             img_size: int, generator: torch.Generator, masks: Masks) -> Tensor:
+    """[num_outs, N, 3, S, S]: each input translated num_outs times into ``trg`` (``masks``: of x)."""
     n, device = x.size(0), x.device
     y = torch.full((n,), trg, dtype=torch.long, device=device)
     picks = reference_picks(len(refs), n, num_outs, generator) if mode == "reference" else None
@@ -181,7 +181,7 @@ def _outputs(nets: Networks, x: Tensor, trg: int, mode: str, num_outs: int, refs
             s = nets.mapping_network(z.to(device), y)
         else:
             s = nets.style_encoder(_load([refs[k] for k in picks[:, j].tolist()], img_size).to(device), y)
-        outs.append(nets.generator(x, s))
+        outs.append(nets.generator(x, s, masks=masks))
     return torch.stack(outs)
 
 
@@ -216,10 +216,12 @@ def _save_outputs(outs: Tensor, files: list[Path], out_dir: Path) -> None:
 @torch.inference_mode()
 def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, data_root: str | None = None,
                       seed: int = 0, random_init: bool = False, cache_dir: str | None = None,
-                      progress: bool = True, image_dir: str | Path | None = None) -> dict[str, Any]:
+                      progress: bool = True, image_dir: str | Path | None = None,
+                      mask_fn: MaskFn | None = None) -> dict[str, Any]:
     """Run the protocol on (EMA) networks and return the results as a JSON-ready dict.
 
     With ``image_dir``, every output is also written as ``image_dir/<mode>/<src>_to_<trg>/*.png``.
+    ``mask_fn`` gives the face masks of the inputs (models with w_hpf > 0).
     """
     check_settings(settings)
     started = time.perf_counter()
@@ -261,8 +263,9 @@ def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, d
                 files, refs = inputs[src], val_set.files_of(trg)
                 for start in range(0, len(files), settings.batch_size):
                     chunk = files[start:start + settings.batch_size]
-                    outs = _outputs(nets, _load(chunk, img_size).to(device), trg, mode, outs_of[mode, trg],
-                                    refs, img_size, generator)
+                    x = _load(chunk, img_size).to(device)
+                    outs = _outputs(nets, x, trg, mode, outs_of[mode, trg], refs, img_size, generator,
+                                    masks_of(mask_fn, x))
                     task.add(outs)
                     if image_dir is not None:
                         _save_outputs(outs, chunk, Path(image_dir) / mode / f"{domains[src]}_to_{domains[trg]}")
@@ -274,7 +277,8 @@ def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, d
         "format": FORMAT,
         "settings": {**dataclasses.asdict(settings), "seed": seed, "data": str(root),
                      "inputs_per_domain": {domains[s]: len(inputs[s]) for s in inputs},
-                     "random_init": random_init},
+                     "random_init": random_init,
+                     "face_masks": "fan" if mask_fn is not None else "none"},
         "scorers": scorers.describe(),
         **results,
     }
@@ -319,17 +323,27 @@ def write_results(summary: dict[str, Any], run_dir: str | Path, step: int) -> Pa
 def evaluate_run(path: str | Path, settings: EvalConfig, *, data_root: str | None = None,
                  device: str = "cpu", seed: int = 0, random_init: bool = False,
                  cache_dir: str | None = None, progress: bool = True,
-                 image_dir: str | Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """Evaluate a run's latest checkpoint (or a checkpoint directory); write and return the results."""
+                 image_dir: str | Path | None = None, fan_weights: str | Path | None = None,
+                 masks: bool | None = None) -> tuple[Path, dict[str, Any]]:
+    """Evaluate a run's latest checkpoint (or a checkpoint directory); write and return the results.
+
+    Models with w_hpf > 0 use FAN masks (``fan_weights``, else the run's or the weights folder's);
+    ``masks=False`` opts out.
+    """
     from stargan import checkpoints
+    from stargan.faces.masks import load_mask_fn
 
     ckpt = checkpoints.resolve_checkpoint(path)
     preflight(settings, random_init)
-    config, nets = checkpoints.load_for_sampling(ckpt, device)
+    config = checkpoints.load_config(ckpt)
+    if masks is not None:
+        config = config.with_overrides([f"model.masks={str(masks).lower()}"])
+    mask_fn = load_mask_fn(config.model, device, fan_weights, run=ckpt)
+    _, nets = checkpoints.load_for_sampling(ckpt, device)
     step = int(ckpt.name.split("-")[-1]) if ckpt.name.startswith("step-") else 0
     summary = evaluate_networks(nets, config, settings, data_root=data_root, seed=seed,
                                 random_init=random_init, cache_dir=cache_dir, progress=progress,
-                                image_dir=image_dir)
+                                image_dir=image_dir, mask_fn=mask_fn)
     summary["checkpoint"] = str(ckpt)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
     return write_results(summary, run_dir, step), summary

@@ -7,6 +7,7 @@ checkpoints load without renaming. Widths can be shrunk through :class:`~stargan
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,11 @@ from stargan.config import ModelConfig
 from stargan.nets.blocks import AdainResBlk, HighPass, ResBlk, he_init
 
 MASKED_SIZES = (32, 64, 128)  # resolutions at which masked high-pass encoder features are added
+
+Masks = tuple[torch.Tensor, torch.Tensor] | None
+# Face masks (coarse, fine) of a batch of images, computed without gradients (w_hpf > 0 only); the
+# released function is FAN.get_heatmap (stargan.faces).
+MaskFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def _num_downsamplings(img_size: int, offset: int) -> int:

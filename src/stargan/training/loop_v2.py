@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from pathlib import Path
 
 import torch
@@ -14,7 +13,8 @@ from stargan.imaging import save_grid
 from stargan.config import Config
 from stargan.data import ImageFolder, TrainBatches, fixed_batch, open_dataset, train_loader
 from stargan.distributed import World, device_for
-from stargan.nets.v2 import build_networks
+from stargan.faces.masks import load_mask_fn, opt_out_note
+from stargan.nets.v2 import MaskFn, build_networks
 from stargan.training.runner import (ScalarLog, check_run_dir, resolve_device, resume_and_record, run_loop,
                                      training_run)
 from stargan.training.step_v2 import TrainState, make_train_state, train_step
@@ -40,20 +40,22 @@ def resolve_data(config: Config) -> tuple[Config, ImageFolder, ImageFolder]:
 
 
 def write_samples(state: TrainState, config: Config, val_batch: tuple[torch.Tensor, torch.Tensor],
-                  out_dir: Path) -> list[Path]:
+                  out_dir: Path, mask_fn: MaskFn | None = None) -> list[Path]:
     """Cycle, latent-guided and reference-guided grids from the EMA networks on a fixed batch."""
     grids = sampling_v2.sample_grids(state.ema, *val_batch, num_images=config.train.num_samples,
-                                  num_styles=4, psi=config.train.psi, seed=config.train.seed)
+                                     num_styles=4, psi=config.train.psi, seed=config.train.seed,
+                                     mask_fn=mask_fn)
     prefix = out_dir / f"{state.step:06d}"
     return [save_grid(grid, f"{prefix}_{kind}.png") for kind, grid in grids.items()]
 
 
 def evaluate_and_log(state: TrainState, config: Config, run_dir: Path, log: ScalarLog,
-                     show_progress: bool) -> Path:
+                     show_progress: bool, mask_fn: MaskFn | None = None) -> Path:
     """The StarGAN v2 metrics of the EMA networks, as ``metrics/step-NNNNNN.json`` and scalars."""
     from stargan.metrics.evaluate import evaluate_networks, headline, write_results
 
-    summary = evaluate_networks(state.ema, config, config.eval, seed=config.train.seed, progress=show_progress)
+    summary = evaluate_networks(state.ema, config, config.eval, seed=config.train.seed, progress=show_progress,
+                                mask_fn=mask_fn)
     log.write(state.step, {f"eval/{key}": value for key, value in headline(summary).items()})
     return write_results(summary, run_dir, state.step)
 
@@ -63,23 +65,24 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     """Train (or continue training) the run in ``run_dir``; returns the last checkpoint.
 
     With several processes (``world``), each trains on its own batches and rank 0 alone writes.
+    A model with w_hpf > 0 needs the FAN weights for its face masks (or ``model.masks: false``).
     """
     check_run_dir(run_dir, config, resume)
     config, train_set, val_set = resolve_data(config)
     device = resolve_device(device_for(world, config.train.device))
+    mask_fn = load_mask_fn(config.model, device, run=run_dir)  # a missing wing.ckpt stops here
+    if opt_out_note(config.model) and world.is_main:
+        print(opt_out_note(config.model))
     if config.eval.every > 0 and world.is_main:
         from stargan.metrics.evaluate import preflight
 
         preflight(config.eval, domains=config.data.domains)
-    if config.model.w_hpf > 0 and world.is_main:
-        warnings.warn(f"model.w_hpf={config.model.w_hpf}: no face landmark model is available, so the "
-                      "high-pass masks are off (the generator keeps its w_hpf architecture)", stacklevel=2)
     with training_run(run_dir, world):
-        return _train(config, train_set, val_set, run_dir, resume, device, show_progress, world)
+        return _train(config, train_set, val_set, run_dir, resume, device, show_progress, world, mask_fn)
 
 
 def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir: Path, resume: bool,
-           device: torch.device, show_progress: bool, world: World) -> Path:
+           device: torch.device, show_progress: bool, world: World, mask_fn: MaskFn | None) -> Path:
     torch.manual_seed(config.train.seed)
     state = make_train_state(build_networks(config.model).to(device), config.optim, world.world_size)
     resume_and_record(state, config, run_dir, resume, world)
@@ -95,12 +98,13 @@ def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir
 
     def on_step(step: int, log: ScalarLog) -> None:
         if step % config.train.sample_every == 0 or step == config.train.total_iters:
-            write_samples(state, config, val_batch, run_dir / "samples")
+            write_samples(state, config, val_batch, run_dir / "samples", mask_fn)
         if evaluates_at(step):
-            tqdm.write(f"metrics: {evaluate_and_log(state, config, run_dir, log, show_progress)}")
+            tqdm.write(f"metrics: {evaluate_and_log(state, config, run_dir, log, show_progress, mask_fn)}")
 
     return run_loop(state, config, run_dir, train_loader(batches, state.step, config.data.num_workers),
-                    step_fn=lambda batch: train_step(state, batch, config.loss, config.optim.ema_beta),
+                    step_fn=lambda batch: train_step(state, batch, config.loss, config.optim.ema_beta,
+                                                     mask_fn=mask_fn),
                     on_step=on_step, progress_keys=PROGRESS_KEYS, device=device, world=world,
                     show_progress=show_progress, slow_step=evaluates_at)
 

@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from stargan import losses
 from stargan.config import LossConfig, OptimConfig
-from stargan.nets.v2 import Networks
+from stargan.nets.v2 import MaskFn, Masks, Networks
 from stargan.training.updates import frozen, update
 
-Masks = tuple[torch.Tensor, torch.Tensor] | None
-# Face masks (coarse, fine) of a batch of images, computed without gradients (w_hpf > 0 only).
-MaskFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
