@@ -124,3 +124,30 @@ def test_opened_images_and_files_give_the_same_translation(translator: Translato
         translator.translate(opened, domain="dog")
     with pytest.raises(ValueError, match=r"cannot read image .*cut.png.*truncated"):
         translator.translate(tmp_path / "cut.png", domain="dog")
+
+
+def test_a_w_hpf_model_translates_with_fan_masks_or_not_at_all(face_files, monkeypatch):
+    from dataclasses import replace
+
+    from stargan.faces import FAN
+    from stargan.metrics.weights import WeightsError
+
+    config = replace(CONFIG, model=replace(MODEL, img_size=32, w_hpf=1.0))  # masks act from 32 px up
+    torch.manual_seed(0)
+    nets = build_networks(config.model, with_discriminator=False)
+    calls = []
+
+    def cheap_masks(self, x):  # the FAN is tested in tests/faces; here: the translator asks for masks
+        calls.append(tuple(x.shape))
+        return torch.ones(x.size(0), 1, 256, 256), torch.ones(x.size(0), 1, 256, 256)
+
+    monkeypatch.setattr(FAN, "get_heatmap", cheap_masks)
+    masked = Translator(config, nets).translate(photo(), "dog", num_styles=2, seed=0)
+    assert calls == [(2, 3, 32, 32)]
+    off = Translator(replace(config, model=replace(config.model, masks=False)), nets)
+    plain = off.translate(photo(), "dog", num_styles=2, seed=0)
+    assert off.mask_fn is None and calls == [(2, 3, 32, 32)]
+    assert not np.array_equal(pixels(masked)[0], pixels(plain)[0])
+    (face_files / "wing.ckpt").unlink()
+    with pytest.raises(WeightsError, match="wing.ckpt not found"):
+        Translator(config, nets)

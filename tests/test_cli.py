@@ -77,6 +77,63 @@ def test_console_script_lists_presets():
     assert {"afhq", "celeba_hq", "cpu", "demo"} <= set(out)
 
 
+# ---- face masks (w_hpf > 0) ------------------------------------------------------------------------
+
+HPF = [*TINY, "--set", "model.w_hpf=1", "--set", "train.total_iters=1", "--set", "train.sample_every=100"]
+
+
+def test_w_hpf_without_fan_weights_stops_before_the_run_exists(trained, tmp_path, no_face_files, capsys):
+    data, _ = trained
+    runs = tmp_path / "runs"
+    assert main(["train", "--preset", "demo", "--data", str(data), "--runs", str(runs), *HPF]) == 2
+    captured = capsys.readouterr()
+    assert "run directory" not in captured.out and not runs.exists()
+    assert "wing.ckpt not found" in captured.err and "wing.ckpt?dl=1" in captured.err
+    assert "--no-masks" in captured.err and str(no_face_files) in captured.err
+
+
+def test_no_masks_is_printed_and_recorded_then_sampling_follows_the_run(trained, tmp_path, no_face_files,
+                                                                        capsys):
+    from stargan.config import Config
+
+    data, _ = trained
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "demo", "--data", str(data), "--run-dir", str(run), "--no-progress",
+                 "--no-masks", *HPF]) == 0
+    assert "model.masks=false (--no-masks)" in capsys.readouterr().out
+    assert Config.load_yaml(run / "config.yaml").model.masks is False
+    assert main(["sample", str(run), "--out", str(tmp_path / "s"), "--num-images", "2"]) == 0
+    assert "model.masks=false" in capsys.readouterr().out
+
+
+def test_fan_weights_option_gives_sampling_its_masks(trained, tmp_path, face_files, capsys, monkeypatch):
+    import torch
+
+    from stargan.faces import FAN
+
+    calls = []
+
+    def cheap_masks(self, x):  # the FAN itself is tested in tests/faces; here only who calls it
+        calls.append(x.size(0))
+        return torch.ones(x.size(0), 1, 256, 256), torch.ones(x.size(0), 1, 256, 256)
+
+    monkeypatch.setattr(FAN, "get_heatmap", cheap_masks)
+    data, _ = trained
+    run = tmp_path / "run"
+    weights = tmp_path / "elsewhere" / "wing.ckpt"
+    weights.parent.mkdir()
+    (face_files / "wing.ckpt").rename(weights)
+    assert main(["train", "--preset", "demo", "--data", str(data), "--run-dir", str(run), "--no-progress",
+                 "--fan-weights", str(weights), *HPF]) == 0
+    assert "masks=false" not in capsys.readouterr().out
+    assert len(calls) == 3 + 4                          # one iteration, then the final grids
+    assert main(["sample", str(run), "--out", str(tmp_path / "s"), "--num-images", "2"]) == 0  # recorded path
+    assert calls[7:] == [2] * 4
+    assert main(["sample", str(run), "--out", str(tmp_path / "s"), "--num-images", "2",
+                 "--fan-weights", str(tmp_path / "nowhere.ckpt")]) == 2
+    assert "nowhere.ckpt, does not exist" in capsys.readouterr().err
+
+
 # ---- data fashion-mnist, StarGAN v1, classifier, import-official -----------------------------------
 
 V1_TINY = ["--set", "model.img_size=16", "--set", "model.g_conv_dim=8", "--set", "model.d_conv_dim=8",

@@ -275,3 +275,64 @@ def test_sample_grids_spreads_sources_over_the_batch_and_is_seeded(nets: Network
     assert torch.equal(again["latent"], grids["latent"])
     other = sampling_v2.sample_grids(nets, x, y, num_images=3, num_styles=2, seed=6)
     assert not torch.equal(other["latent"], grids["latent"])
+
+
+# ---------------------------------------------------------------- face masks (w_hpf > 0)
+
+def hpf_nets() -> Networks:
+    torch.manual_seed(0)
+    cfg = ModelConfig(img_size=32, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=16, max_conv_dim=32,
+                      base_dim=8, w_hpf=1.0)
+    return build_networks(cfg, with_discriminator=False)
+
+
+class RecordingMasks:
+    """A mask function that depends on its input and remembers every input it was given."""
+
+    def __init__(self):
+        self.inputs: list[torch.Tensor] = []
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.inputs.append(x.clone())
+        m = torch.nn.functional.interpolate(x.mean(1, keepdim=True), size=256, mode="bilinear")
+        return torch.sigmoid(4 * m), torch.sigmoid(-4 * m)
+
+
+def test_grids_and_translation_use_the_masks_of_each_generator_input():
+    nets, x = hpf_nets(), images(2, 32)
+    y = torch.tensor([0, 1])
+    G, E = nets.generator, nets.style_encoder
+    masks = RecordingMasks()
+    grid = sampling_v2.cycle_grid(nets, x, y, x.flip(0), y.flip(0), mask_fn=masks)
+    assert len(masks.inputs) == 2 and torch.equal(masks.inputs[0], x)
+    with torch.no_grad():
+        fake = G(x, E(x.flip(0), y.flip(0)), masks=masks(x))
+        rec = G(fake, E(x, y), masks=masks(fake))        # the reconstruction: masks of the translation
+        rec_with_source_masks = G(fake, E(x, y), masks=masks(x))
+    torch.testing.assert_close(masks.inputs[1], fake)
+    torch.testing.assert_close(cell(grid, 3, 0, 32), unit(rec[0]))
+    assert not torch.allclose(cell(grid, 3, 0, 32), unit(rec_with_source_masks[0]))
+
+    for make in (lambda m: sampling_v2.latent_grid(nets, x, 2, torch.randn(2, 4), mask_fn=m),
+                 lambda m: sampling_v2.reference_grid(nets, x, x[:1], y[:1], mask_fn=m),
+                 lambda m: sampling_v2.translate(nets, x[:1], 1, z=torch.randn(3, 4), mask_fn=m)):
+        masks = RecordingMasks()
+        make(masks)
+        assert len(masks.inputs) == 1                     # the sources' masks, computed once
+
+    z = torch.randn(1, 4)
+    with torch.no_grad():
+        expected = G(x, nets.mapping_network(z.expand(2, -1), torch.tensor([1, 1])), masks=masks(x))
+    torch.testing.assert_close(sampling_v2.translate(nets, x, 1, z=z, mask_fn=masks), expected)
+    assert not torch.allclose(sampling_v2.translate(nets, x, 1, z=z), expected)
+
+
+def test_interpolation_frames_use_the_source_masks():
+    nets, x = hpf_nets(), images(1, 32)
+    masks = RecordingMasks()
+    frames = list(animation.interpolation_frames(nets, x, images(2, 32, seed=3), torch.tensor([0, 1]),
+                                                 frames_per_transition=2, mask_fn=masks))
+    plain = list(animation.interpolation_frames(nets, x, images(2, 32, seed=3), torch.tensor([0, 1]),
+                                                frames_per_transition=2))
+    assert len(frames) == 4 and len(masks.inputs) == 1 and torch.equal(masks.inputs[0], x)
+    assert not np.array_equal(frames[1], plain[1])

@@ -258,3 +258,37 @@ def test_reference_mode_needs_two_validation_images_per_domain(run, tmp_path):
     _, summary = evaluate_run(run, settings(mode="latent", lpips=False), data_root=str(data),
                               random_init=True, cache_dir=str(tmp_path), progress=False)
     assert summary["latent"]["tasks"]["square->circle"]["num_images"] == 1 * 3
+
+
+@pytest.fixture(scope="module")
+def hpf_run(run, tmp_path_factory):
+    """The same dataset, a model with w_hpf = 1 (it needs face masks)."""
+    config = checkpoints.load_config(run).with_overrides(["model.w_hpf=1"])
+    torch.manual_seed(0)
+    state = make_train_state(build_networks(config.model), config.optim)
+    out = tmp_path_factory.mktemp("hpf") / "run"
+    checkpoints.save_checkpoint(out, state, config)
+    return out
+
+
+def test_w_hpf_evaluation_uses_face_masks_or_stops_before_work(hpf_run, tmp_path, face_files, monkeypatch):
+    from stargan.faces import FAN
+
+    sizes = []
+
+    def cheap_masks(self, x):  # the FAN is tested in tests/faces; here: every input batch gets masks
+        sizes.append(x.size(0))
+        return torch.ones(x.size(0), 1, 256, 256), torch.zeros(x.size(0), 1, 256, 256)
+
+    monkeypatch.setattr(FAN, "get_heatmap", cheap_masks)
+    _, summary = evaluate_run(hpf_run, settings(mode="latent", lpips=False), random_init=True,
+                              cache_dir=str(tmp_path), progress=False)
+    assert summary["settings"]["face_masks"] == "fan"
+    assert sizes == [2, 2]                         # max_inputs 2, batch 2: one batch per task
+    _, summary = evaluate_run(hpf_run, settings(mode="latent", lpips=False), random_init=True,
+                              cache_dir=str(tmp_path), progress=False, masks=False)
+    assert summary["settings"]["face_masks"] == "none" and sizes == [2, 2]
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty"))
+    with pytest.raises(WeightsError, match="wing.ckpt not found"):
+        evaluate_run(hpf_run, settings(mode="latent", lpips=False), random_init=True, progress=False)

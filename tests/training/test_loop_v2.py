@@ -180,3 +180,45 @@ def test_missing_lpips_weights_fail_before_training(demo_32, tmp_path, monkeypat
         train(tiny_config(data, *EVAL, "eval.every=2", "eval.lpips=true"), tmp_path / "run",
               show_progress=False)
     assert not (tmp_path / "run").exists()                               # no step, no checkpoint, no logs
+
+
+# ---------------------------------------------------------------- face masks (w_hpf > 0)
+
+HPF = ["model.w_hpf=1", "train.total_iters=2", "train.num_samples=2"]
+
+
+def random_masks(x):
+    g = torch.Generator().manual_seed(0)
+    return tuple(torch.rand(x.size(0), 1, 256, 256, generator=g) for _ in range(2))
+
+
+def test_w_hpf_training_uses_fan_masks_in_every_step_and_sample(demo_data, tmp_path, face_files, monkeypatch):
+    from stargan.faces import FAN
+
+    inputs = []
+
+    def recording(self, x):
+        inputs.append(tuple(x.shape))
+        return random_masks(x)
+
+    monkeypatch.setattr(FAN, "get_heatmap", recording)
+    train(tiny_config(demo_data, *HPF), tmp_path / "run", show_progress=False)
+    # 2 iterations x (x_real, then x_fake of each G step's cycle), then the grids: cycle (sources and
+    # translations), latent (sources), reference (sources)
+    assert inputs == [(2, 3, 16, 16)] * (2 * 3 + 4)
+    assert Config.load_yaml(tmp_path / "run" / "config.yaml").model.masks is True
+
+
+def test_w_hpf_training_without_fan_weights_stops_before_writing(demo_data, tmp_path, no_face_files):
+    from stargan.metrics.weights import WeightsError
+
+    with pytest.raises(WeightsError, match="wing.ckpt not found"):
+        train(tiny_config(demo_data, *HPF), tmp_path / "run", show_progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_explicit_opt_out_is_announced_and_recorded(demo_data, tmp_path, no_face_files, capsys):
+    train(tiny_config(demo_data, *HPF, "model.masks=false", "train.sample_every=100"), tmp_path / "run",
+          show_progress=False)
+    assert "model.masks=false (--no-masks)" in capsys.readouterr().out
+    assert Config.load_yaml(tmp_path / "run" / "config.yaml").model.masks is False
