@@ -237,7 +237,7 @@ def test_cli_import_then_translate_with_the_release_fan(celeba_file, no_face_fil
                  "--domain", "male", "--num-styles", "1", "--seed", "0", "--out", str(tmp_path / "out")]) == 0
     with Image.open(tmp_path / "out" / "face_male_style0.png") as image:
         assert image.size == (256, 256)
-        translated = torch.from_numpy(np.asarray(image)).reshape(-1, 3).float()
+        translated = torch.from_numpy(np.array(image)).reshape(-1, 3).float()
     # The same translation by hand: masks from the release's FAN, computed on the source image.
     x = eval_transform(load_rgb(tmp_path / "face.jpg"), NARROW_HPF.img_size)[None]
     fan = random_fan(seed=3)
