@@ -10,24 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.release_fixtures import mean_face, random_fan
+
 torch.set_num_threads(1)
 os.environ["STARGAN_OFFLINE"] = "1"
-
-
-def random_fan(seed: int = 0):
-    """A FAN with random weights and BatchNorm statistics (so every layer matters), in eval mode."""
-    from stargan.faces import FAN
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        fan = FAN()
-        with torch.no_grad():
-            for name, tensor in fan.state_dict().items():
-                if name.endswith("running_var"):
-                    tensor.uniform_(0.5, 2.0)
-                elif name.endswith(("running_mean", "bias")):
-                    tensor.normal_(0, 0.1)
-    return fan
 
 
 @pytest.fixture
@@ -38,8 +24,7 @@ def face_files(tmp_path, monkeypatch):
     folder = tmp_path / "hub" / "checkpoints"
     folder.mkdir(parents=True)
     torch.save({"state_dict": random_fan().state_dict()}, folder / "wing.ckpt")
-    mean = np.random.default_rng(0).uniform(80, 176, (98, 2)).astype(np.float32)
-    np.savez(folder / "celeba_lm_mean.npz", mean=mean)
+    np.savez(folder / "celeba_lm_mean.npz", mean=mean_face())
     return folder
 
 

@@ -25,7 +25,7 @@ from stargan.nets.v2 import build_networks
 from stargan.official import (RAFD_DOMAINS, import_official, import_official_v1, infer_model_config,
                               infer_v1_model_config)
 from stargan.training.step_v1 import make_v1_train_state
-from tests.conftest import random_fan
+from tests.release_fixtures import random_fan
 
 NARROW_HPF = ModelConfig(img_size=256, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=32,
                          max_conv_dim=64, base_dim=0, w_hpf=1.0)

@@ -319,6 +319,12 @@ def test_grids_and_translation_use_the_masks_of_each_generator_input():
         masks = RecordingMasks()
         make(masks)
         assert len(masks.inputs) == 1                     # the sources' masks, computed once
+    assert masks.inputs[0].shape == (1, 3, 32, 32)        # one source for 3 codes: masked once
+    z3 = torch.randn(3, 4)
+    with torch.no_grad():
+        s3 = nets.mapping_network(z3, torch.tensor([1, 1, 1]))
+        expected3 = G(x[:1].expand(3, -1, -1, -1), s3, masks=masks(x[:1].expand(3, -1, -1, -1)))
+    torch.testing.assert_close(sampling_v2.translate(nets, x[:1], 1, z=z3, mask_fn=masks), expected3)
 
     z = torch.randn(1, 4)
     with torch.no_grad():

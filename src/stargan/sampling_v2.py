@@ -151,8 +151,11 @@ def translate(nets: Networks, x: torch.Tensor, y_trg: int | torch.Tensor, *,
                     s[rows] = _truncate(s[rows], mean_style(nets, domain, generator=generator), psi)
         else:
             s = nets.style_encoder(x_ref.to(device).expand(batch, -1, -1, -1), y)
-        x = x.to(device).expand(batch, -1, -1, -1)
-        return nets.generator(x, s, masks=masks_of(mask_fn, x))
+        x = x.to(device)
+        masks = masks_of(mask_fn, x)  # once per source, before one source is repeated for K codes
+        if masks is not None:
+            masks = tuple(m.expand(batch, -1, -1, -1) for m in masks)
+        return nets.generator(x.expand(batch, -1, -1, -1), s, masks=masks)
 
 
 # ----------------------------------------------------------------------------------------------

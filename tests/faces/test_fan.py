@@ -11,7 +11,7 @@ import torch
 from stargan.faces import FAN
 from stargan.faces.fan import ConvBlock, coordinates
 from stargan.faces.heatmaps import landmarks_from_heatmaps, masks_from_heatmaps
-from tests.conftest import random_fan
+from tests.release_fixtures import random_fan
 
 KEYS_TSV = Path(__file__).resolve().parents[1] / "reference" / "fan_wing_state_dict_keys.tsv"  # a copy
 SHARED_TSV = Path(__file__).resolve().parents[3] / "shared" / "reference" / "fan_wing_state_dict_keys.tsv"

@@ -11,7 +11,7 @@ from stargan.config import ModelConfig
 from stargan.faces.masks import find_mask_weights, load_mask_fn, opt_out_note, run_fan_file
 from stargan.faces.weights import save_fan_state
 from stargan.metrics.weights import WeightsError
-from tests.conftest import random_fan
+from tests.release_fixtures import random_fan
 
 HPF = ModelConfig(w_hpf=1.0)
 PLAIN = ModelConfig(w_hpf=0.0)

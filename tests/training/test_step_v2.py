@@ -204,7 +204,7 @@ def fan_mask_fn(seed: int = 0):
     shifted so that, like trained heatmaps, only peaks pass the 0.1 threshold (masks then depend on the
     image instead of saturating at 1)."""
     from stargan.faces.heatmaps import masks_from_heatmaps
-    from tests.conftest import random_fan
+    from tests.release_fixtures import random_fan
 
     fan = random_fan(seed)
     probe = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(seed))

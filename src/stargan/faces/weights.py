@@ -36,8 +36,8 @@ FAN_WEIGHTS = ReleaseFile(
     url="https://www.dropbox.com/s/tjxpypwpt38926e/wing.ckpt?dl=1",
     source="FAN face landmark network of the StarGAN v2 release (CC BY-NC 4.0); models with "
            "w_hpf > 0 (CelebA-HQ) compute their high-pass face masks with it",
-    how_to_pass="--fan-weights PATH, or --set model.fan_weights=PATH; --no-masks runs without masks, "
-                "which is not the paper's model",
+    how_to_pass="--fan-weights PATH; in a config, model.fan_weights. A w_hpf > 0 model runs without "
+                "masks only with --no-masks (model.masks: false), which is not the paper's model",
 )
 MEAN_LANDMARKS = ReleaseFile(
     filename="celeba_lm_mean.npz",
