@@ -236,3 +236,10 @@ def test_sections_built_directly_and_loaded_configs_are_checked(tmp_path):
         OptimConfig(ema_beta=1.5)
     with pytest.raises(ConfigError, match="train.sample_every=0"):
         config_from_dict({"train": {"sample_every": 0}})
+
+
+def test_fan_weights_may_move_on_resume_but_masks_are_part_of_the_run():
+    from stargan.config import fixed_on_resume
+
+    assert not fixed_on_resume("model.fan_weights")
+    assert fixed_on_resume("model.masks") and fixed_on_resume("model.w_hpf")

@@ -274,6 +274,7 @@ AnyConfig = Config | V1Config
 
 # Settings that define the networks or the data a run trains on: a resumed run cannot change them.
 FIXED_ON_RESUME = ("arch", "model.", "data.domains", "data.mode", "data.attrs", "data.exclusive")
+MOVABLE_ON_RESUME = ("model.fan_weights",)  # where a file is, not what the run is
 
 
 def flat_settings(config: AnyConfig) -> dict[str, Any]:
@@ -294,7 +295,8 @@ def config_changes(old: AnyConfig, new: AnyConfig) -> list[tuple[str, Any, Any]]
 
 
 def fixed_on_resume(key: str) -> bool:
-    return any(key == fixed or (fixed.endswith(".") and key.startswith(fixed)) for fixed in FIXED_ON_RESUME)
+    return key not in MOVABLE_ON_RESUME and any(
+        key == fixed or (fixed.endswith(".") and key.startswith(fixed)) for fixed in FIXED_ON_RESUME)
 
 
 def config_from_dict(data: dict[str, Any]) -> AnyConfig:
