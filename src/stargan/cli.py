@@ -11,30 +11,11 @@ import warnings
 from pathlib import Path
 
 from stargan.config import AnyConfig, EvalConfig, available_presets, load_config_yaml, load_preset
+from stargan.face_commands import (add_align_command, add_mask_options, mask_overrides, masks_choice,
+                                   note_masks, report_import_masks)
 
 DEMO_DATA = Path("data/demo")
 DEFAULT_PRESETS = {"v2": "cpu", "v1": "cpu-v1"}  # `stargan train --model MODEL` without --preset
-
-
-def _mask_overrides(args: argparse.Namespace) -> list[str]:
-    """``--fan-weights`` and ``--no-masks`` as config overrides (recorded in a run's config)."""
-    overrides = []
-    if getattr(args, "fan_weights", None):
-        overrides.append(f"model.fan_weights={Path(args.fan_weights).resolve()}")
-    if getattr(args, "no_masks", False):
-        overrides.append("model.masks=false")
-    return overrides
-
-
-def _masks_choice(args: argparse.Namespace) -> bool | None:
-    return False if args.no_masks else None
-
-
-def _note_masks(model) -> None:
-    from stargan.faces.masks import opt_out_note
-
-    if opt_out_note(model):
-        print(opt_out_note(model))
 
 
 def _preset_name(args: argparse.Namespace) -> str:
@@ -58,7 +39,7 @@ def _config_from_args(args: argparse.Namespace) -> AnyConfig:
         overrides.append(f"data.root={args.data}")
     if args.skip_bad_images:
         overrides.append("data.skip_bad_images=true")
-    return config.with_overrides(overrides + _mask_overrides(args))
+    return config.with_overrides(overrides + mask_overrides(args))
 
 
 def cmd_train(args: argparse.Namespace) -> Path:
@@ -78,7 +59,7 @@ def cmd_train(args: argparse.Namespace) -> Path:
         if args.data:
             config = config.with_overrides([f"data.root={args.data}"])
         if config.arch == "v2":
-            config = config.with_overrides(_mask_overrides(args))
+            config = config.with_overrides(mask_overrides(args))
     else:
         config = _config_from_args(args)
         run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(args.runs, config.preset)
@@ -133,7 +114,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.no_masks:
         config = config.with_overrides(["model.masks=false"])
     mask_fn = load_mask_fn(config.model, args.device, args.fan_weights, run=args.run)
-    _note_masks(config.model)
+    note_masks(config.model)
     root = args.data or config.data.root
     if not root:
         raise SystemExit("error: this run has no dataset recorded; pass --data DIR with val/<domain>/")
@@ -163,7 +144,8 @@ def _sample_v1(args: argparse.Namespace) -> None:
     print("\n".join(str(p) for p in written))
 
 
-def _input_images(path: Path) -> list[Path]:
+def input_images(path: Path) -> list[Path]:
+    """``path`` itself, or the images under a folder (recursively); none is a one-line error."""
     from stargan.data.folders import IMAGE_EXTENSIONS, list_images
 
     if path.is_file():
@@ -181,10 +163,10 @@ def cmd_translate(args: argparse.Namespace) -> None:
     from stargan.data.images import DataError, load_rgb
 
     translator = Translator.load(args.run, device=args.device, fan_weights=args.fan_weights,
-                                 masks=_masks_choice(args))
-    _note_masks(translator.config.model)
+                                 masks=masks_choice(args))
+    note_masks(translator.config.model)
     reference = load_rgb(args.reference) if args.reference else None
-    inputs = _input_images(Path(args.input))
+    inputs = input_images(Path(args.input))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     unreadable = []
@@ -213,8 +195,8 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
     from stargan.api import Translator
 
     translator = Translator.load(args.run, device=args.device, fan_weights=args.fan_weights,
-                                 masks=_masks_choice(args))
-    _note_masks(translator.config.model)
+                                 masks=masks_choice(args))
+    note_masks(translator.config.model)
     domains = args.domains.split(",") if args.domains else [args.domain] * len(args.references)
     if len(domains) != len(args.references):
         raise SystemExit(f"error: {len(args.references)} references but {len(domains)} domains")
@@ -239,49 +221,8 @@ def cmd_import_official(args: argparse.Namespace) -> None:
     domains = tuple(args.domains.split(",")) if args.domains else None
     ckpt = import_official(args.checkpoint, args.out, domains=domains)
     print(f"imported {args.checkpoint} -> {ckpt}")
-    _report_import_masks(Path(args.out))
+    report_import_masks(Path(args.out))
     print(f"sample with: stargan sample {args.out} --data DIR")
-
-
-def _report_import_masks(run: Path) -> None:
-    from stargan import checkpoints
-    from stargan.faces.masks import run_fan_file
-    from stargan.faces.weights import FAN_WEIGHTS
-
-    model = checkpoints.load_config(run).model
-    if model.w_hpf <= 0:
-        return
-    if run_fan_file(run):
-        print(f"face masks: the file's FAN weights (its 'fan' entry) are kept as {run_fan_file(run)}")
-    else:
-        print(f"face masks: this model (w_hpf={model.w_hpf:g}) needs the FAN weights and the file has no "
-              f"'fan' entry; put {FAN_WEIGHTS.filename} ({FAN_WEIGHTS.url}) in the weights folder or "
-              "pass --fan-weights when sampling")
-
-
-def cmd_align(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
-    from stargan.faces.align import align_images, cv2_module, fan_landmark_fn
-    from stargan.faces.weights import load_fan, load_mean_landmarks
-
-    try:
-        cv2_module()
-    except ImportError as err:
-        raise SystemExit(f"error: {err}") from err
-    mean = load_mean_landmarks(args.mean_landmarks)   # both files before any work
-    fan = load_fan(args.fan_weights, device=args.device)
-    source, out = Path(args.input), Path(args.out)
-    paths = _input_images(source)
-    skipped = align_images(paths, source, out, fan_landmark_fn(fan), mean, args.size,
-                           progress=lambda items: tqdm(items, desc="align", unit="img",
-                                                       disable=args.no_progress))
-    print(f"aligned {len(paths) - len(skipped)} of {len(paths)} images ({args.size} px) into {out}")
-    if skipped:
-        print(f"skipped {len(skipped)} files:\n" + "\n".join(f"  {reason}" if str(path) in reason
-                                                             else f"  {path}: {reason}"
-                                                             for path, reason in skipped),
-              file=sys.stderr)
 
 
 def cmd_data_fashion_mnist(args: argparse.Namespace) -> None:
@@ -309,11 +250,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
     settings = eval_settings(args, config.eval)
     if args.no_masks:
         config = config.with_overrides(["model.masks=false"])
-    _note_masks(config.model)
+    note_masks(config.model)
     path, summary = evaluate_run(args.run, settings, data_root=args.data, device=args.device, seed=args.seed,
                                  random_init=args.random_weights, cache_dir=args.cache_dir,
                                  progress=not args.no_progress, image_dir=args.write_images,
-                                 fan_weights=args.fan_weights, masks=_masks_choice(args))
+                                 fan_weights=args.fan_weights, masks=masks_choice(args))
     for key, value in headline(summary).items():
         print(f"{key:28s} {value:.4f}")
     if "classifier_real_val_accuracy" in summary:
@@ -368,12 +309,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
         add_offline(p)
         add_mask_options(p)
-
-    def add_mask_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--fan-weights", help="FAN weights (the release's wing.ckpt) for the face masks of "
-                       "w_hpf > 0 models (default: the run's fan.safetensors, then the weights folder)")
-        p.add_argument("--no-masks", action="store_true", help="run a w_hpf > 0 model without face masks "
-                       "(not the paper's model; sets model.masks=false)")
 
     p = sub.add_parser("train", help="train StarGAN v2 (or v1: --model v1) on a dataset")
     p.add_argument("--model", choices=["v2", "v1"], help="StarGAN v2 (default) or v1; picks the default "
@@ -438,15 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--c-dim", type=int, help="v1 with two datasets: the first dataset's label length (5)")
     p.set_defaults(func=cmd_import_official)
 
-    p = sub.add_parser("align", help="align face images to the mean CelebA-HQ face (as the StarGAN v2 release)")
-    p.add_argument("input", help="an image or a folder of images (searched recursively)")
-    p.add_argument("out", help="output folder; file names and sub-folders mirror the input's")
-    p.add_argument("--size", type=int, default=256, help="output width and height in pixels")
-    p.add_argument("--fan-weights", help="the release's wing.ckpt (default: the weights folder)")
-    p.add_argument("--mean-landmarks", help="the release's celeba_lm_mean.npz (default: the weights folder)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_align)
+    add_align_command(sub)
 
     p = sub.add_parser("eval", help="FID, KID, LPIPS (and classifier accuracy) with the StarGAN v2 protocol")
     p.add_argument("run", help="run directory (its latest checkpoint) or checkpoint directory")
