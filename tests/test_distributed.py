@@ -118,7 +118,7 @@ SLOW_EVAL = textwrap.dedent('''
     # the default group gets a short timeout, shorter than the evaluation below
     dist.init_process_group(backend="gloo", timeout=timedelta(seconds=3))
     world = init_from_env()
-    def slow_evaluation(state, config, run_dir, log, show_progress):
+    def slow_evaluation(state, config, run_dir, log, show_progress, mask_fn=None):
         time.sleep(8)
         return Path(run_dir) / "metrics" / "fake.json"
     loop_v2.evaluate_and_log = slow_evaluation
