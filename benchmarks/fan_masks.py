@@ -1,13 +1,14 @@
 """What the face masks cost: FAN masks per image, and their share of a `celeba_hq` training iteration.
 
-    python benchmarks/fan_masks.py                       # masks at batch 8, training at batch 2, CPU
-    python benchmarks/fan_masks.py --train-batch 8 --device cuda
+    python benchmarks/fan_masks.py                       # masks at batch 8, training at batch 1, CPU
+    python benchmarks/fan_masks.py --train-batch 8 --train-iters 3 --device cuda
 
 One run measures (median seconds, eager fp32, random inputs):
   1. FAN.get_heatmap on a batch of 256 px images (--mask-batch, default 8): seconds per image;
-  2. one `celeba_hq` training iteration (paper-size networks, w_hpf 1) with the FAN's masks, at
-     --train-batch images (default 2: batch 8 takes minutes per iteration on a CPU), and the same
-     iteration without masks.
+  2. one `celeba_hq` training iteration (paper-size networks, w_hpf 1) without masks, then with the
+     FAN's masks, at --train-batch images (default 1: on a CPU an iteration takes minutes; the median
+     of --train-iters iterations, default 1, after --train-warmup, default 0).
+Each figure is printed as soon as it is measured.
 An iteration computes masks for 3 x batch images (x_real once, x_fake in each generator step's cycle).
 The FAN has random weights unless wing.ckpt is found (the timing does not depend on the weights).
 """
@@ -63,9 +64,11 @@ def load_fan_or_random(device: torch.device) -> tuple[FAN, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mask-batch", type=int, default=8)
-    parser.add_argument("--train-batch", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--train-batch", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=3, help="timed mask batches")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed mask batches first")
+    parser.add_argument("--train-iters", type=int, default=1)
+    parser.add_argument("--train-warmup", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -73,24 +76,26 @@ def main() -> None:
     fan, fan_source = load_fan_or_random(device)
     x = torch.rand(args.mask_batch, 3, 256, 256, generator=torch.Generator().manual_seed(1)) * 2 - 1
     x = x.to(device)
+    print(f"device={device} threads={torch.get_num_threads()} FAN={fan_source}", flush=True)
     mask_batch = median_seconds(lambda: fan.get_heatmap(x), args.iters, args.warmup, device)
     per_image = mask_batch / args.mask_batch
+    print(f"FAN masks, 256 px, batch {args.mask_batch} (median of {args.iters}): {mask_batch:.3f} s per batch, "
+          f"{per_image * 1000:.1f} ms per image", flush=True)
 
     cfg = load_preset("celeba_hq")
     torch.manual_seed(0)
     state = make_train_state(build_networks(cfg.model).to(device), cfg.optim)
     batch = random_batch(cfg, args.train_batch, device)
-    with_masks = median_seconds(lambda: train_step(state, batch, cfg.loss, cfg.optim.ema_beta,
-                                                   mask_fn=fan.get_heatmap), args.iters, args.warmup, device)
     without = median_seconds(lambda: train_step(state, batch, cfg.loss, cfg.optim.ema_beta),
-                             args.iters, args.warmup, device)
+                             args.train_iters, args.train_warmup, device)
+    print(f"celeba_hq iteration, batch {args.train_batch}, without masks: {without:.2f} s", flush=True)
+    with_masks = median_seconds(lambda: train_step(state, batch, cfg.loss, cfg.optim.ema_beta,
+                                                   mask_fn=fan.get_heatmap),
+                                args.train_iters, args.train_warmup, device)
+    print(f"celeba_hq iteration, batch {args.train_batch}, with masks: {with_masks:.2f} s "
+          f"({with_masks - without:+.2f} s)", flush=True)
 
     masked = MASKED_IMAGES_PER_SAMPLE * args.train_batch
-    print(f"device={device} threads={torch.get_num_threads()} iters={args.iters} (median) FAN={fan_source}")
-    print(f"FAN masks, 256 px, batch {args.mask_batch}: {mask_batch:.3f} s per batch, "
-          f"{per_image * 1000:.1f} ms per image")
-    print(f"celeba_hq iteration, batch {args.train_batch}: {with_masks:.2f} s with masks, "
-          f"{without:.2f} s without ({with_masks - without:+.2f} s)")
     print(f"masks in one iteration: {masked} images x {per_image:.3f} s = {masked * per_image:.2f} s "
           f"= {100 * masked * per_image / with_masks:.1f}% of the iteration "
           f"(measured difference: {100 * (with_masks - without) / with_masks:.1f}%)")
