@@ -51,6 +51,7 @@ def test_missing_fan_weights_say_what_where_from_and_where_to_put_them(hub):
     assert isinstance(info.value, FileNotFoundError)
     assert "wing.ckpt" in message and f"it is not in {hub}" in message
     assert "https://www.dropbox.com/s/tjxpypwpt38926e/wing.ckpt?dl=1" in message
+    assert "`stargan download wing`" in message
     assert "--fan-weights" in message and "model.fan_weights" in message and "--no-masks" in message
 
 

@@ -63,8 +63,7 @@ def _locate(spec: ReleaseFile, path: str | Path | None, cached_name: str | None 
     if not candidate.is_file():
         raise missing_weights_error(spec.filename, spec.source, spec.url, candidate, explicit,
                                     spec.how_to_pass, how_to_fetch=f"Fetch it with `stargan download "
-                                    f"{RELEASE_NAME}` (with {FAN_WEIGHTS.filename} and "
-                                    f"{MEAN_LANDMARKS.filename}), or get it")
+                                    f"{RELEASE_NAME}` (both face files of the release), or get it")
     return candidate
 
 
