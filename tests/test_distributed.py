@@ -116,10 +116,11 @@ SLOW_EVAL = textwrap.dedent('''
     from stargan.training import loop_v2
 
     # the default group gets a short timeout, shorter than the evaluation below
-    dist.init_process_group(backend="gloo", timeout=timedelta(seconds=3))
+    dist.init_process_group(backend="gloo", timeout=timedelta(seconds=6))
     world = init_from_env()
     def slow_evaluation(state, config, run_dir, log, show_progress, mask_fn=None):
-        time.sleep(8)
+        if state.step == 2:  # mid-run: step 3's gradient all-reduce comes next
+            time.sleep(15)
         return Path(run_dir) / "metrics" / "fake.json"
     loop_v2.evaluate_and_log = slow_evaluation
     config = Config().with_overrides(sys.argv[3:])
