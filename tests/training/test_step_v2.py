@@ -21,8 +21,12 @@ from torch import nn
 
 from stargan.config import LossConfig, ModelConfig, OptimConfig
 from stargan.nets.v2 import Networks, build_networks
+from stargan.training.speed import Speed
 from stargan.training.step_v2 import (discriminator_loss, frozen, generator_loss, make_train_state, train_step,
                                    update_ema)
+
+PAPER = Speed(shared_passes=False)  # the phases as written: every phase computes what it needs
+SHARED = Speed(shared_passes=True)  # the default: passes shared across phases where the networks are equal
 
 MODEL = ModelConfig(img_size=16, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=16, max_conv_dim=32,
                     base_dim=8, w_hpf=0)
@@ -170,18 +174,19 @@ def _assert_same_state(a, b, atol=1e-9):
     assert a.step == b.step
 
 
+@pytest.mark.parametrize("speed", [PAPER, SHARED], ids=["paper-phases", "shared-passes"])
 @pytest.mark.parametrize("model, with_masks", [
     (MODEL, False),
     (replace(MODEL, img_size=32, w_hpf=1.0, num_domains=3), True),
 ], ids=["plain", "hpf-masks"])
-def test_train_step_equals_naive_reference(model, with_masks):
+def test_train_step_equals_naive_reference(model, with_masks, speed):
     f64 = torch.float64
     state = make_state(model, dtype=f64)
     ref = copy.deepcopy(state)   # nets, EMA and optimizers, with the optimizers pointing at the copies
     mask_fn = toy_mask_fn if with_masks else None
     for it in range(2):          # two iterations: the second one uses Adam moments and a decayed lambda_ds
         batch = make_batch(model, seed=it, dtype=f64)
-        logs = train_step(state, batch, LOSS, ema_beta=0.9, mask_fn=mask_fn)
+        logs = train_step(state, batch, LOSS, ema_beta=0.9, mask_fn=mask_fn, speed=speed)
         naive_train_step(ref, batch, LOSS, beta=0.9, mask_fn=mask_fn)
         assert logs["G/lambda_ds"].item() == pytest.approx(LOSS.lambda_ds * (1 - it / LOSS.ds_iter))
     _assert_same_state(state, ref)
@@ -505,7 +510,7 @@ def test_train_step_uses_masks_of_x_real_and_recomputes_them_for_the_cycle(monke
         return real_forward(x, s, masks=masks)
 
     monkeypatch.setattr(state.nets.generator, "forward", spy)
-    train_step(state, batch, LOSS, ema_beta=0.999, mask_fn=mask_fn)
+    train_step(state, batch, LOSS, ema_beta=0.999, mask_fn=mask_fn, speed=PAPER)
     # 2 D phases x 1 call + 2 G phases x 3 calls; x_real's masks once, then once per cycle (on x_fake)
     assert len(seen) == 8 and len(mask_inputs) == 3 and mask_inputs[0] is batch["x_real"]
     on_real = [m for x, m in seen if torch.equal(x, batch["x_real"])]
@@ -514,3 +519,59 @@ def test_train_step_uses_masks_of_x_real_and_recomputes_them_for_the_cycle(monke
     assert len(on_fake) == 2 and all(m is not real_masks for _, m in on_fake)
     assert all(torch.equal(x, fed) for (x, _), fed in zip(on_fake, mask_inputs[1:]))
 
+
+
+def test_shared_passes_use_masks_of_x_real_and_recomputes_them_for_the_cycle(monkeypatch):
+    """With shared passes G runs as encoder + decoder: every encoder pass on x_real uses x_real's masks
+    (computed once), every cycle encodes x_fake with masks computed from that x_fake."""
+    model = replace(MODEL, img_size=32, w_hpf=1.0)
+    state = make_state(model)
+    batch = make_batch(model)
+    real_masks = make_masks(model)
+    mask_inputs, encoded, decoded = [], [], []
+
+    def mask_fn(x):
+        mask_inputs.append(x)
+        return real_masks if x is batch["x_real"] else make_masks(model, seed=len(mask_inputs))
+
+    G = state.nets.generator
+    real_encode, real_decode = G.encode_image, G.decode_from
+    monkeypatch.setattr(G, "encode_image", lambda x, masks=None: encoded.append((x, masks)) or real_encode(x, masks))
+    monkeypatch.setattr(G, "decode_from",
+                        lambda f, s, masks=None: decoded.append(masks) or real_decode(f, s, masks))
+    train_step(state, batch, LOSS, ema_beta=0.999, mask_fn=mask_fn, speed=SHARED)
+    assert len(mask_inputs) == 3 and mask_inputs[0] is batch["x_real"]
+    on_real = [m for x, m in encoded if torch.equal(x, batch["x_real"])]
+    on_fake = [(x, m) for x, m in encoded if not torch.equal(x, batch["x_real"])]
+    assert len(on_real) == 2 and all(m is real_masks for m in on_real)  # once per G phase
+    assert len(on_fake) == 2 and all(m is not real_masks for _, m in on_fake)
+    assert all(torch.equal(x, fed) for (x, _), fed in zip(on_fake, mask_inputs[1:]))
+    # decoders: each cycle with its x_fake's masks, the rest with x_real's (repeated for 2-style batches)
+    cycle_masks = [m for _, m in on_fake]
+    for m in decoded:
+        if any(m is c for c in cycle_masks):
+            continue
+        assert all(torch.equal(part, r) for r2, r in zip(m, real_masks) for part in r2.chunk(len(r2) // len(r)))
+
+
+def test_shared_passes_equal_the_paper_phases_after_one_fp32_iteration():
+    """Every network (all its weights as one vector, and its EMA) within 1e-5 relative after one fp32
+    iteration. Element by element fp32 cannot match: Adam's first step moves a weight whose gradient is
+    rounding noise (a conv bias before an instance norm) by +-lr whatever the noise (module docstring)."""
+    model = replace(MODEL, img_size=32, base_dim=16, max_conv_dim=64, style_dim=16, hidden_dim=32)
+    paper, shared = make_state(model), make_state(model)
+    batch = make_batch(model)
+    train_step(paper, batch, LOSS, ema_beta=0.9, speed=PAPER)
+    train_step(shared, batch, LOSS, ema_beta=0.9, speed=SHARED)
+    start = make_state(model)
+
+    def flat(net):
+        return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    for name in NET_NAMES:
+        a, b = flat(getattr(paper.nets, name)), flat(getattr(shared.nets, name))
+        assert (a - b).norm() <= 1e-5 * a.norm(), name
+        assert (a - flat(getattr(start.nets, name))).norm() > 100 * (a - b).norm(), name  # they did move
+    for name, _ in paper.ema.items():
+        a, b = flat(getattr(paper.ema, name)), flat(getattr(shared.ema, name))
+        assert (a - b).norm() <= 1e-5 * a.norm(), f"ema.{name}"

@@ -62,12 +62,24 @@ class Generator(nn.Module):
     def forward(self, x: torch.Tensor, s: torch.Tensor,
                 masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """x: [B, 3, H, W] in [-1, 1]; s: [B, style_dim]; masks: face masks (coarse, fine) or None."""
+        return self.decode_from(self.encode_image(x, masks), s, masks)
+
+    def encode_image(self, x: torch.Tensor, masks: tuple[torch.Tensor, torch.Tensor] | None = None
+                     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """The style-independent half of G: bottleneck features, and the encoder features the masked
+        high-pass skips add back (by resolution; empty without masks)."""
         x = self.from_rgb(x)
         cache = {}
         for block in self.encode:
             if masks is not None and x.size(2) in MASKED_SIZES:
                 cache[x.size(2)] = x
             x = block(x)
+        return x, cache
+
+    def decode_from(self, features: tuple[torch.Tensor, dict[int, torch.Tensor]], s: torch.Tensor,
+                    masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """The styled half of G, from :meth:`encode_image`'s output for the same images and masks."""
+        x, cache = features
         for block in self.decode:
             x = block(x, s)
             if masks is not None and x.size(2) in MASKED_SIZES:

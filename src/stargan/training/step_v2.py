@@ -7,6 +7,10 @@ latent codes (z_trg, z_trg2):
     3. G step with latent styles      -> updates G, F and E
     4. G step with reference styles   -> updates G only
     5. exponential moving average of G, F and E
+
+:func:`train_step` shares work across the phases where the networks have not changed in between
+(``Speed.shared_passes``, the default; exact, see :func:`_shared_train_step`); with it off it runs the
+phases as written, through :func:`discriminator_loss` and :func:`generator_loss`.
 """
 from __future__ import annotations
 
@@ -15,12 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
+from torch.profiler import record_function
 
 from stargan import losses
 from stargan.config import LossConfig, OptimConfig
 from stargan.nets.v2 import MaskFn, Masks, Networks
+from stargan.training.speed import Speed
 from stargan.training.updates import frozen, update
-
 
 
 @dataclass
@@ -58,7 +64,8 @@ def discriminator_loss(nets: Networks, cfg: LossConfig, x_real: torch.Tensor, y_
     x_real = x_real.detach().requires_grad_(True)
     out = nets.discriminator(x_real, y_org)
     loss_real = losses.adversarial(out, 1.0)
-    loss_reg = losses.r1_penalty(out, x_real)
+    with record_function("R1"):
+        loss_reg = losses.r1_penalty(out, x_real)
 
     with torch.no_grad():
         s_trg = (nets.mapping_network(z_trg, y_trg) if z_trg is not None
@@ -114,15 +121,26 @@ def update_ema(ema: Networks, nets: Networks, beta: float) -> None:
 
 
 def train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_cfg: LossConfig,
-               ema_beta: float, mask_fn: MaskFn | None = None) -> dict[str, torch.Tensor]:
+               ema_beta: float, mask_fn: MaskFn | None = None, speed: Speed | None = None
+               ) -> dict[str, torch.Tensor]:
     """Run exactly one training iteration on ``batch`` and advance ``state.step`` by one.
 
     ``batch`` holds x_real, y_org, x_ref, x_ref2, y_trg, z_trg, z_trg2 on the networks' device.
     ``mask_fn`` (w_hpf > 0) gives the face masks of images: those of x_real serve every generator
     call on x_real (computed once: x_real and the mask network do not change within the iteration),
     the cycle reconstruction recomputes them from x_fake.
+    ``speed`` sets precision, memory format and shared passes (default: fp32, shared passes).
     Returns the detached loss terms, keyed like ``D/latent_real`` or ``G/ref_cyc``.
     """
+    speed = speed or Speed()
+    if speed.shared_passes or speed.precision != "fp32" or speed.channels_last or speed.compiled:
+        return _shared_train_step(state, batch, loss_cfg, ema_beta, mask_fn, speed)
+    return _paper_train_step(state, batch, loss_cfg, ema_beta, mask_fn)
+
+
+def _paper_train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_cfg: LossConfig,
+                      ema_beta: float, mask_fn: MaskFn | None) -> dict[str, torch.Tensor]:
+    """The five phases as written (fp32, eager): each phase computes everything it needs."""
     nets = state.nets
     x_real, y_org, y_trg = batch["x_real"], batch["y_org"], batch["y_trg"]
     z_trgs = (batch["z_trg"], batch["z_trg2"])
@@ -133,26 +151,162 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_cfg: Loss
 
     # 1-2. Discriminator, with latent-guided then reference-guided fakes.
     for mode, kwargs in (("latent", {"z_trg": z_trgs[0]}), ("ref", {"x_ref": x_refs[0]})):
-        d_loss, terms = discriminator_loss(nets, loss_cfg, x_real, y_org, y_trg, masks=masks, **kwargs)
-        update(state, d_loss, ("discriminator",))
+        with record_function(f"phase D/{mode}"):
+            d_loss, terms = discriminator_loss(nets, loss_cfg, x_real, y_org, y_trg, masks=masks, **kwargs)
+            update(state, d_loss, ("discriminator",))
         logs.update({f"D/{mode}_{k}": v for k, v in terms.items()})
 
     # 3. Generator, mapping network and style encoder, with latent-guided styles.
-    with frozen(nets.discriminator):
+    with frozen(nets.discriminator), record_function("phase G/latent"):
         g_loss, terms = generator_loss(nets, loss_cfg, lambda_ds, x_real, y_org, y_trg,
                                        z_trgs=z_trgs, masks=masks, mask_fn=mask_fn)
         update(state, g_loss, ("generator", "mapping_network", "style_encoder"))
     logs.update({f"G/latent_{k}": v for k, v in terms.items()})
 
     # 4. Generator only, with reference-guided styles.
-    with frozen(nets.discriminator, nets.style_encoder, nets.mapping_network):
+    with (frozen(nets.discriminator, nets.style_encoder, nets.mapping_network),
+          record_function("phase G/ref")):
         g_loss, terms = generator_loss(nets, loss_cfg, lambda_ds, x_real, y_org, y_trg,
                                        x_refs=x_refs, masks=masks, mask_fn=mask_fn)
         update(state, g_loss, ("generator",))
     logs.update({f"G/ref_{k}": v for k, v in terms.items()})
 
     # 5. Moving averages used for sampling and evaluation.
-    update_ema(state.ema, nets, ema_beta)
+    with record_function("phase EMA"):
+        update_ema(state.ema, nets, ema_beta)
     state.step += 1
     logs["G/lambda_ds"] = torch.tensor(lambda_ds)
     return logs
+
+
+def _shared_train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_cfg: LossConfig,
+                       ema_beta: float, mask_fn: MaskFn | None, speed: Speed) -> dict[str, torch.Tensor]:
+    """The same five phases, computing once what several phases compute with unchanged networks.
+
+    G, F and E change only at the updates of phases 3 and 4, so before phase 3's update:
+    - phase 3's first fake G(x_real, F(z_trg)) is computed (with its graph) before phase 1, whose fake
+      is the same tensor detached;
+    - phase 2's fake G(x_real, E(x_ref)) and phase 3's second fake G(x_real, F(z_trg2)) (L_ds detaches
+      it, so it needs no graph) reuse that pass's encoder features of x_real and decode as one batch;
+    - phase 3's two style-encoder passes, E(x_fake) and E(x_real), run as one batch.
+    In phase 4 the encoder features of x_real serve both fakes, and E's three passes that need no
+    gradient (E frozen, inputs without gradient) run as one batch. No layer couples the samples of a
+    batch (instance norm and AdaIN are per sample), so batching changes no value; R1 stays on the real
+    images only. tests/training/test_step_v2.py checks the result against the naive reference.
+    """
+    nets = state.nets
+    G_encode, G_decode = speed.fn(nets, "generator.encode_image"), speed.fn(nets, "generator.decode_from")
+    Fm, E = speed.fn(nets, "mapping_network"), speed.fn(nets, "style_encoder")
+    D_fake = speed.fn(nets, "discriminator")  # compiled when asked: no double backward goes through it
+    x_real, x_ref, x_ref2 = (speed.images(batch[k]) for k in ("x_real", "x_ref", "x_ref2"))
+    y_org, y_trg, z_trg, z_trg2 = batch["y_org"], batch["y_trg"], batch["z_trg"], batch["z_trg2"]
+    lambda_ds = losses.lambda_ds_at(state.step, loss_cfg.lambda_ds, loss_cfg.ds_iter)
+    masks = mask_fn(x_real) if mask_fn is not None else None
+    masks2 = None if masks is None else tuple(torch.cat([m, m]) for m in masks)
+    logs: dict[str, torch.Tensor] = {}
+
+    # Phase 3's first fake, and without gradients phase 2's fake and phase 3's second fake.
+    with record_function("phase G/latent"), speed.autocast():
+        s_latent = Fm(z_trg, y_trg)
+        features = G_encode(x_real, masks)
+        x_fake_latent = G_decode(features, s_latent, masks)
+        with torch.no_grad():
+            s_others = torch.cat([E(x_ref, y_trg), Fm(z_trg2, y_trg)])
+            x_fake_ref, x_fake2_latent = G_decode(_repeat(features, 2), s_others, masks2).chunk(2)
+
+    # 1-2. Discriminator, with latent-guided then reference-guided fakes.
+    for mode, x_fake in (("latent", x_fake_latent.detach()), ("ref", x_fake_ref)):
+        with record_function(f"phase D/{mode}"):
+            scaler = speed.scaler(f"D/{mode}")
+            d_loss, terms = _discriminator_loss(nets.discriminator, D_fake, loss_cfg, x_real, y_org,
+                                                x_fake, y_trg, speed, scaler)
+            update(state, d_loss, ("discriminator",), scaler=scaler)
+        logs.update({f"D/{mode}_{k}": v for k, v in terms.items()})
+
+    # 3. Generator, mapping network and style encoder, with latent-guided styles.
+    with frozen(nets.discriminator), record_function("phase G/latent"):
+        masks_fake = mask_fn(x_fake_latent.detach().to(x_real.dtype)) if mask_fn is not None else None
+        with speed.autocast():
+            d_out = D_fake(x_fake_latent, y_trg)
+            s_pred, s_org = E(torch.cat([x_fake_latent, x_real.to(x_fake_latent.dtype)]),
+                              torch.cat([y_trg, y_org])).chunk(2)
+            x_rec = G_decode(G_encode(x_fake_latent, masks_fake), s_org, masks_fake)
+        g_loss, terms = _generator_loss(loss_cfg, lambda_ds, d_out, s_pred, s_latent, x_fake_latent,
+                                        x_fake2_latent, x_rec, x_real)
+        update(state, g_loss, ("generator", "mapping_network", "style_encoder"),
+               scaler=speed.scaler("G/latent"))
+    logs.update({f"G/latent_{k}": v for k, v in terms.items()})
+
+    # 4. Generator only, with reference-guided styles.
+    with (frozen(nets.discriminator, nets.style_encoder, nets.mapping_network),
+          record_function("phase G/ref")):
+        with speed.autocast():
+            with torch.no_grad():
+                s_ref, s_ref2, s_org = E(torch.cat([x_ref, x_ref2, x_real]),
+                                         torch.cat([y_trg, y_trg, y_org])).chunk(3)
+            features = G_encode(x_real, masks)
+            x_fake = G_decode(features, s_ref, masks)
+            with torch.no_grad():
+                x_fake2 = G_decode(features, s_ref2, masks)
+        masks_fake = mask_fn(x_fake.detach().to(x_real.dtype)) if mask_fn is not None else None
+        with speed.autocast():
+            d_out = D_fake(x_fake, y_trg)
+            s_pred = E(x_fake, y_trg)
+            x_rec = G_decode(G_encode(x_fake, masks_fake), s_org, masks_fake)
+        g_loss, terms = _generator_loss(loss_cfg, lambda_ds, d_out, s_pred, s_ref, x_fake, x_fake2,
+                                        x_rec, x_real)
+        update(state, g_loss, ("generator",), scaler=speed.scaler("G/ref"))
+    logs.update({f"G/ref_{k}": v for k, v in terms.items()})
+
+    # 5. Moving averages used for sampling and evaluation.
+    with record_function("phase EMA"):
+        update_ema(state.ema, nets, ema_beta)
+    state.step += 1
+    logs["G/lambda_ds"] = torch.tensor(lambda_ds)
+    return logs
+
+
+def _repeat(features: tuple[torch.Tensor, dict[int, torch.Tensor]], n: int
+            ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """G's encoder features of a batch, repeated n times along the batch (for n styles at once)."""
+    x, cache = features
+    return torch.cat([x] * n), {size: torch.cat([f] * n) for size, f in cache.items()}
+
+
+def _discriminator_loss(D: nn.Module, D_fake: nn.Module, cfg: LossConfig, x_real: torch.Tensor,
+                        y_org: torch.Tensor, x_fake: torch.Tensor, y_trg: torch.Tensor, speed: Speed,
+                        scaler: torch.amp.GradScaler | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`discriminator_loss` for a given fake; losses and the R1 gradient in the images' dtype (fp32).
+
+    With loss scaling (fp16), R1 differentiates the scaled output, so that the half-precision
+    gradients do not underflow, and divides the penalty by the squared scale.
+    """
+    x_real = x_real.detach().requires_grad_(True)
+    with speed.autocast():
+        out = D(x_real, y_org).to(x_real.dtype)
+    loss_real = losses.adversarial(out, 1.0)
+    with record_function("R1"):
+        if scaler is None:
+            loss_reg = losses.r1_penalty(out, x_real)
+        else:
+            scale = scaler.scale(torch.ones((), device=out.device))  # a tensor: no host sync
+            loss_reg = losses.r1_penalty(out * scale, x_real) / scale**2
+    with speed.autocast():
+        out_fake = D_fake(x_fake, y_trg).to(x_real.dtype)
+    loss_fake = losses.adversarial(out_fake, 0.0)
+    loss = loss_real + loss_fake + cfg.lambda_reg * loss_reg
+    return loss, {"real": loss_real.detach(), "fake": loss_fake.detach(), "reg": loss_reg.detach()}
+
+
+def _generator_loss(cfg: LossConfig, lambda_ds: float, d_out: torch.Tensor, s_pred: torch.Tensor,
+                    s_trg: torch.Tensor, x_fake: torch.Tensor, x_fake2: torch.Tensor, x_rec: torch.Tensor,
+                    x_real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Eq. 5 from the outputs of :func:`generator_loss`'s passes, reduced in the images' dtype (fp32)."""
+    full = x_real.dtype
+    loss_adv = losses.adversarial(d_out.to(full), 1.0)
+    loss_sty = losses.style_reconstruction(s_pred.to(full), s_trg.to(full))
+    loss_ds = losses.diversity_sensitive(x_fake.to(full), x_fake2.to(full))
+    loss_cyc = losses.cycle_consistency(x_rec.to(full), x_real)
+    loss = loss_adv + cfg.lambda_sty * loss_sty - lambda_ds * loss_ds + cfg.lambda_cyc * loss_cyc
+    return loss, {"adv": loss_adv.detach(), "sty": loss_sty.detach(), "ds": loss_ds.detach(),
+                  "cyc": loss_cyc.detach()}

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from stargan.distributed import average_gradients
 
@@ -28,16 +29,25 @@ def frozen(*modules: nn.Module):
                 p.requires_grad_(flag)
 
 
-def update(state: Any, loss: torch.Tensor, names: tuple[str, ...]) -> None:
+def update(state: Any, loss: torch.Tensor, names: tuple[str, ...],
+           scaler: torch.amp.GradScaler | None = None) -> None:
     """Back-propagate ``loss`` and step the optimizers of the networks ``names`` (v1 and v2 states).
 
     Every optimizer's gradients are cleared first, so gradients of the other networks are discarded;
-    under data parallelism the stepped networks' gradients are averaged across processes.
+    under data parallelism the stepped networks' gradients are averaged across processes. With a
+    ``scaler`` (fp16) the loss is scaled, and the steps are skipped when a gradient overflowed.
     """
     for optimizer in state.optimizers.values():
         optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    with record_function("backward"):
+        (loss if scaler is None else scaler.scale(loss)).backward()
     if state.world_size > 1:
         average_gradients([getattr(state.nets, name) for name in names], state.world_size)
-    for name in names:
-        state.optimizers[name].step()
+    with record_function("optimizer"):
+        for name in names:
+            if scaler is None:
+                state.optimizers[name].step()
+            else:
+                scaler.step(state.optimizers[name])
+        if scaler is not None:
+            scaler.update()
