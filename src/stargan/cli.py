@@ -39,7 +39,11 @@ def _config_from_args(args: argparse.Namespace) -> AnyConfig:
         overrides.append(f"data.root={args.data}")
     if args.skip_bad_images:
         overrides.append("data.skip_bad_images=true")
-    return config.with_overrides(overrides + mask_overrides(args))
+    return config.with_overrides(overrides + mask_overrides(args) + _precision_override(args))
+
+
+def _precision_override(args: argparse.Namespace) -> list[str]:
+    return [f"train.precision={args.precision}"] if getattr(args, "precision", None) else []
 
 
 def cmd_train(args: argparse.Namespace) -> Path:
@@ -55,7 +59,8 @@ def cmd_train(args: argparse.Namespace) -> Path:
         if not (run_dir / "config.yaml").is_file():
             raise SystemExit(f"error: {run_dir} is not a run directory (no config.yaml); "
                              "--resume takes the directory a previous `stargan train` created")
-        config = load_config_yaml(run_dir / "config.yaml").with_overrides(list(args.set or []))
+        config = load_config_yaml(run_dir / "config.yaml").with_overrides(list(args.set or [])
+                                                                          + _precision_override(args))
         if args.data:
             config = config.with_overrides([f"data.root={args.data}"])
         if config.arch == "v2":
@@ -319,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="exact run directory (default: RUNS/NNNNN-PRESET)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+                   help="train.precision: fp32 (default, the paper's math), bf16 (CPU/CUDA), fp16 (CUDA)")
     add_train_options(p)
     p.set_defaults(func=cmd_train)
 

@@ -89,7 +89,8 @@ RULES: dict[str, dict[str, Rule]] = {
     "TrainConfig": {
         "total_iters": COUNT, "seed": within(0, 2**32 - 1), "device": device, "log_every": INTERVAL,
         "sample_every": INTERVAL, "save_every": INTERVAL, "keep_last": NON_NEGATIVE, "num_samples": COUNT,
-        "psi": NON_NEGATIVE, "stop_on_nonfinite": boolean,
+        "psi": NON_NEGATIVE, "stop_on_nonfinite": boolean, "precision": one_of("fp32", "bf16", "fp16"),
+        "channels_last": boolean, "compile": boolean, "shared_passes": boolean,
     },
     "EvalConfig": {
         "every": NON_NEGATIVE, "mode": one_of("latent", "reference", "both"),

@@ -17,6 +17,7 @@ from stargan.faces.masks import load_mask_fn, opt_out_note
 from stargan.nets.v2 import MaskFn, build_networks
 from stargan.training.runner import (ScalarLog, check_run_dir, resolve_device, resume_and_record, run_loop,
                                      training_run)
+from stargan.training.speed import make_speed, prepare_networks
 from stargan.training.step_v2 import TrainState, make_train_state, train_step
 
 PROGRESS_KEYS = {"D/latent_real": "D_real", "D/latent_fake": "D_fake", "G/latent_adv": "G_adv",
@@ -86,6 +87,10 @@ def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir
     torch.manual_seed(config.train.seed)
     state = make_train_state(build_networks(config.model).to(device), config.optim, world.world_size)
     resume_and_record(state, config, run_dir, resume, world)
+    speed = make_speed(config.train.precision, device, config.train.shared_passes, config.train.channels_last)
+    prepare_networks(state.nets, speed, compile_nets=config.train.compile)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed image and batch sizes: pick the fastest kernels once
 
     batches = TrainBatches(train_set, config.model.img_size, config.data.batch_size,
                            config.model.latent_dim, config.train.seed, config.data.crop_prob, world.rank)
@@ -104,7 +109,7 @@ def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir
 
     return run_loop(state, config, run_dir, train_loader(batches, state.step, config.data.num_workers),
                     step_fn=lambda batch: train_step(state, batch, config.loss, config.optim.ema_beta,
-                                                     mask_fn=mask_fn),
+                                                     mask_fn=mask_fn, speed=speed),
                     on_step=on_step, progress_keys=PROGRESS_KEYS, device=device, world=world,
                     show_progress=show_progress, slow_step=evaluates_at)
 
