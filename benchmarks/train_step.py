@@ -1,22 +1,39 @@
-"""Median seconds per StarGAN v2 training iteration (eager, fp32) for a preset, on random data.
+"""Seconds per StarGAN v2 training iteration: today's step, exact mode and fast mode, from one run.
 
-    python benchmarks/train_step.py --preset cpu --batch 8
+    python benchmarks/train_step.py                                   # the issue's configuration:
+        # paper widths (afhq preset), 64 px, batch 4, 2 domains; fast mode = bf16 (+ --channels-last, --compile)
+    python benchmarks/train_step.py --preset cpu --batch 8 --img-size 0 --domains 0 --iters 5
 
-Also prints, from the same run, the ratio against the step without the exact-equivalence speed-up
-(parameter gradients of networks whose update is discarded are skipped; see training/step.py).
+Variants (each its own networks from the same seed, on the same random batch; timed in turns, one
+iteration of each per round, so that a busy machine slows them alike):
+    plain    the step as written (train.shared_passes=false, fp32): the step of main at d58d7a9
+    autocast the same step inside a plain ``torch.autocast`` (what a user would add)
+    exact    the default step (shared passes, fp32): equal to plain within rounding
+    fast     shared passes + --precision (bf16) [+ channels_last] [+ compile]
+Peak memory: each variant in a subprocess, the process's maximum resident set (getrusage ru_maxrss)
+after building the networks and after two iterations (CPU), or torch.cuda.max_memory_allocated (CUDA).
+Phase shares: one profiled iteration per variant (torch.profiler, the step's record_function labels).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
 
 from stargan.config import load_preset
 from stargan.nets.v2 import build_networks
-from stargan.training import step as step_module
+from stargan.training.speed import Speed, prepare_networks
+from stargan.training.step_v2 import make_train_state, train_step
+
+PHASES = ("D/latent", "D/ref", "G/latent", "G/ref", "EMA")
 
 
 def random_batch(cfg, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -29,46 +46,146 @@ def random_batch(cfg, batch: int, device: torch.device) -> dict[str, torch.Tenso
     return {k: v.to(device) for k, v in out.items()}
 
 
-def time_steps(cfg, batch: dict, iters: int, warmup: int, device: torch.device) -> list[float]:
+def make_variant(name: str, cfg, args, device: torch.device):
+    """(state, step function) of a variant."""
     torch.manual_seed(0)
-    state = step_module.make_train_state(build_networks(cfg.model).to(device), cfg.optim)
-    times = []
-    for i in range(warmup + iters):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step_module.train_step(state, batch, cfg.loss, cfg.optim.ema_beta)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return times
+    state = make_train_state(build_networks(cfg.model).to(device), cfg.optim)
+    if name == "plain" or name == "autocast":
+        speed = Speed(shared_passes=False, device_type=device.type)
+    elif name == "exact":
+        speed = Speed(device_type=device.type)
+    else:
+        speed = Speed(precision=args.precision, channels_last=args.channels_last, device_type=device.type)
+        prepare_networks(state.nets, speed, compile_nets=args.compile)
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float16
+    wrap = ((lambda: torch.autocast(device.type, dtype=dtype)) if name == "autocast"
+            else contextlib.nullcontext)
+
+    def step(batch):
+        with wrap():
+            return train_step(state, batch, cfg.loss, cfg.optim.ema_beta, speed=speed)
+
+    return state, step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def phase_shares(step, batch, device) -> dict[str, float]:
+    """Shares of one iteration's time: per phase, and forward / backward / R1 / optimizer."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step(batch)
+        sync(device)
+    times = {e.key: e.cpu_time_total for e in prof.key_averages()}
+    phases = {p: times.get(f"phase {p}", 0.0) for p in PHASES}
+    total = sum(phases.values()) or 1.0
+    parts = {"R1": times.get("R1", 0.0), "backward": times.get("backward", 0.0),
+             "optimizer": times.get("optimizer", 0.0)}
+    parts["forward"] = total - sum(parts.values()) - phases["EMA"]
+    return {**{p: v / total for p, v in phases.items()}, **{k: v / total for k, v in parts.items()}}
+
+
+def config_of(args):
+    cfg = load_preset(args.preset)
+    model = {}
+    if args.img_size:
+        model["img_size"] = args.img_size
+    if args.domains:
+        model["num_domains"] = args.domains
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model))
+
+
+def memory_of(variant: str, args) -> dict[str, float]:
+    """Peak memory of two iterations of ``variant``, measured in this (fresh) process."""
+    device = torch.device(args.device)
+    cfg = config_of(args)
+    batch = random_batch(cfg, args.batch, device)
+    _, step = make_variant(variant, cfg, args, device)
+    built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(2):
+        step(batch)
+    sync(device)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = {"built_mb": built, "peak_mb": peak, "step_mb": peak - built}
+    if device.type == "cuda":
+        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--preset", default="afhq", help="widths of this preset (afhq: the paper's)")
+    parser.add_argument("--img-size", type=int, default=64, help="0: the preset's")
+    parser.add_argument("--domains", type=int, default=2, help="0: the preset's")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--iters", type=int, default=2, help="timed rounds (one iteration of each variant)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp16"], help="of the fast mode")
+    parser.add_argument("--channels-last", action="store_true", help="fast mode: channels_last")
+    parser.add_argument("--compile", action="store_true", help="fast mode: torch.compile")
+    parser.add_argument("--variants", default="plain,autocast,exact,fast")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--no-profile", action="store_true", help="skip the phase shares")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: one variant's peak memory
     args = parser.parse_args()
+    if args.memory_of:
+        print(json.dumps(memory_of(args.memory_of, args)))
+        return
 
-    cfg = load_preset(args.preset)
     device = torch.device(args.device)
+    cfg = config_of(args)
+    names = args.variants.split(",")
     batch = random_batch(cfg, args.batch, device)
-    fast = time_steps(cfg, batch, args.iters, args.warmup, device)
-    original = step_module.frozen
-    step_module.frozen = lambda *modules: contextlib.nullcontext()
-    try:
-        plain = time_steps(cfg, batch, args.iters, args.warmup, device)
-    finally:
-        step_module.frozen = original
-    median, median_plain = statistics.median(fast), statistics.median(plain)
-    print(f"preset={args.preset} img_size={cfg.model.img_size} batch={args.batch} device={device} "
-          f"threads={torch.get_num_threads()} iters={args.iters}")
-    print(f"median s/iter: {median:.4f}  ({args.batch / median:.1f} images/s)")
-    print(f"without skipped-gradient speed-up: {median_plain:.4f} s/iter  -> speed-up x{median_plain / median:.2f}")
+    variants = {name: make_variant(name, cfg, args, device)[1] for name in names}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(args.warmup + args.iters):
+        for name, step in variants.items():
+            sync(device)
+            start = time.perf_counter()
+            step(batch)
+            sync(device)
+            if round_ >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(t) for name, t in times.items()}
+
+    fast = f"{args.precision}" + (" + channels_last" if args.channels_last else "") + (
+        " + compile" if args.compile else "")
+    m = cfg.model
+    print(f"preset={args.preset} (widths base {m.first_dim}, max {m.max_conv_dim}) img_size={m.img_size} "
+          f"domains={m.num_domains} w_hpf={m.w_hpf} batch={args.batch} device={device} "
+          f"threads={torch.get_num_threads()} rounds={args.iters} after {args.warmup} warm-up; fast = {fast}")
+    base = median.get("plain")
+    for name in names:
+        ratio = f"  x{base / median[name]:.2f} vs plain" if base else ""
+        spread = f"{min(times[name]):.2f}-{max(times[name]):.2f}"
+        print(f"  {name:9s} {median[name]:8.3f} s/iter (range {spread}){ratio}")
+    if "autocast" in median and "fast" in median:
+        print(f"  fast vs autocast around the plain step: x{median['autocast'] / median['fast']:.2f}")
+
+    if not args.no_memory:
+        how = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "ru_maxrss of a fresh process"
+        print(f"peak memory ({how}; 'step' = peak minus resident after building the networks):")
+        for name in names:
+            cmd = [sys.executable, __file__, "--memory-of", name] + [
+                a for a in sys.argv[1:] if a not in ("--memory-of",)]
+            out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            cuda = f", cuda {out['cuda_peak_mb']:.0f} MB" if "cuda_peak_mb" in out else ""
+            print(f"  {name:9s} peak {out['peak_mb']:7.0f} MB, step {out['step_mb']:7.0f} MB{cuda}")
+
+    if not args.no_profile:
+        print("shares of one profiled iteration (phases; forward/backward/R1/optimizer; R1 = the gradient "
+              "pass w.r.t. the real images, its second-order part is in backward):")
+        for name in names:
+            shares = phase_shares(variants[name], batch, device)
+            print(f"  {name:9s} " + " ".join(f"{k} {100 * v:4.1f}%" for k, v in shares.items()))
 
 
 if __name__ == "__main__":
