@@ -51,6 +51,7 @@ def main() -> None:
     for _, net in nets.items():
         net.eval()
     extractor = build_extractor(args.backbone, cfg.img_size, random_init=True, device=device)
+    unfolded = build_extractor(args.backbone, cfg.img_size, random_init=True, device=device, fold=False)
     lpips = LPIPS(random_init=True, device=device)
     clf_config = ClassifierConfig(img_size=cfg.img_size, domains=("a", "b", "c"), width=32, feature_dim=256)
     classifier = ClassifierFeatures(clf_config.build().to(device).eval(), clf_config, "random-init")
@@ -74,7 +75,15 @@ def main() -> None:
     }
     for fn in stages.values():  # warm-up
         fn()
-    times = {name: seconds(fn, args.batches) for name, fn in stages.items()}
+    before = f"{args.backbone} features before"
+    unfolded(_as_png(fake))
+    times, times_before = {name: 0.0 for name in stages}, 0.0
+    for _ in range(args.batches):  # in turns, so that a busy machine slows both extractors alike
+        for name, fn in stages.items():
+            times[name] += seconds(fn, 1)
+        times_before += seconds(lambda: unfolded(_as_png(fake)), 1)
+    new, old = extractor(_as_png(fake)), unfolded(_as_png(fake))
+    rel = ((new - old).norm() / old.norm()).item()
     total = sum(times.values())
     images = args.batch * args.batches
     print(f"preset {args.preset} ({cfg.img_size} px), {images} images on {device}, "
@@ -83,6 +92,9 @@ def main() -> None:
         print(f"  {name:28s} {images / t:9.1f} images/s   {t / total:6.1%} of the pipeline")
     print(f"  {'full pipeline':28s} {images / total:9.1f} images/s   "
           f"(generation is {times['generation'] / total:.1%} of the time)")
+    name = f"{args.backbone} features"
+    print(f"  {before:28s} {images / times_before:9.1f} images/s   (without fold_batch_norms / "
+          f"channels_last): x{times_before / times[name]:.2f} now; features differ by {rel:.1e} relative")
 
 
 if __name__ == "__main__":

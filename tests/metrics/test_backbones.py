@@ -71,7 +71,7 @@ def test_torchvision_file_with_aux_logits_loads(monkeypatch, tmp_path):
     state = net.state_dict()
     assert any(k.startswith("AuxLogits.") for k in state)  # what the released file holds
     path, digest = fake_weights(monkeypatch, tmp_path, "inception-torchvision", state)
-    extractor = build_extractor("inception-torchvision", 64, weights=str(path))
+    extractor = build_extractor("inception-torchvision", 64, weights=str(path), fold=False)  # as loaded
     assert extractor.weights_sha256 == digest
     key = "Mixed_7c.branch_pool.conv.weight"
     assert torch.equal(extractor.net.get_parameter(key), state[key])
@@ -82,7 +82,7 @@ def test_tf_file_loads_and_a_wrong_file_is_refused(monkeypatch, tmp_path):
     state = backbones._tf_inception_network().state_dict()
     assert state["fc.weight"].shape == (1008, 2048)
     path, digest = fake_weights(monkeypatch, tmp_path, "inception-tf", state)
-    extractor = build_extractor("inception-tf", 64, weights=str(path))
+    extractor = build_extractor("inception-tf", 64, weights=str(path), fold=False)  # as loaded
     assert extractor.weights_sha256 == digest
     key = "Mixed_5b.branch_pool.conv.weight"  # a patched FID block
     assert torch.equal(extractor.net.get_parameter(key), state[key])
@@ -108,3 +108,28 @@ def test_bad_inputs_are_refused_before_running():
     for shape in [(2, 1, 32, 32), (2, 3, 32, 16), (0, 3, 32, 32), (3, 32, 32)]:
         with pytest.raises(ValueError, match="inception-torchvision"):
             extractor(torch.zeros(shape))
+
+
+@pytest.mark.parametrize("name", ["inception-tf", "inception-torchvision"])
+def test_folded_batch_norms_give_the_same_features(name):
+    """fold_batch_norms (conv+BN folded, channels_last) computes the network as loaded, to 1e-5 relative;
+    BN statistics and affine parameters are perturbed so that the fold has something to fold."""
+    import copy
+
+    from stargan.metrics import backbones
+
+    torch.manual_seed(0)
+    folded = build_extractor(name, img_size=32, random_init=True, fold=False)
+    with torch.no_grad():
+        for m in folded.net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    plain = copy.deepcopy(folded)
+    backbones.fold_batch_norms(folded.net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.net.modules())
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    a, b = folded(x), plain(x)
+    assert ((a - b).norm() / b.norm()).item() < 1e-5

@@ -67,6 +67,27 @@ def _freeze(module: nn.Module) -> None:
     module.requires_grad_(False)
 
 
+@torch.no_grad()
+def fold_batch_norms(net: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm that follows a bias-free conv (Inception's ``BasicConv2d``) into
+    the conv's weight and bias, and lay the network out channels-last for oneDNN, in place.
+
+    The same function of the input up to rounding (features equal within 1e-5 relative, a test
+    checks it); about twice as fast on a CPU (benchmarks/eval_speed.py).
+    """
+    for module in net.modules():
+        conv, bn = getattr(module, "conv", None), getattr(module, "bn", None)
+        if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and conv.bias is None):
+            continue
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          conv.dilation, conv.groups, bias=True).to(conv.weight.device)
+        fused.weight.copy_(conv.weight * scale[:, None, None, None])
+        fused.bias.copy_(bn.bias - bn.running_mean * scale)
+        module.conv, module.bn = fused, nn.Identity()
+    return net.to(memory_format=torch.channels_last)
+
+
 # ----------------------------------------------------------------------------------------------
 # inception-tf
 
@@ -108,10 +129,10 @@ def _tf_inception_network() -> nn.Module:
 class InceptionTF(FeatureExtractor):
     """TF Inception pool3 features after clean-fid's resize to 299."""
 
-    def __init__(self, net: nn.Module, weights_sha256: str) -> None:
+    def __init__(self, net: nn.Module, weights_sha256: str, fold: bool = True) -> None:
         super().__init__()
         net.fc = nn.Identity()  # the 1008-way logits are not used; the output is pool3
-        self.net = net
+        self.net = fold_batch_norms(net.eval()) if fold else net
         self.name = "inception-tf"
         self.weights_sha256 = weights_sha256
         self.protocol = ("inception-tf: clean-fid resize (PIL bicubic on float32, clipped to [0, 255]) "
@@ -123,17 +144,17 @@ class InceptionTF(FeatureExtractor):
         _check_images(x, self.name)
         with torch.inference_mode():
             x = clean_resize(x.clamp(-1, 1)).to(_device(self))
-            return self.net(x).float()
+            return self.net(x.contiguous(memory_format=torch.channels_last)).float()
 
 
-def _build_inception_tf(weights: str | None, random_init: bool) -> InceptionTF:
+def _build_inception_tf(weights: str | None, random_init: bool, fold: bool) -> InceptionTF:
     if random_init:
         with seeded_init():
-            return InceptionTF(_tf_inception_network(), RANDOM_INIT)
+            return InceptionTF(_tf_inception_network(), RANDOM_INIT, fold)
     resolved = resolve_weights("inception-tf", weights)
     net = _tf_inception_network()
     load_into(net, load_state_dict(resolved), resolved, "inception-tf")
-    return InceptionTF(net, resolved.sha256)
+    return InceptionTF(net, resolved.sha256, fold)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,10 +168,10 @@ def _torchvision_inception_network() -> nn.Module:
 class InceptionTorchvision(FeatureExtractor):
     """torchvision Inception pool3 features, preprocessed as the released StarGAN v2 evaluation."""
 
-    def __init__(self, net: nn.Module, weights_sha256: str, img_size: int) -> None:
+    def __init__(self, net: nn.Module, weights_sha256: str, img_size: int, fold: bool = True) -> None:
         super().__init__()
         net.fc = nn.Identity()
-        self.net = net
+        self.net = fold_batch_norms(net.eval()) if fold else net
         self.img_size = img_size
         self.name = "inception-torchvision"
         self.weights_sha256 = weights_sha256
@@ -171,20 +192,20 @@ class InceptionTorchvision(FeatureExtractor):
                     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                                       antialias=True)
             x = ((x + 1) / 2 - self.mean) / self.std
-            return self.net(x).float()
+            return self.net(x.contiguous(memory_format=torch.channels_last)).float()
 
 
-def _build_inception_torchvision(img_size: int, weights: str | None,
-                                 random_init: bool) -> InceptionTorchvision:
+def _build_inception_torchvision(img_size: int, weights: str | None, random_init: bool,
+                                 fold: bool) -> InceptionTorchvision:
     if random_init:
         with seeded_init():
-            return InceptionTorchvision(_torchvision_inception_network(), RANDOM_INIT, img_size)
+            return InceptionTorchvision(_torchvision_inception_network(), RANDOM_INIT, img_size, fold)
     resolved = resolve_weights("inception-torchvision", weights)
     # The released file also holds the auxiliary classifier (AuxLogits.*), which is never used here.
     state = {k: v for k, v in load_state_dict(resolved).items() if not k.startswith("AuxLogits.")}
     net = _torchvision_inception_network()
     load_into(net, state, resolved, "inception-torchvision")
-    return InceptionTorchvision(net, resolved.sha256, img_size)
+    return InceptionTorchvision(net, resolved.sha256, img_size, fold)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,18 +214,19 @@ EXTRACTORS = ("inception-tf", "inception-torchvision")
 
 
 def build_extractor(name: str, img_size: int, weights: str | None = None, random_init: bool = False,
-                    device: str | torch.device = "cpu") -> FeatureExtractor:
+                    device: str | torch.device = "cpu", fold: bool = True) -> FeatureExtractor:
     """Build a feature extractor by name; ``weights`` is a file or folder overriding torch.hub's.
 
     ``random_init=True`` skips the weights (reproducibly seeded; for tests): ``weights_sha256`` is
-    then ``"random-init"``.
+    then ``"random-init"``. ``fold=False`` keeps the network as loaded, without
+    :func:`fold_batch_norms` (the same features; for comparisons).
     """
     if img_size < 1:
         raise ValueError(f"img_size must be a positive number of pixels, got {img_size}")
     if name == "inception-tf":
-        extractor: FeatureExtractor = _build_inception_tf(weights, random_init)
+        extractor: FeatureExtractor = _build_inception_tf(weights, random_init, fold)
     elif name == "inception-torchvision":
-        extractor = _build_inception_torchvision(img_size, weights, random_init)
+        extractor = _build_inception_torchvision(img_size, weights, random_init, fold)
     else:
         raise ValueError(f"unknown feature extractor {name!r}; valid names: {', '.join(EXTRACTORS)}")
     return extractor.to(device)

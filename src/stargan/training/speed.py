@@ -71,15 +71,34 @@ def make_speed(precision: str = "fp32", device: torch.device | str = "cpu", shar
 
 
 def prepare_networks(nets, speed: Speed, compile_nets: bool = False) -> None:
-    """Apply the memory format to ``nets`` in place, and compile them into ``speed.compiled``."""
+    """Apply the memory format to ``nets`` in place, and compile their passes into ``speed.compiled``.
+
+    Compiled: G's encoder and decoder halves, F, E, and D for the fake images (the R1 pass on real
+    images needs a double backward, which compiled graphs do not support, so it stays eager).
+    """
     if speed.channels_last:
         for _, net in nets.items():
             net.to(memory_format=torch.channels_last)
     if not compile_nets:
         return
-    try:
-        speed.compiled = {name: torch.compile(net) for name, net in nets.items()}
-    except Exception as error:  # noqa: BLE001 - any backend failure means eager
-        speed.compiled = {}
-        warnings.warn(f"train.compile: torch.compile failed ({type(error).__name__}: {error}); "
-                      "training runs eagerly", stacklevel=2)
+    names = ("generator.encode_image", "generator.decode_from", "mapping_network", "style_encoder",
+             "discriminator")
+    speed.compiled = {name: CompiledOrEager(speed, speed.fn(nets, name)) for name in names}
+
+
+class CompiledOrEager:
+    """``torch.compile(fn)``, falling back to eager ``fn`` for every pass of the step (one warning)
+    as soon as any compilation fails, e.g. without a working C++ compiler."""
+
+    def __init__(self, speed: Speed, fn) -> None:
+        self.speed, self.eager, self.compiled = speed, fn, torch.compile(fn)
+
+    def __call__(self, *args, **kwargs):
+        if self.speed.compiled:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - any backend failure means eager
+                warnings.warn(f"train.compile: torch.compile failed ({type(error).__name__}: "
+                              f"{str(error)[:300]}); training continues eagerly", stacklevel=2)
+                self.speed.compiled = {}
+        return self.eager(*args, **kwargs)
