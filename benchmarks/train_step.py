@@ -12,7 +12,8 @@ iteration of each per round, so that a busy machine slows them alike):
     fast     shared passes + --precision (bf16) [+ channels_last] [+ compile]
 Peak memory: each variant in a subprocess, the process's maximum resident set (getrusage ru_maxrss)
 after building the networks and after two iterations (CPU), or torch.cuda.max_memory_allocated (CUDA).
-Phase shares: one profiled iteration per variant (torch.profiler, the step's record_function labels).
+Phase shares: the last timed round runs under torch.profiler (the step's record_function labels);
+its overhead is small next to these convolutions and the same for every variant.
 """
 from __future__ import annotations
 
@@ -73,14 +74,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def phase_shares(step, batch, device) -> dict[str, float]:
-    """Shares of one iteration's time: per phase, and forward / backward / R1 / optimizer."""
+def profiler(device: torch.device, enabled: bool):
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        step(batch)
-        sync(device)
+    return profile(activities=activities) if enabled else contextlib.nullcontext()
+
+
+def phase_shares(prof) -> dict[str, float]:
+    """Shares of one iteration's time: per phase, and forward / backward / R1 / optimizer."""
     times = {e.key: e.cpu_time_total for e in prof.key_averages()}
     phases = {p: times.get(f"phase {p}", 0.0) for p in PHASES}
     total = sum(phases.values()) or 1.0
@@ -146,14 +148,21 @@ def main() -> None:
     batch = random_batch(cfg, args.batch, device)
     variants = {name: make_variant(name, cfg, args, device)[1] for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
-    for round_ in range(args.warmup + args.iters):
+    shares = {}
+    rounds = args.warmup + args.iters
+    for round_ in range(rounds):
         for name, step in variants.items():
-            sync(device)
-            start = time.perf_counter()
-            step(batch)
-            sync(device)
+            profiled = round_ == rounds - 1 and not args.no_profile
+            with profiler(device, profiled) as prof:
+                sync(device)
+                start = time.perf_counter()
+                step(batch)
+                sync(device)
+                elapsed = time.perf_counter() - start
             if round_ >= args.warmup:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(elapsed)
+            if profiled:
+                shares[name] = phase_shares(prof)
     median = {name: statistics.median(t) for name, t in times.items()}
 
     fast = f"{args.precision}" + (" + channels_last" if args.channels_last else "") + (
@@ -170,6 +179,7 @@ def main() -> None:
     if "autocast" in median and "fast" in median:
         print(f"  fast vs autocast around the plain step: x{median['autocast'] / median['fast']:.2f}")
 
+    sys.stdout.flush()
     if not args.no_memory:
         how = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "ru_maxrss of a fresh process"
         print(f"peak memory ({how}; 'step' = peak minus resident after building the networks):")
@@ -180,12 +190,11 @@ def main() -> None:
             cuda = f", cuda {out['cuda_peak_mb']:.0f} MB" if "cuda_peak_mb" in out else ""
             print(f"  {name:9s} peak {out['peak_mb']:7.0f} MB, step {out['step_mb']:7.0f} MB{cuda}")
 
-    if not args.no_profile:
-        print("shares of one profiled iteration (phases; forward/backward/R1/optimizer; R1 = the gradient "
-              "pass w.r.t. the real images, its second-order part is in backward):")
+    if shares:
+        print("shares of the last (profiled) iteration: phases; forward/backward/R1/optimizer (R1 = the "
+              "gradient pass w.r.t. the real images; its second-order part is in backward):")
         for name in names:
-            shares = phase_shares(variants[name], batch, device)
-            print(f"  {name:9s} " + " ".join(f"{k} {100 * v:4.1f}%" for k, v in shares.items()))
+            print(f"  {name:9s} " + " ".join(f"{k} {100 * v:4.1f}%" for k, v in shares[name].items()))
 
 
 if __name__ == "__main__":
