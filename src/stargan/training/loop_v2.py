@@ -85,7 +85,8 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
 def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir: Path, resume: bool,
            device: torch.device, show_progress: bool, world: World, mask_fn: MaskFn | None) -> Path:
     torch.manual_seed(config.train.seed)
-    state = make_train_state(build_networks(config.model).to(device), config.optim, world.world_size)
+    state = make_train_state(build_networks(config.model).to(device), config.optim, world.world_size,
+                             fused=device.type == "cuda" and config.train.precision == "fp16")
     resume_and_record(state, config, run_dir, resume, world)
     speed = make_speed(config.train.precision, device, config.train.shared_passes, config.train.channels_last)
     prepare_networks(state.nets, speed, compile_nets=config.train.compile)

@@ -46,12 +46,16 @@ def optimizer_settings(name: str, optim: OptimConfig) -> dict[str, Any]:
             "betas": (optim.beta1, optim.beta2), "weight_decay": optim.weight_decay}
 
 
-def make_train_state(nets: Networks, optim: OptimConfig, world_size: int = 1) -> TrainState:
+def make_train_state(nets: Networks, optim: OptimConfig, world_size: int = 1, fused: bool = False
+                     ) -> TrainState:
+    """``fused`` (CUDA): Adam's fused kernels, which also let fp16's loss scaler skip steps on overflow
+    without a host sync (a non-fused optimizer makes ``GradScaler.step`` read a flag back per step)."""
     ema = Networks(copy.deepcopy(nets.generator), copy.deepcopy(nets.mapping_network),
                    copy.deepcopy(nets.style_encoder))
     for _, net in ema.items():
         net.requires_grad_(False).eval()
-    optimizers = {name: torch.optim.Adam(net.parameters(), **optimizer_settings(name, optim))
+    optimizers = {name: torch.optim.Adam(net.parameters(), **optimizer_settings(name, optim),
+                                         **({"fused": True} if fused else {}))
                   for name, net in nets.items()}
     return TrainState(nets=nets, ema=ema, optimizers=optimizers, world_size=world_size)
 
