@@ -11,7 +11,7 @@ iteration of each per round, so that a busy machine slows them alike):
     exact    the default step (shared passes, fp32): equal to plain within rounding
     fast     shared passes + --precision (bf16) [+ channels_last] [+ compile]
 Peak memory: each variant in a subprocess, the process's maximum resident set (getrusage ru_maxrss)
-after building the networks and after two iterations (CPU), or torch.cuda.max_memory_allocated (CUDA).
+after building the networks and after one iteration (CPU), or torch.cuda.max_memory_allocated (CUDA).
 Phase shares: the last timed round runs under torch.profiler (the step's record_function labels);
 its overhead is small next to these convolutions and the same for every variant.
 """
@@ -103,7 +103,8 @@ def config_of(args):
 
 
 def memory_of(variant: str, args) -> dict[str, float]:
-    """Peak memory of two iterations of ``variant``, measured in this (fresh) process."""
+    """Peak memory of one iteration of ``variant`` (the first: Adam's moments are allocated in it for
+    every variant alike), measured in this (fresh) process."""
     device = torch.device(args.device)
     cfg = config_of(args)
     batch = random_batch(cfg, args.batch, device)
@@ -111,8 +112,7 @@ def memory_of(variant: str, args) -> dict[str, float]:
     built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    for _ in range(2):
-        step(batch)
+    step(batch)
     sync(device)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {"built_mb": built, "peak_mb": peak, "step_mb": peak - built}
@@ -163,7 +163,7 @@ def main() -> None:
                 times[name].append(elapsed)
             if profiled:
                 shares[name] = phase_shares(prof)
-    median = {name: statistics.median(t) for name, t in times.items()}
+    median = {name: statistics.median(t) for name, t in times.items() if t}
 
     fast = f"{args.precision}" + (" + channels_last" if args.channels_last else "") + (
         " + compile" if args.compile else "")
@@ -172,11 +172,11 @@ def main() -> None:
           f"domains={m.num_domains} w_hpf={m.w_hpf} batch={args.batch} device={device} "
           f"threads={torch.get_num_threads()} rounds={args.iters} after {args.warmup} warm-up; fast = {fast}")
     base = median.get("plain")
-    for name in names:
+    for name in median:
         ratio = f"  x{base / median[name]:.2f} vs plain" if base else ""
         spread = f"{min(times[name]):.2f}-{max(times[name]):.2f}"
         print(f"  {name:9s} {median[name]:8.3f} s/iter (range {spread}){ratio}")
-    if "autocast" in median and "fast" in median:
+    if "autocast" in median and "fast" in median:  # noqa: SIM102
         print(f"  fast vs autocast around the plain step: x{median['autocast'] / median['fast']:.2f}")
 
     sys.stdout.flush()
