@@ -1,11 +1,12 @@
 """How a training step runs, apart from its math: precision, memory format, compilation.
 
-None of it is saved: weights, optimizer states and moving averages stay fp32 and contiguous in every
-mode, so a checkpoint is the same whatever the options, and a run can resume under other options.
+None of it is saved: weights, optimizer states and moving averages stay fp32 in every mode (and are
+written contiguous), so a checkpoint is the same whatever the options, and a run can resume under others.
 
 - ``bf16`` (CPU and CUDA) and ``fp16`` (CUDA only) run the networks' forward and backward passes under
-  ``torch.autocast``; losses are reduced in fp32 (outputs are cast back before every loss), and the R1
-  penalty's gradient w.r.t. the real images is an fp32 tensor.
+  ``torch.autocast``; every loss is reduced in fp32 (outputs are cast back first), and the R1 penalty's
+  gradient w.r.t. the real images is an fp32 tensor squared and summed in fp32 (the convolutions of
+  its double backward run in the autocast dtype, like every other backward convolution).
 - ``fp16`` scales each phase's loss with its own ``GradScaler`` (four phases, so a phase whose gradients
   overflow lowers only its own scale); the R1 gradient is taken of the scaled output and unscaled.
 - ``channels_last`` converts the networks and the images to NHWC once; the weights keep their values.
