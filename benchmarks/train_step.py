@@ -148,6 +148,7 @@ def main() -> None:
     batch = random_batch(cfg, args.batch, device)
     variants = {name: make_variant(name, cfg, args, device)[1] for name in names}
     times: dict[str, list[float]] = {name: [] for name in names}
+    cpu_times: dict[str, list[float]] = {name: [] for name in names}
     shares = {}
     rounds = args.warmup + args.iters
     for round_ in range(rounds):
@@ -155,15 +156,17 @@ def main() -> None:
             profiled = round_ == rounds - 1 and not args.no_profile
             with profiler(device, profiled) as prof:
                 sync(device)
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 step(batch)
                 sync(device)
-                elapsed = time.perf_counter() - start
+                elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
             if round_ >= args.warmup:
                 times[name].append(elapsed)
+                cpu_times[name].append(cpu)
             if profiled:
                 shares[name] = phase_shares(prof)
     median = {name: statistics.median(t) for name, t in times.items() if t}
+    cpu_median = {name: statistics.median(t) for name, t in cpu_times.items() if t}
 
     fast = f"{args.precision}" + (" + channels_last" if args.channels_last else "") + (
         " + compile" if args.compile else "")
@@ -171,13 +174,20 @@ def main() -> None:
     print(f"preset={args.preset} (widths base {m.first_dim}, max {m.max_conv_dim}) img_size={m.img_size} "
           f"domains={m.num_domains} w_hpf={m.w_hpf} batch={args.batch} device={device} "
           f"threads={torch.get_num_threads()} rounds={args.iters} after {args.warmup} warm-up; fast = {fast}")
-    base = median.get("plain")
+    base, cpu_base = median.get("plain"), cpu_median.get("plain")
+    if median:
+        print("wall-clock s/iter, and the process's CPU seconds per iteration (what a shared, busy machine "
+              "cannot inflate much; with one thread the better measure of work):")
     for name in median:
         ratio = f"  x{base / median[name]:.2f} vs plain" if base else ""
+        cpu_ratio = f"  x{cpu_base / cpu_median[name]:.2f} vs plain" if cpu_base else ""
         spread = f"{min(times[name]):.2f}-{max(times[name]):.2f}"
-        print(f"  {name:9s} {median[name]:8.3f} s/iter (range {spread}){ratio}")
-    if "autocast" in median and "fast" in median:  # noqa: SIM102
-        print(f"  fast vs autocast around the plain step: x{median['autocast'] / median['fast']:.2f}")
+        print(f"  {name:9s} {median[name]:8.3f} s/iter (range {spread}){ratio}   "
+              f"CPU {cpu_median[name]:8.3f} s/iter{cpu_ratio}")
+    for ref in ("autocast", "exact"):
+        if ref in median and "fast" in median:
+            print(f"  fast vs {ref}: x{median[ref] / median['fast']:.2f} wall, "
+                  f"x{cpu_median[ref] / cpu_median['fast']:.2f} CPU")
 
     sys.stdout.flush()
     if not args.no_memory:
