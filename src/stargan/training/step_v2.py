@@ -175,12 +175,7 @@ def _paper_train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_cf
         update(state, g_loss, ("generator",))
     logs.update({f"G/ref_{k}": v for k, v in terms.items()})
 
-    # 5. Moving averages used for sampling and evaluation.
-    with record_function("phase EMA"):
-        update_ema(state.ema, nets, ema_beta)
-    state.step += 1
-    logs["G/lambda_ds"] = torch.tensor(lambda_ds)
-    return logs
+    return _finish_iteration(state, ema_beta, lambda_ds, logs)
 
 
 def _shared_train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_cfg: LossConfig,
@@ -262,9 +257,14 @@ def _shared_train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_c
         update(state, g_loss, ("generator",), scaler=speed.scaler("G/ref"))
     logs.update({f"G/ref_{k}": v for k, v in terms.items()})
 
+    return _finish_iteration(state, ema_beta, lambda_ds, logs)
+
+
+def _finish_iteration(state: TrainState, ema_beta: float, lambda_ds: float,
+                      logs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # 5. Moving averages used for sampling and evaluation.
     with record_function("phase EMA"):
-        update_ema(state.ema, nets, ema_beta)
+        update_ema(state.ema, state.nets, ema_beta)
     state.step += 1
     logs["G/lambda_ds"] = torch.tensor(lambda_ds)
     return logs
