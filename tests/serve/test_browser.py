@@ -86,6 +86,15 @@ def page(server: str) -> Iterator[object]:
         browser.close()
 
 
+def images_loaded(page: object, selector: str, count: int) -> None:
+    """Wait until ``count`` images under ``selector`` exist and have finished loading (a busy machine
+    shows the <img> elements before their pixels arrive)."""
+    page.wait_for_function(
+        "([sel, n]) => { const imgs = [...document.querySelectorAll(sel)];"
+        " return imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0); }",
+        arg=[selector, count])
+
+
 def status_contains(page: object, text: str) -> None:
     page.wait_for_function("t => document.querySelector('#status').innerText.includes(t)", arg=text)
 
@@ -100,7 +109,7 @@ def test_upload_translate_and_see_the_outputs(page: object, tiny_run: Path, tmp_
     page.click("#translate")
     status_contains(page, "3 image(s) of 16x16 px, target square")
     images = page.locator("#outputs img")
-    images.nth(2).wait_for()
+    images_loaded(page, "#outputs img", 3)
     sizes = [images.nth(i).evaluate("img => [img.naturalWidth, img.naturalHeight]") for i in range(images.count())]
     assert sizes == [[16, 16]] * 3
     shot = (SCREENSHOT or tmp_path) / "serve.png"
@@ -145,7 +154,7 @@ def test_reference_style_and_interpolation_gif(page: object) -> None:
     page.click("#interpolate")
     status_contains(page, "style interpolation A -> B -> A in square")
     gif = page.locator("#gif img")
-    gif.wait_for()
+    images_loaded(page, "#gif img", 1)
     assert gif.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [32, 16]
 
 
