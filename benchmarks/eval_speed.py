@@ -18,7 +18,7 @@ import torch
 from stargan.config import load_preset
 from stargan.metrics.backbones import build_extractor
 from stargan.metrics.classifier import ClassifierConfig, ClassifierFeatures
-from stargan.metrics.evaluate import _as_png
+from stargan.metrics.evaluate import as_png
 from stargan.metrics.lpips import LPIPS
 from stargan.nets.v2 import build_networks
 
@@ -68,21 +68,21 @@ def main() -> None:
     fake = generate()
     stages = {
         "generation": generate,
-        f"{args.backbone} features": lambda: extractor(_as_png(fake)),
+        f"{args.backbone} features": lambda: extractor(as_png(fake)),
         "LPIPS (45 pairs per 10)": lambda: [lpips.mean_pairwise_lpips(group)
                                             for group in fake.view(-1, NUM_OUTS, *fake.shape[1:])],
-        "classifier": lambda: classifier.logits(_as_png(fake)),
+        "classifier": lambda: classifier.logits(as_png(fake)),
     }
     for fn in stages.values():  # warm-up
         fn()
     before = f"{args.backbone} features before"
-    unfolded(_as_png(fake))
+    unfolded(as_png(fake))
     times, times_before = {name: 0.0 for name in stages}, 0.0
     for _ in range(args.batches):  # in turns, so that a busy machine slows both extractors alike
         for name, fn in stages.items():
             times[name] += seconds(fn, 1)
-        times_before += seconds(lambda: unfolded(_as_png(fake)), 1)
-    new, old = extractor(_as_png(fake)), unfolded(_as_png(fake))
+        times_before += seconds(lambda: unfolded(as_png(fake)), 1)
+    new, old = extractor(as_png(fake)), unfolded(as_png(fake))
     rel = ((new - old).norm() / old.norm()).item()
     total = sum(times.values())
     images = args.batch * args.batches

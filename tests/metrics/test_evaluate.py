@@ -14,7 +14,7 @@ from stargan.cli import main
 from stargan.config import Config, EvalConfig
 from stargan.data import make_demo_dataset
 from stargan.metrics import evaluate
-from stargan.metrics.evaluate import Scorers, _as_png, _Task, evaluate_run
+from stargan.metrics.evaluate import Scorers, as_png, _Task, evaluate_run
 from stargan.metrics.fid import FeatureStats, frechet_distance
 from stargan.metrics.weights import WeightsError
 from stargan.nets.v2 import build_networks
@@ -42,7 +42,7 @@ def run(tmp_path_factory):
 
 def test_as_png_rounds_to_8_bit_levels():
     x = torch.tensor([-1.5, -1.0, 0.0, 0.001, 0.5, 2.0])
-    levels = (_as_png(x) + 1) * 127.5
+    levels = (as_png(x) + 1) * 127.5
     assert torch.allclose(levels, levels.round(), atol=1e-4)
     assert levels.tolist() == pytest.approx([0, 0, 128, 128, 191, 255], abs=1e-4)
 
@@ -67,7 +67,7 @@ def test_task_scores_equal_direct_computation():
     task.add(outs[:, 2:])                                          # streamed in two batches
     result = task.result({"inception": real}, seed=0)
 
-    fake = _as_png(outs.flatten(0, 1)).mean(dim=(2, 3)).double().numpy()
+    fake = as_png(outs.flatten(0, 1)).mean(dim=(2, 3)).double().numpy()
     expected = frechet_distance(fake.mean(0), np.cov(fake, rowvar=False), real.mean, real.cov)
     assert result["num_images"] == 20
     assert result["fid"] == pytest.approx(expected, rel=1e-9)

@@ -112,7 +112,7 @@ def _load(files: list[Path], img_size: int) -> Tensor:
     return torch.stack([eval_transform(load_rgb(f), img_size) for f in files])
 
 
-def _as_png(x: Tensor) -> Tensor:
+def as_png(x: Tensor) -> Tensor:
     """Round to the 8-bit values a saved PNG would hold, back in [-1, 1]."""
     return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
 
@@ -131,7 +131,7 @@ class _Task:
         """``outs`` [num_outs, N, 3, S, S]: num_outs outputs for each of N inputs."""
         if self.scorers.lpips is not None:
             self.lpips += [self.scorers.lpips.mean_pairwise_lpips(outs[:, i]) for i in range(outs.size(1))]
-        images = _as_png(outs.flatten(0, 1))
+        images = as_png(outs.flatten(0, 1))
         for name, extractor in self.scorers.extractors.items():
             self.stats[name].update(extractor(images))
         if self.scorers.classifier is not None:
