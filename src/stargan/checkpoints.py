@@ -182,9 +182,7 @@ def _read_state(ckpt: Path, mmap: bool = False) -> dict[str, Any]:
     try:
         meta = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # unpickling errors come in many types
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot read {path}: not a readable stargan state file, or it is truncated "
-                              f"or corrupted ({type(err).__name__}: {first_line[:200]})") from err
+        raise _unreadable(path, "stargan state file", err) from err
     if not isinstance(meta, dict) or meta.get("format") not in FORMATS.values():
         raise CheckpointError(f"{path} is not a stargan checkpoint (format "
                               f"{meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r},"
@@ -201,9 +199,14 @@ def _read_networks(ckpt: Path, device: str | torch.device = "cpu") -> dict[str, 
     try:
         return load_file(str(path), device=str(device))
     except Exception as err:  # SafetensorError, OSError, ...
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot read {path}: not a readable safetensors file, or it is truncated or "
-                              f"corrupted ({type(err).__name__}: {first_line[:200]})") from err
+        raise _unreadable(path, "safetensors file", err) from err
+
+
+def _unreadable(path: Path, kind: str, err: Exception) -> CheckpointError:
+    """One line naming the file and the reader's own first line of complaint."""
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return CheckpointError(f"cannot read {path}: not a readable {kind}, or it is truncated or corrupted "
+                           f"({type(err).__name__}: {first_line[:200]})")
 
 
 def _config_of(meta: dict[str, Any], ckpt: Path) -> AnyConfig:
@@ -239,7 +242,10 @@ def check_resume(path: str | Path, config: AnyConfig) -> tuple[Path, list[tuple[
     ``(key, old, new)``. Refuses settings that define the networks or the data (model shape, image
     size, domains, architecture), naming each with its old and new value."""
     ckpt = resolve_checkpoint(path)
-    saved = _config_of(_read_state(ckpt, mmap=True), ckpt)
+    return ckpt, _resume_changes(_config_of(_read_state(ckpt, mmap=True), ckpt), config, ckpt)
+
+
+def _resume_changes(saved: AnyConfig, config: AnyConfig, ckpt: Path) -> list[tuple[str, Any, Any]]:
     if saved.arch != config.arch:
         raise CheckpointError(f"{ckpt} is a StarGAN {saved.arch} checkpoint but this run is {config.arch}; "
                               "resume it with its own config.yaml")
@@ -252,7 +258,7 @@ def check_resume(path: str | Path, config: AnyConfig) -> tuple[Path, list[tuple[
         raise CheckpointError(f"cannot resume {ckpt} with changed settings that define the networks or the "
                               f"data: {', '.join(fixed)}; drop those --set options, or start a new run "
                               "(--run-dir NEW_DIR) to train with them")
-    return ckpt, changes
+    return changes
 
 
 def restore_train_state(path: str | Path, state: TrainState | V1TrainState, config: AnyConfig,
@@ -263,8 +269,9 @@ def restore_train_state(path: str | Path, state: TrainState | V1TrainState, conf
     take effect: the optimizers get ``config``'s values. Returns the checkpoint and the changed
     settings (see :func:`check_resume`, which refuses the ones that cannot change).
     """
-    ckpt, changes = check_resume(path, config)
-    meta = _read_state(ckpt)
+    ckpt = resolve_checkpoint(path)
+    meta = _read_state(ckpt)  # read once: the config check and the optimizer states both come from it
+    changes = _resume_changes(_config_of(meta, ckpt), config, ckpt)
     if not meta["optimizers"]:
         raise CheckpointError(f"{ckpt} holds networks only (an imported official checkpoint?), so training "
                               "cannot resume from it; sample from it with `stargan sample` instead")

@@ -254,8 +254,7 @@ def run_loop(state: Any, config: AnyConfig, run_dir: Path, batch_iter: Iterator[
     total, train_cfg = config.train.total_iters, config.train
     log = ScalarLog(run_dir / "logs", resume_step=state.step) if world.is_main else None
     guard = _NonFiniteGuard()
-    saved_step = state.step if checkpoints.checkpoint_dirs(run_dir) else None
-    last_ckpt = checkpoints.checkpoint_path(run_dir, state.step) if saved_step is not None else None
+    last_ckpt = checkpoints.checkpoint_path(run_dir, state.step) if checkpoints.checkpoint_dirs(run_dir) else None
     progress = tqdm(total=total, initial=state.step, desc="train", unit="it", dynamic_ncols=True,
                     disable=not (show_progress and world.is_main))
 
@@ -270,25 +269,26 @@ def run_loop(state: Any, config: AnyConfig, run_dir: Path, batch_iter: Iterator[
             guard.reset()
 
     def save() -> Path:
-        nonlocal last_ckpt, saved_step
+        nonlocal last_ckpt
         check_finite()
         last_ckpt = checkpoints.save_checkpoint(run_dir, state, config, train_cfg.keep_last)
-        saved_step = state.step
         return last_ckpt
+
+    def save_unless_saved() -> None:  # the iterations done so far are whole: keep them
+        if world.is_main and last_ckpt != checkpoints.checkpoint_path(run_dir, state.step):
+            save()
 
     try:
         with _StopSignals() as stop:
             while state.step < total:
                 if any_rank(stop.signum is not None, world):
                     signum = stop.signum or signal.SIGTERM  # another rank was signalled
-                    if world.is_main and saved_step != state.step:
-                        save()
+                    save_unless_saved()
                     raise TrainingStopped(signum, state.step, last_ckpt, run_dir)
                 try:
                     batch = {k: v.to(device, non_blocking=True) for k, v in next(batch_iter).items()}
                 except Exception as err:
-                    if world.is_main and saved_step != state.step:
-                        save()
+                    save_unless_saved()
                     raise TrainingFailed(f"loading the batch of iteration {state.step + 1} failed "
                                          f"({type(err).__name__}: {err}); "
                                          f"{_last_good(last_ckpt, run_dir)}") from err
@@ -298,10 +298,10 @@ def run_loop(state: Any, config: AnyConfig, run_dir: Path, batch_iter: Iterator[
                     raise TrainingFailed(f"iteration {state.step + 1} failed ({type(err).__name__}: {err}); "
                                          "no checkpoint was written (the networks may be half-updated). "
                                          f"{_last_good(last_ckpt, run_dir)}") from err
-                guard.observe(state.step, logs)
                 progress.update(1)
                 step = state.step
-                if world.is_main:
+                if world.is_main:  # only rank 0 logs and saves, so only it watches for NaN/Inf
+                    guard.observe(step, logs)
                     _log_and_save(step, logs, log, progress, progress_keys, config, check_finite, save)
                     on_step(step, log)
                 if slow_step(step):
@@ -331,6 +331,5 @@ def _log_and_save(step: int, logs: dict[str, torch.Tensor], log: ScalarLog, prog
 
 def _last_good(last_ckpt: Path | None, run_dir: Path) -> str:
     if last_ckpt is None:
-        return "There is no checkpoint yet; `stargan train --resume {run_dir}` starts the run again.".format(
-            run_dir=run_dir)
+        return f"There is no checkpoint yet; `stargan train --resume {run_dir}` starts the run again."
     return f"The last good checkpoint is {last_ckpt}; continue with `stargan train --resume {run_dir}`."
