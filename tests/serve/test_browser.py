@@ -140,6 +140,8 @@ def test_a_text_file_gets_a_message_and_the_server_keeps_serving(page: object, s
 def pick(page: object, dropdown: str, option: str) -> None:
     page.locator(f"{dropdown} input").click()
     page.get_by_role("option", name=option).click()
+    # the list closes after the choice; the next pick must not see it beside its own (both are "options")
+    page.locator("[role=option]").first.wait_for(state="detached")
 
 
 def test_reference_style_and_interpolation_gif(page: object) -> None:
