@@ -3,7 +3,8 @@
 A checkpoint is a directory ``RUN/checkpoints/step-NNNNNN/`` holding
     networks.safetensors   StarGAN v2: generator.*, mapping_network.*, style_encoder.*, discriminator.*,
                            ema.<net>.*; StarGAN v1: generator.*, discriminator.*
-    state.pt               format, step, config (with its arch), optimizer states, RNG states
+    state.pt               format, step, config (with its arch), optimizer states, RNG states,
+                           ADA's augmentation state (train.augment: ada)
 It is written to a temporary directory and renamed into place, so a crash never leaves a half-written
 checkpoint behind, and the config it carries is enough to rebuild its networks.
 """
@@ -132,6 +133,7 @@ def save_checkpoint(run_dir: str | Path, state: TrainState | V1TrainState, confi
         "config": config.to_dict(),
         "optimizers": {name: opt.state_dict() for name, opt in state.optimizers.items()},
         "rng": _rng_state(),
+        **({"augment": state.augment.state_dict()} if getattr(state, "augment", None) is not None else {}),
     }, keep_last)
 
 
@@ -288,6 +290,8 @@ def restore_train_state(path: str | Path, state: TrainState | V1TrainState, conf
         for group in opt.param_groups:  # a resumed run trains with the config's rates, betas, decay
             group.update(OPTIMIZER_SETTINGS[config.arch](name, config.optim))
     state.step = int(meta["step"])
+    if getattr(state, "augment", None) is not None and meta.get("augment"):
+        state.augment.load_state_dict(meta["augment"])  # ADA's p; a run that did not use ADA starts at 0
     if restore_rng:
         _set_rng_state(meta["rng"])
     return ckpt, changes

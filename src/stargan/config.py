@@ -88,6 +88,7 @@ class OptimConfig(_Checked):
     beta2: float = 0.99
     weight_decay: float = 1e-4
     ema_beta: float = 0.999    # moving average of G, F, E used for sampling
+    ema_warmup: bool = False   # ramp the average's beta up from 0: min(ema_beta, (1 + t) / (10 + t))
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,10 @@ class TrainConfig(_Checked):
     channels_last: bool = False  # v2: NHWC memory format for the networks and images
     compile: bool = False      # v2: torch.compile G, F, E and D's passes without double backward
     shared_passes: bool = True # v2: reuse passes across phases where the networks are unchanged (exact)
+    augment: str = "none"      # v2: none | diffaugment | ada: transform every image D sees (few images)
+    ada_target: float = 0.6    # ada: keep E[sign(D(real))] near this
+    ada_kimg: float = 500.0    # ada: thousands of images over which p can move from 0 to 1
+    ada_interval: int = 4      # ada: iterations between updates of p
 
 
 @dataclass(frozen=True)

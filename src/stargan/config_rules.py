@@ -80,7 +80,7 @@ RULES: dict[str, dict[str, Rule]] = {
     },
     "OptimConfig": {
         "lr": above(0), "mapping_lr": above(0), "beta1": ADAM_BETA, "beta2": ADAM_BETA,
-        "weight_decay": NON_NEGATIVE, "ema_beta": within(0, 1, high_open=True),
+        "weight_decay": NON_NEGATIVE, "ema_beta": within(0, 1, high_open=True), "ema_warmup": boolean,
     },
     "DataConfig": {
         "root": text, "domains": names, "batch_size": COUNT, "num_workers": NON_NEGATIVE,
@@ -91,6 +91,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "sample_every": INTERVAL, "save_every": INTERVAL, "keep_last": NON_NEGATIVE, "num_samples": COUNT,
         "psi": NON_NEGATIVE, "stop_on_nonfinite": boolean, "precision": one_of("fp32", "bf16", "fp16"),
         "channels_last": boolean, "compile": boolean, "shared_passes": boolean,
+        "augment": one_of("none", "diffaugment", "ada"), "ada_target": within(0, 1), "ada_kimg": above(0),
+        "ada_interval": INTERVAL,
     },
     "EvalConfig": {
         "every": NON_NEGATIVE, "mode": one_of("latent", "reference", "both"),

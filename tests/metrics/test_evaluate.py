@@ -106,7 +106,7 @@ def test_evaluate_run_writes_every_task(run, tmp_path):
         assert set(tasks) == {"circle->square", "square->circle"}
         for numbers in tasks.values():
             assert numbers["num_images"] == 2 * 3                   # max_inputs x num_outs
-            assert {"fid", "kid", "kid_std", "lpips"} <= set(numbers)
+            assert {"fid", "kid", "kid_std", "lpips", "pairwise_l1"} <= set(numbers)
             assert numbers["lpips"] > 0                             # different styles differ
         assert saved[mode]["mean"]["lpips"] == pytest.approx(
             np.mean([t["lpips"] for t in tasks.values()]))
@@ -133,13 +133,33 @@ def test_identical_outputs_have_zero_lpips(run, tmp_path, monkeypatch):
 
     def style_blind(path, device):
         config, nets = real_load(path, device)
-        nets.generator.forward = lambda x, s, masks=None: x.clone()
+        nets.generator.encode_image = lambda x, masks=None: (x, {})
+        nets.generator.decode_from = lambda features, s, masks=None: features[0].clone()
         return config, nets
 
     monkeypatch.setattr(checkpoints, "load_for_sampling", style_blind)
     _, summary = evaluate_run(run, settings(mode="latent"), random_init=True, cache_dir=str(tmp_path),
                               progress=False)
     assert summary["latent"]["mean"]["lpips"] == 0.0
+    assert summary["latent"]["mean"]["pairwise_l1"] == 0.0
+
+
+def test_mean_pairwise_l1_by_hand():
+    outs = torch.zeros(3, 2, 3, 4, 4)        # 3 outputs of 2 inputs
+    outs[1, 0] = 0.5                         # input 0: pairs (0,1) 0.5, (0,2) 0, (1,2) 0.5
+    outs[2, 1] = -1.0                        # input 1: pairs (0,1) 0, (0,2) 1, (1,2) 1
+    assert evaluate.mean_pairwise_l1(outs).tolist() == pytest.approx([1 / 3, 2 / 3])
+
+
+def test_outputs_are_the_generator_applied_to_each_style(run):
+    """G's encoder half runs once per input for all styles: the same images as G(x, s) per style."""
+    _, nets = checkpoints.load_for_sampling(run, "cpu")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    outs = evaluate._outputs(nets, x, 1, "latent", 3, [], 32, torch.Generator().manual_seed(4), None)
+    g = torch.Generator().manual_seed(4)
+    for j in range(3):
+        s = nets.mapping_network(torch.randn(2, 4, generator=g), torch.ones(2, dtype=torch.long))
+        torch.testing.assert_close(outs[j], nets.generator(x, s), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -56,14 +56,25 @@ def test_run_writes_config_logs_samples_and_checkpoints(demo_data, tmp_path):
         assert (run / "samples" / f"000004_{kind}.png").is_file()
 
 
+# ADA moves p by 2 * 1 / (0.008 * 1000) = 0.25 after every iteration (batch 2, interval 1), from 0.5
+# (set below), so p, the warm-up and the augmentation's random draws all have to resume exactly.
+ADA = ["train.augment=ada", "train.ada_kimg=0.008", "train.ada_interval=1", "optim.ema_warmup=true"]
+
+
 @pytest.mark.slow
-def test_resume_gives_identical_weights(demo_data, tmp_path):
-    straight = train(tiny_config(demo_data, "train.total_iters=4"), tmp_path / "a", show_progress=False)
+@pytest.mark.parametrize("extra", [[], ADA, ["train.augment=diffaugment"]], ids=["paper", "ada-warmup",
+                                                                                "diffaugment"])
+def test_resume_gives_identical_weights(demo_data, tmp_path, extra, monkeypatch):
+    from stargan.training import augment
+
+    start = augment.AdaptiveAugment.__init__
+    monkeypatch.setattr(augment.AdaptiveAugment, "__init__", lambda self, *a, **k: start(self, *a, **k, p=0.5))
+    straight = train(tiny_config(demo_data, "train.total_iters=4", *extra), tmp_path / "a", show_progress=False)
     (tmp_path / "b").mkdir()
-    half = train(tiny_config(demo_data, "train.total_iters=2"), tmp_path / "b", show_progress=False)
+    half = train(tiny_config(demo_data, "train.total_iters=2", *extra), tmp_path / "b", show_progress=False)
     assert half.name == "step-000002"
     torch.manual_seed(12345)  # disturb the global RNG: resume must not depend on it
-    resumed = train(tiny_config(demo_data, "train.total_iters=4"), tmp_path / "b", resume=True,
+    resumed = train(tiny_config(demo_data, "train.total_iters=4", *extra), tmp_path / "b", resume=True,
                     show_progress=False)
     rows = [json.loads(line) for line in (tmp_path / "b" / "logs" / "scalars.jsonl").read_text().splitlines()]
     # lambda_ds keeps decaying where it left off (ds_iter=4): the value used at steps 0..3
@@ -78,6 +89,13 @@ def test_resume_gives_identical_weights(demo_data, tmp_path):
     assert state_b["step"] == 4
     exp_avg = lambda s: s["optimizers"]["generator"]["state"][0]["exp_avg"]  # noqa: E731
     assert torch.equal(exp_avg(state_a), exp_avg(state_b))
+    assert state_a.get("augment", {}).keys() == state_b.get("augment", {}).keys()
+    for key, value in state_a.get("augment", {}).items():
+        assert torch.equal(value, state_b["augment"][key]), key
+    if extra == ADA:  # p was restored, not restarted: the same p at every step, and it did move
+        rows_a = [json.loads(line) for line in (tmp_path / "a" / "logs" / "scalars.jsonl").read_text().splitlines()]
+        assert [r["D/ada_p"] for r in rows] == [r["D/ada_p"] for r in rows_a]
+        assert len({r["D/ada_p"] for r in rows}) > 1
 
 
 def test_resume_refuses_a_different_model(demo_data, tmp_path):

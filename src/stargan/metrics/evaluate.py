@@ -117,6 +117,15 @@ def as_png(x: Tensor) -> Tensor:
     return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
 
 
+def mean_pairwise_l1(outs: Tensor) -> Tensor:
+    """[N]: for each input, the mean absolute pixel difference (images in [-1, 1]) over the pairs of its
+    num_outs outputs ``outs`` [num_outs, N, 3, S, S]. A diversity measure that needs no weights; 0 when
+    the style is ignored (mode collapse)."""
+    k = outs.size(0)
+    pairs = [(outs[i] - outs[j]).abs().flatten(1).mean(1) for i in range(k) for j in range(i + 1, k)]
+    return torch.stack(pairs).mean(0).float().cpu()
+
+
 class _Task:
     """Accumulates the scores of one (mode, src, trg) task as output batches stream in."""
 
@@ -124,6 +133,7 @@ class _Task:
         self.scorers, self.trg = scorers, trg
         self.stats = {name: FeatureStats(keep_features=True) for name in scorers.extractors}
         self.lpips: list[float] = []
+        self.pairwise_l1: list[Tensor] = []
         self.correct = 0
         self.count = 0
 
@@ -132,6 +142,7 @@ class _Task:
         if self.scorers.lpips is not None:
             self.lpips += [self.scorers.lpips.mean_pairwise_lpips(outs[:, i]) for i in range(outs.size(1))]
         images = as_png(outs.flatten(0, 1))
+        self.pairwise_l1.append(mean_pairwise_l1(images.view_as(outs)))
         for name, extractor in self.scorers.extractors.items():
             self.stats[name].update(extractor(images))
         if self.scorers.classifier is not None:
@@ -149,6 +160,7 @@ class _Task:
                 seed=seed)
         if self.lpips:
             out["lpips"] = float(np.mean(self.lpips))
+        out["pairwise_l1"] = float(torch.cat(self.pairwise_l1).mean())
         if self.scorers.classifier is not None:
             out["accuracy"] = self.correct / self.count
         return out
@@ -170,10 +182,12 @@ def outputs_per_input(settings: EvalConfig, mode: str, num_refs: int) -> int:
 @torch.inference_mode()
 def _outputs(nets: Networks, x: Tensor, trg: int, mode: str, num_outs: int, refs: list[Path],
              img_size: int, generator: torch.Generator, masks: Masks) -> Tensor:
-    """[num_outs, N, 3, S, S]: each input translated num_outs times into ``trg`` (``masks``: of x)."""
+    """[num_outs, N, 3, S, S]: each input translated num_outs times into ``trg`` (``masks``: of x).
+    G's encoder half does not depend on the style, so it runs once for the num_outs styles."""
     n, device = x.size(0), x.device
     y = torch.full((n,), trg, dtype=torch.long, device=device)
     picks = reference_picks(len(refs), n, num_outs, generator) if mode == "reference" else None
+    features = nets.generator.encode_image(x, masks)
     outs = []
     for j in range(num_outs):
         if mode == "latent":
@@ -181,7 +195,7 @@ def _outputs(nets: Networks, x: Tensor, trg: int, mode: str, num_outs: int, refs
             s = nets.mapping_network(z.to(device), y)
         else:
             s = nets.style_encoder(_load([refs[k] for k in picks[:, j].tolist()], img_size).to(device), y)
-        outs.append(nets.generator(x, s, masks=masks))
+        outs.append(nets.generator.decode_from(features, s, masks))
     return torch.stack(outs)
 
 

@@ -37,9 +37,12 @@ def resolve_v1_data(config: V1Config) -> tuple[V1Config, V1Data]:
 def train_v1(config: V1Config, run_dir: Path, resume: bool = False, show_progress: bool = True,
              world: World = World()) -> Path:
     """Train (or continue training) the StarGAN v1 run in ``run_dir``; returns the last checkpoint."""
-    if (config.train.precision, config.train.channels_last, config.train.compile) != ("fp32", False, False):
-        raise ValueError("train.precision, train.channels_last and train.compile apply to StarGAN v2 only; "
-                         "StarGAN v1 trains in fp32 (remove those --set options)")
+    v2_only = {"precision": "fp32", "channels_last": False, "compile": False, "augment": "none"}
+    used = [f"train.{k}={getattr(config.train, k)}" for k, plain in v2_only.items()
+            if getattr(config.train, k) != plain]
+    if used:
+        raise ValueError(f"{', '.join(used)}: StarGAN v2 only; StarGAN v1 trains in fp32 on the images as "
+                         "they are (remove those --set options)")
     check_run_dir(run_dir, config, resume)
     config, data = resolve_v1_data(config)
     device = resolve_device(device_for(world, config.train.device))

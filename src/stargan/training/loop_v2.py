@@ -17,8 +17,9 @@ from stargan.faces.masks import load_mask_fn, opt_out_note
 from stargan.nets.v2 import MaskFn, build_networks
 from stargan.training.runner import (ScalarLog, check_run_dir, resolve_device, resume_and_record, run_loop,
                                      training_run)
+from stargan.training.augment import make_augment
 from stargan.training.speed import make_speed, prepare_networks
-from stargan.training.step_v2 import TrainState, make_train_state, train_step
+from stargan.training.step_v2 import TrainState, ema_beta_at, make_train_state, train_step
 
 PROGRESS_KEYS = {"D/latent_real": "D_real", "D/latent_fake": "D_fake", "G/latent_adv": "G_adv",
                  "G/latent_sty": "sty", "G/latent_ds": "ds", "G/latent_cyc": "cyc"}
@@ -87,6 +88,9 @@ def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir
     torch.manual_seed(config.train.seed)
     state = make_train_state(build_networks(config.model).to(device), config.optim, world.world_size,
                              fused=device.type == "cuda" and config.train.precision == "fp16")
+    t = config.train
+    state.augment = make_augment(t.augment, t.ada_target, t.ada_kimg, t.ada_interval, config.data.batch_size,
+                                 device, seed=t.seed + world.rank)  # own draws per process
     resume_and_record(state, config, run_dir, resume, world)
     speed = make_speed(config.train.precision, device, config.train.shared_passes, config.train.channels_last)
     prepare_networks(state.nets, speed, compile_nets=config.train.compile)
@@ -109,7 +113,8 @@ def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir
             tqdm.write(f"metrics: {evaluate_and_log(state, config, run_dir, log, show_progress, mask_fn)}")
 
     return run_loop(state, config, run_dir, train_loader(batches, state.step, config.data.num_workers),
-                    step_fn=lambda batch: train_step(state, batch, config.loss, config.optim.ema_beta,
+                    step_fn=lambda batch: train_step(state, batch, config.loss,
+                                                     ema_beta_at(state.step, config.optim),
                                                      mask_fn=mask_fn, speed=speed),
                     on_step=on_step, progress_keys=PROGRESS_KEYS, device=device, world=world,
                     show_progress=show_progress, slow_step=evaluates_at)

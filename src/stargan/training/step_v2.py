@@ -8,6 +8,9 @@ latent codes (z_trg, z_trg2):
     4. G step with reference styles   -> updates G only
     5. exponential moving average of G, F and E
 
+``state.augment`` (``train.augment``, off in the paper's presets) transforms every image D sees, real
+and fake, in the D and G steps (see :mod:`stargan.training.augment`).
+
 :func:`train_step` shares work across the phases where the networks have not changed in between
 (``Speed.shared_passes``, the default; exact, see :func:`_shared_train_step`); with it off it runs the
 phases as written, through :func:`discriminator_loss` and :func:`generator_loss`.
@@ -25,6 +28,7 @@ from torch.profiler import record_function
 from stargan import losses
 from stargan.config import LossConfig, OptimConfig
 from stargan.nets.v2 import MaskFn, Masks, Networks
+from stargan.training.augment import DiffAugment
 from stargan.training.speed import Speed
 from stargan.training.updates import frozen, update
 
@@ -38,6 +42,26 @@ class TrainState:
     optimizers: dict[str, torch.optim.Optimizer]
     step: int = 0                  # number of iterations done
     world_size: int = 1            # processes whose gradients are averaged (see distributed.py)
+    augment: DiffAugment | None = None  # what D sees is augment(image); ADA's p is saved with the rest
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def ema_beta_at(step: int, optim: OptimConfig) -> float:
+    """The moving average's beta for the update after iteration ``step`` (0-based).
+
+    ``optim.ema_warmup`` ramps it as min(ema_beta, (1 + t) / (10 + t)). A plain beta of 0.999 keeps
+    0.999^t of the random initialisation (37% after 1,000 iterations), so short runs sample from
+    noise. With the ramp the weight of iteration t's networks in the average grows like t^9: the
+    initialisation is gone after a few dozen iterations (its weight is 9! t! / (t + 9)!), the average
+    spans roughly the last tenth of training, and the ramp reaches 0.999 at t = 8,990, after which it
+    is the paper's average. It depends on the step alone, so a resumed run continues it exactly.
+    """
+    if not optim.ema_warmup:
+        return optim.ema_beta
+    return min(optim.ema_beta, (1 + step) / (10 + step))
 
 
 def optimizer_settings(name: str, optim: OptimConfig) -> dict[str, Any]:
@@ -62,11 +86,17 @@ def make_train_state(nets: Networks, optim: OptimConfig, world_size: int = 1, fu
 
 def discriminator_loss(nets: Networks, cfg: LossConfig, x_real: torch.Tensor, y_org: torch.Tensor,
                        y_trg: torch.Tensor, z_trg: torch.Tensor | None = None,
-                       x_ref: torch.Tensor | None = None, masks: Masks = None
-                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """L_D = -L_adv + lambda_reg * R1, with the style taken from z_trg (latent) or x_ref (reference)."""
+                       x_ref: torch.Tensor | None = None, masks: Masks = None,
+                       augment: DiffAugment | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L_D = -L_adv + lambda_reg * R1, with the style taken from z_trg (latent) or x_ref (reference).
+
+    With ``augment`` D sees augment(x) for real and fake x; R1 is taken w.r.t. x_real before it.
+    """
+    aug = augment or _identity
     x_real = x_real.detach().requires_grad_(True)
-    out = nets.discriminator(x_real, y_org)
+    out = nets.discriminator(aug(x_real), y_org)
+    if augment is not None:
+        augment.observe(out)
     loss_real = losses.adversarial(out, 1.0)
     with record_function("R1"):
         loss_reg = losses.r1_penalty(out, x_real)
@@ -75,7 +105,7 @@ def discriminator_loss(nets: Networks, cfg: LossConfig, x_real: torch.Tensor, y_
         s_trg = (nets.mapping_network(z_trg, y_trg) if z_trg is not None
                  else nets.style_encoder(x_ref, y_trg))
         x_fake = nets.generator(x_real, s_trg, masks=masks)
-    loss_fake = losses.adversarial(nets.discriminator(x_fake, y_trg), 0.0)
+    loss_fake = losses.adversarial(nets.discriminator(aug(x_fake), y_trg), 0.0)
 
     loss = loss_real + loss_fake + cfg.lambda_reg * loss_reg
     return loss, {"real": loss_real.detach(), "fake": loss_fake.detach(), "reg": loss_reg.detach()}
@@ -85,12 +115,14 @@ def generator_loss(nets: Networks, cfg: LossConfig, lambda_ds: float, x_real: to
                    y_org: torch.Tensor, y_trg: torch.Tensor,
                    z_trgs: tuple[torch.Tensor, torch.Tensor] | None = None,
                    x_refs: tuple[torch.Tensor, torch.Tensor] | None = None, masks: Masks = None,
-                   mask_fn: MaskFn | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                   mask_fn: MaskFn | None = None, augment: DiffAugment | None = None
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_G = L_adv + lambda_sty * L_sty - lambda_ds * L_ds + lambda_cyc * L_cyc (Eq. 5).
 
     ``masks`` are the face masks of x_real; the cycle reconstruction, whose input is x_fake, uses
-    ``mask_fn(x_fake)`` instead (as released).
+    ``mask_fn(x_fake)`` instead (as released). With ``augment``, L_adv is taken on D(augment(x_fake)).
     """
+    aug = augment or _identity
     G, F, E, D = nets.generator, nets.mapping_network, nets.style_encoder, nets.discriminator
 
     def style(i: int) -> torch.Tensor:
@@ -98,7 +130,7 @@ def generator_loss(nets: Networks, cfg: LossConfig, lambda_ds: float, x_real: to
 
     s_trg = style(0)
     x_fake = G(x_real, s_trg, masks=masks)
-    loss_adv = losses.adversarial(D(x_fake, y_trg), 1.0)
+    loss_adv = losses.adversarial(D(aug(x_fake), y_trg), 1.0)
     loss_sty = losses.style_reconstruction(E(x_fake, y_trg), s_trg)
 
     x_fake2 = G(x_real, style(1), masks=masks)
@@ -156,14 +188,15 @@ def _paper_train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_cf
     # 1-2. Discriminator, with latent-guided then reference-guided fakes.
     for mode, kwargs in (("latent", {"z_trg": z_trgs[0]}), ("ref", {"x_ref": x_refs[0]})):
         with record_function(f"phase D/{mode}"):
-            d_loss, terms = discriminator_loss(nets, loss_cfg, x_real, y_org, y_trg, masks=masks, **kwargs)
+            d_loss, terms = discriminator_loss(nets, loss_cfg, x_real, y_org, y_trg, masks=masks,
+                                               augment=state.augment, **kwargs)
             update(state, d_loss, ("discriminator",))
         logs.update({f"D/{mode}_{k}": v for k, v in terms.items()})
 
     # 3. Generator, mapping network and style encoder, with latent-guided styles.
     with frozen(nets.discriminator), record_function("phase G/latent"):
         g_loss, terms = generator_loss(nets, loss_cfg, lambda_ds, x_real, y_org, y_trg,
-                                       z_trgs=z_trgs, masks=masks, mask_fn=mask_fn)
+                                       z_trgs=z_trgs, masks=masks, mask_fn=mask_fn, augment=state.augment)
         update(state, g_loss, ("generator", "mapping_network", "style_encoder"))
     logs.update({f"G/latent_{k}": v for k, v in terms.items()})
 
@@ -171,7 +204,7 @@ def _paper_train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_cf
     with (frozen(nets.discriminator, nets.style_encoder, nets.mapping_network),
           record_function("phase G/ref")):
         g_loss, terms = generator_loss(nets, loss_cfg, lambda_ds, x_real, y_org, y_trg,
-                                       x_refs=x_refs, masks=masks, mask_fn=mask_fn)
+                                       x_refs=x_refs, masks=masks, mask_fn=mask_fn, augment=state.augment)
         update(state, g_loss, ("generator",))
     logs.update({f"G/ref_{k}": v for k, v in terms.items()})
 
@@ -197,6 +230,7 @@ def _shared_train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_c
     G_encode, G_decode = speed.fn(nets, "generator.encode_image"), speed.fn(nets, "generator.decode_from")
     Fm, E = speed.fn(nets, "mapping_network"), speed.fn(nets, "style_encoder")
     D_fake = speed.fn(nets, "discriminator")  # compiled when asked: no double backward goes through it
+    aug = state.augment or _identity  # drawn in the order of the paper's phases: the same transforms
     x_real, x_ref, x_ref2 = (speed.images(batch[k]) for k in ("x_real", "x_ref", "x_ref2"))
     y_org, y_trg, z_trg, z_trg2 = batch["y_org"], batch["y_trg"], batch["z_trg"], batch["z_trg2"]
     lambda_ds = losses.lambda_ds_at(state.step, loss_cfg.lambda_ds, loss_cfg.ds_iter)
@@ -218,7 +252,7 @@ def _shared_train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_c
         with record_function(f"phase D/{mode}"):
             scaler = speed.scaler(f"D/{mode}")
             d_loss, terms = _discriminator_loss(nets.discriminator, D_fake, loss_cfg, x_real, y_org,
-                                                x_fake, y_trg, speed, scaler)
+                                                x_fake, y_trg, speed, scaler, state.augment)
             update(state, d_loss, ("discriminator",), scaler=scaler)
         logs.update({f"D/{mode}_{k}": v for k, v in terms.items()})
 
@@ -226,7 +260,7 @@ def _shared_train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_c
     with frozen(nets.discriminator), record_function("phase G/latent"):
         masks_fake = mask_fn(x_fake_latent.detach().to(x_real.dtype)) if mask_fn is not None else None
         with speed.autocast():
-            d_out = D_fake(x_fake_latent, y_trg)
+            d_out = D_fake(aug(x_fake_latent), y_trg)
             s_pred, s_org = E(torch.cat([x_fake_latent, x_real.to(x_fake_latent.dtype)]),
                               torch.cat([y_trg, y_org])).chunk(2)
             x_rec = G_decode(G_encode(x_fake_latent, masks_fake), s_org, masks_fake)
@@ -249,7 +283,7 @@ def _shared_train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_c
                 x_fake2 = G_decode(features, s_ref2, masks)
         masks_fake = mask_fn(x_fake.detach().to(x_real.dtype)) if mask_fn is not None else None
         with speed.autocast():
-            d_out = D_fake(x_fake, y_trg)
+            d_out = D_fake(aug(x_fake), y_trg)
             s_pred = E(x_fake, y_trg)
             x_rec = G_decode(G_encode(x_fake, masks_fake), s_org, masks_fake)
         g_loss, terms = _generator_loss(loss_cfg, lambda_ds, d_out, s_pred, s_ref, x_fake, x_fake2,
@@ -265,6 +299,9 @@ def _finish_iteration(state: TrainState, ema_beta: float, lambda_ds: float,
     # 5. Moving averages used for sampling and evaluation.
     with record_function("phase EMA"):
         update_ema(state.ema, state.nets, ema_beta)
+    if state.augment is not None:
+        state.augment.after_step(state.world_size)
+        logs.update(state.augment.logs())
     state.step += 1
     logs["G/lambda_ds"] = torch.tensor(lambda_ds)
     return logs
@@ -279,15 +316,20 @@ def _repeat(features: tuple[torch.Tensor, dict[int, torch.Tensor]], n: int
 
 def _discriminator_loss(D: nn.Module, D_fake: nn.Module, cfg: LossConfig, x_real: torch.Tensor,
                         y_org: torch.Tensor, x_fake: torch.Tensor, y_trg: torch.Tensor, speed: Speed,
-                        scaler: torch.amp.GradScaler | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                        scaler: torch.amp.GradScaler | None, augment: DiffAugment | None = None
+                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """:func:`discriminator_loss` for a given fake; losses and the R1 gradient in the images' dtype (fp32).
 
     With loss scaling (fp16), R1 differentiates the scaled output, so that the half-precision
     gradients do not underflow, and divides the penalty by the squared scale.
     """
+    aug = augment or _identity
     x_real = x_real.detach().requires_grad_(True)
+    x_seen = aug(x_real)  # augmented outside autocast: the transforms run in fp32
     with speed.autocast():
-        out = D(x_real, y_org).to(x_real.dtype)
+        out = D(x_seen, y_org).to(x_real.dtype)
+    if augment is not None:
+        augment.observe(out)
     loss_real = losses.adversarial(out, 1.0)
     with record_function("R1"):
         if scaler is None:
@@ -295,6 +337,7 @@ def _discriminator_loss(D: nn.Module, D_fake: nn.Module, cfg: LossConfig, x_real
         else:
             scale = scaler.scale(torch.ones((), device=out.device))  # a tensor: no host sync
             loss_reg = losses.r1_penalty(out * scale, x_real) / scale**2
+    x_fake = aug(x_fake)
     with speed.autocast():
         out_fake = D_fake(x_fake, y_trg).to(x_real.dtype)
     loss_fake = losses.adversarial(out_fake, 0.0)
