@@ -4,7 +4,7 @@ A checkpoint is a directory ``RUN/checkpoints/step-NNNNNN/`` holding
     networks.safetensors   StarGAN v2: generator.*, mapping_network.*, style_encoder.*, discriminator.*,
                            ema.<net>.*; StarGAN v1: generator.*, discriminator.*
     state.pt               format, step, config (with its arch), optimizer states, RNG states,
-                           ADA's augmentation state (train.augment: ada)
+                           the augmentation's generator (and ADA's p) when train.augment is on
 It is written to a temporary directory and renamed into place, so a crash never leaves a half-written
 checkpoint behind, and the config it carries is enough to rebuild its networks.
 """
@@ -291,7 +291,7 @@ def restore_train_state(path: str | Path, state: TrainState | V1TrainState, conf
             group.update(OPTIMIZER_SETTINGS[config.arch](name, config.optim))
     state.step = int(meta["step"])
     if getattr(state, "augment", None) is not None and meta.get("augment"):
-        state.augment.load_state_dict(meta["augment"])  # ADA's p; a run that did not use ADA starts at 0
+        state.augment.load_state_dict(meta["augment"])  # its draws go on; a run without it starts fresh
     if restore_rng:
         _set_rng_state(meta["rng"])
     return ckpt, changes
