@@ -10,6 +10,7 @@ iteration of each per round, so that a busy machine slows them alike):
     autocast the same step inside a plain ``torch.autocast`` (what a user would add)
     exact    the default step (shared passes, fp32): equal to plain within rounding
     fast     shared passes + --precision (bf16) [+ channels_last] [+ compile]
+    compiled fast with torch.compile whatever --compile says (fast and compiled side by side)
 Peak memory: each variant in a subprocess, the process's maximum resident set (getrusage ru_maxrss)
 after building the networks and after one iteration (CPU), or torch.cuda.max_memory_allocated (CUDA).
 Phase shares: the last timed round runs under torch.profiler (the step's record_function labels);
@@ -57,7 +58,7 @@ def make_variant(name: str, cfg, args, device: torch.device):
         speed = Speed(device_type=device.type)
     else:
         speed = Speed(precision=args.precision, channels_last=args.channels_last, device_type=device.type)
-        prepare_networks(state.nets, speed, compile_nets=args.compile)
+        prepare_networks(state.nets, speed, compile_nets=args.compile or name == "compiled")
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float16
     wrap = ((lambda: torch.autocast(device.type, dtype=dtype)) if name == "autocast"
             else contextlib.nullcontext)
@@ -99,7 +100,8 @@ def config_of(args):
         model["img_size"] = args.img_size
     if args.domains:
         model["num_domains"] = args.domains
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model))
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model))
+    return cfg.with_overrides(args.set)
 
 
 def memory_of(variant: str, args) -> dict[str, float]:
@@ -132,7 +134,10 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp16"], help="of the fast mode")
     parser.add_argument("--channels-last", action="store_true", help="fast mode: channels_last")
     parser.add_argument("--compile", action="store_true", help="fast mode: torch.compile")
-    parser.add_argument("--variants", default="plain,autocast,exact,fast")
+    parser.add_argument("--variants", default="plain,autocast,exact,fast",
+                        help="comma-separated: plain, autocast, exact, fast, compiled")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, as for `stargan train` (e.g. model.g_downsamples=2)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--no-profile", action="store_true", help="skip the phase shares")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -171,7 +176,7 @@ def main() -> None:
     fast = f"{args.precision}" + (" + channels_last" if args.channels_last else "") + (
         " + compile" if args.compile else "")
     m = cfg.model
-    print(f"preset={args.preset} (widths base {m.first_dim}, max {m.max_conv_dim}) img_size={m.img_size} "
+    print(f"preset={args.preset} {' '.join(args.set)} (widths base {m.first_dim}, max {m.max_conv_dim}) img_size={m.img_size} "
           f"domains={m.num_domains} w_hpf={m.w_hpf} batch={args.batch} device={device} "
           f"threads={torch.get_num_threads()} rounds={args.iters} after {args.warmup} warm-up; fast = {fast}")
     base, cpu_base = median.get("plain"), cpu_median.get("plain")
@@ -184,10 +189,10 @@ def main() -> None:
         spread = f"{min(times[name]):.2f}-{max(times[name]):.2f}"
         print(f"  {name:9s} {median[name]:8.3f} s/iter (range {spread}){ratio}   "
               f"CPU {cpu_median[name]:8.3f} s/iter{cpu_ratio}")
-    for ref in ("autocast", "exact"):
-        if ref in median and "fast" in median:
-            print(f"  fast vs {ref}: x{median[ref] / median['fast']:.2f} wall, "
-                  f"x{cpu_median[ref] / cpu_median['fast']:.2f} CPU")
+    for ref, new in (("autocast", "fast"), ("exact", "fast"), ("exact", "compiled"), ("fast", "compiled")):
+        if ref in median and new in median:
+            print(f"  {new} vs {ref}: x{median[ref] / median[new]:.2f} wall, "
+                  f"x{cpu_median[ref] / cpu_median[new]:.2f} CPU")
 
     sys.stdout.flush()
     if not args.no_memory:

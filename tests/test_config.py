@@ -16,6 +16,20 @@ def test_available_presets_include_the_shipped_ones():
     assert {"celeba_hq", "afhq", "cpu", "demo"} <= set(available_presets())
 
 
+def test_cpu_small_generator_reaches_8x8_and_the_paper_presets_16x16():
+    """At 32 px the paper's 16x16 bottleneck keeps the source's outline (a sneaker never becomes a
+    sandal); 4x4 lets G ignore its input (README, "Training on few images / on a CPU")."""
+    import torch
+
+    from stargan.nets.v2 import build_networks
+
+    for name, size in (("cpu-small", 8), ("cpu", 16), ("afhq", 16)):
+        model = load_preset(name).model
+        features, _ = build_networks(model, with_discriminator=False).generator.encode_image(
+            torch.zeros(1, 3, model.img_size, model.img_size))
+        assert features.shape[-1] == size, name
+
+
 @pytest.mark.parametrize("name", ["celeba_hq", "afhq", "cpu", "demo"])
 def test_every_preset_loads_with_the_paper_optimiser_and_losses(name):
     cfg = load_preset(name)

@@ -10,6 +10,9 @@ when trg has fewer). Per task:
 - LPIPS: the mean over the num_outs * (num_outs - 1) / 2 pairs of one input's outputs (raw outputs,
   as released), averaged over inputs.
 - With a domain classifier: the share of outputs classified as trg, and FID/KID in its feature space.
+- ``pairwise_l1`` (diversity, as LPIPS but in pixels) and ``source_kept`` (how much of the difference
+  between two inputs survives a translation with one style; 0 for a G that ignores its input, which
+  the accuracy and FIDs alone cannot tell from a translator). Neither is in the paper.
 
 Generation and feature extraction are streamed batch by batch; only feature vectors are kept.
 """
@@ -126,6 +129,36 @@ def mean_pairwise_l1(outs: Tensor) -> Tensor:
     return torch.stack(pairs).mean(0).float().cpu()
 
 
+SOURCE_KEPT_STYLES = 4
+
+
+@torch.no_grad()
+def source_kept(nets: Networks, x: Tensor, trg: int, mode: str, refs: list[Path], img_size: int,
+                generator: torch.Generator, masks: Masks, num_styles: int = SOURCE_KEPT_STYLES) -> float:
+    """How much of the inputs' differences the translations keep, for ``x`` [N >= 2, 3, S, S].
+
+    With each of ``num_styles`` styles (latent codes through F, or references through E) shared by all
+    inputs: the mean pairwise L1 between the N outputs over the mean pairwise L1 between the N inputs,
+    averaged over the styles. 1 when outputs differ as much as their sources do, 0 when G ignores its
+    input and draws the target from the style alone (the classifier's accuracy is then perfect).
+    ``generator`` is the measure's own: the protocol's draws do not move.
+    """
+    n, device = x.size(0), x.device
+    if n < 2:
+        raise ValueError("source_kept needs at least two inputs")
+    y = torch.full((num_styles,), trg, dtype=torch.long, device=device)
+    if mode == "latent":
+        styles = nets.mapping_network(torch.randn(num_styles, latent_dim_of(nets), generator=generator).to(device), y)
+    else:
+        picks = torch.randperm(len(refs), generator=generator)[:num_styles]
+        y = y[:len(picks)]
+        styles = nets.style_encoder(_load([refs[k] for k in picks.tolist()], img_size).to(device), y)
+    features = nets.generator.encode_image(x, masks)
+    spread_in = mean_pairwise_l1(x.unsqueeze(1))
+    outs = [nets.generator.decode_from(features, s.expand(n, -1), masks) for s in styles]
+    return float(torch.stack([mean_pairwise_l1(o.unsqueeze(1)) for o in outs]).mean() / spread_in)
+
+
 class _Task:
     """Accumulates the scores of one (mode, src, trg) task as output batches stream in."""
 
@@ -134,6 +167,7 @@ class _Task:
         self.stats = {name: FeatureStats(keep_features=True) for name in scorers.extractors}
         self.lpips: list[float] = []
         self.pairwise_l1: list[Tensor] = []
+        self.source_kept: float | None = None
         self.correct = 0
         self.count = 0
 
@@ -161,6 +195,8 @@ class _Task:
         if self.lpips:
             out["lpips"] = float(np.mean(self.lpips))
         out["pairwise_l1"] = float(torch.cat(self.pairwise_l1).mean())
+        if self.source_kept is not None:
+            out["source_kept"] = self.source_kept
         if self.scorers.classifier is not None:
             out["accuracy"] = self.correct / self.count
         return out
@@ -271,6 +307,7 @@ def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, d
     with tqdm(total=total, desc="eval", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         for mode in modes:
             generator = torch.Generator().manual_seed(seed)
+            kept_generator = torch.Generator().manual_seed(seed + 1)  # source_kept's own draws
             per_task = {}
             for src, trg in tasks:
                 task = _Task(scorers, trg)
@@ -278,9 +315,11 @@ def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, d
                 for start in range(0, len(files), settings.batch_size):
                     chunk = files[start:start + settings.batch_size]
                     x = _load(chunk, img_size).to(device)
-                    outs = _outputs(nets, x, trg, mode, outs_of[mode, trg], refs, img_size, generator,
-                                    masks_of(mask_fn, x))
+                    masks = masks_of(mask_fn, x)
+                    outs = _outputs(nets, x, trg, mode, outs_of[mode, trg], refs, img_size, generator, masks)
                     task.add(outs)
+                    if start == 0 and len(chunk) >= 2:  # on the first batch of inputs
+                        task.source_kept = source_kept(nets, x, trg, mode, refs, img_size, kept_generator, masks)
                     if image_dir is not None:
                         _save_outputs(outs, chunk, Path(image_dir) / mode / f"{domains[src]}_to_{domains[trg]}")
                     bar.update(len(chunk) * outs_of[mode, trg])
@@ -311,7 +350,8 @@ def _inputs(val_set: ImageFolder, src: int, max_inputs: int) -> list[Path]:
 
 
 def _mean(per_task: dict[str, dict[str, float]]) -> dict[str, float]:
-    keys = [k for k in next(iter(per_task.values())) if k != "num_images"]
+    keys = [k for k in next(iter(per_task.values()))
+            if k != "num_images" and all(k in t for t in per_task.values())]
     return {k: float(np.mean([t[k] for t in per_task.values()])) for k in keys}
 
 
