@@ -117,9 +117,11 @@ def test_refuses_to_overwrite_a_folder_that_is_not_a_demo_dataset(tmp_path):
 
 
 def test_default_dataset_is_quick(tmp_path):
-    start = time.perf_counter()
+    # CPU seconds of this process (the generator is single-process): a shared, busy machine stretches
+    # wall time (CI saw 10.9 s beside two training runs) but not the work done.
+    start = time.process_time()
     out = make_demo_dataset(tmp_path / "default")
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert len(list((out / "train").rglob("*.png"))) == 3 * 600
     assert len(list((out / "val").rglob("*.png"))) == 3 * 32
-    assert elapsed < 10, f"default demo dataset took {elapsed:.1f} s (budget 10 s)"
+    assert elapsed < 5, f"default demo dataset took {elapsed:.1f} CPU s (budget 5 s; 1.4 s here)"
