@@ -176,8 +176,8 @@ def main() -> None:
     fast = f"{args.precision}" + (" + channels_last" if args.channels_last else "") + (
         " + compile" if args.compile else "")
     m = cfg.model
-    print(f"preset={args.preset} {' '.join(args.set)} (widths base {m.first_dim}, max {m.max_conv_dim}) img_size={m.img_size} "
-          f"domains={m.num_domains} w_hpf={m.w_hpf} batch={args.batch} device={device} "
+    print(f"preset={args.preset} {' '.join(args.set)} (widths base {m.first_dim}, max {m.max_conv_dim}) "
+          f"img_size={m.img_size} domains={m.num_domains} w_hpf={m.w_hpf} batch={args.batch} device={device} "
           f"threads={torch.get_num_threads()} rounds={args.iters} after {args.warmup} warm-up; fast = {fast}")
     base, cpu_base = median.get("plain"), cpu_median.get("plain")
     if median:

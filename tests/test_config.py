@@ -4,10 +4,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from stargan.config import (Config, ConfigError, DataConfig, ModelConfig, OptimConfig, V1Config, available_presets,
                             config_from_dict, load_preset)
 from stargan.config_rules import RULES
+from stargan.nets.v2 import build_networks
 
 PAPER_OPTIM = {"lr": 1e-4, "mapping_lr": 1e-6, "beta1": 0.0, "beta2": 0.99, "weight_decay": 1e-4}
 
@@ -19,10 +21,6 @@ def test_available_presets_include_the_shipped_ones():
 def test_cpu_small_generator_reaches_8x8_and_the_paper_presets_16x16():
     """At 32 px the paper's 16x16 bottleneck keeps the source's outline (a sneaker never becomes a
     sandal); 4x4 lets G ignore its input (README, "Training on few images / on a CPU")."""
-    import torch
-
-    from stargan.nets.v2 import build_networks
-
     for name, size in (("cpu-small", 8), ("cpu", 16), ("afhq", 16)):
         model = load_preset(name).model
         features, _ = build_networks(model, with_discriminator=False).generator.encode_image(

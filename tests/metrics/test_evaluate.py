@@ -167,33 +167,32 @@ def test_source_kept_is_1_for_a_copy_half_for_a_halved_copy_0_for_a_style_only_g
     _, nets = checkpoints.load_for_sampling(run, "cpu")
     refs = sorted((run.parent / "data" / "val" / "square").glob("*.png"))
     x = torch.rand(5, 3, 32, 32) * 2 - 1
-    kept = lambda: evaluate.source_kept(nets, x, 1, mode, refs, 32, torch.Generator().manual_seed(0),  # noqa: E731
-                                        None)
+
+    def kept():
+        return evaluate.source_kept(nets, x, 1, mode, refs, 32, torch.Generator().manual_seed(0), None)
+
     nets.generator.encode_image = lambda x, masks=None: (x, {})
     nets.generator.decode_from = lambda features, s, masks=None: features[0] + s.mean()
     assert kept() == pytest.approx(1.0)
     nets.generator.decode_from = lambda features, s, masks=None: features[0] * 0.5 + s.mean()
     assert kept() == pytest.approx(0.5)
-    nets.generator.decode_from = lambda features, s, masks=None: torch.zeros_like(features[0]) + s[:, :1, None, None]
+    nets.generator.decode_from = lambda features, s, masks=None: (torch.zeros_like(features[0])
+                                                                  + s[:, :1, None, None])
     assert kept() == 0.0
     with pytest.raises(ValueError, match="at least two inputs"):
         evaluate.source_kept(nets, x[:1], 1, mode, refs, 32, torch.Generator(), None)
 
 
-def test_source_kept_of_the_protocol_uses_its_own_draws(run, tmp_path):
+def test_source_kept_of_the_protocol_uses_its_own_draws(run, tmp_path, monkeypatch):
     """Every task reports source_kept, in (0, inf) for a random G, without moving the protocol's draws."""
     _, summary = evaluate_run(run, settings(mode="both"), random_init=True, cache_dir=str(tmp_path),
                               progress=False)
     for mode in ("latent", "reference"):
         for numbers in summary[mode]["tasks"].values():
             assert 0 < numbers["source_kept"] < 10
-    real = evaluate.source_kept
-    try:
-        evaluate.source_kept = lambda *a, **k: float("nan")
-        _, without = evaluate_run(run, settings(mode="both"), random_init=True, cache_dir=str(tmp_path),
-                                  progress=False)
-    finally:
-        evaluate.source_kept = real
+    monkeypatch.setattr(evaluate, "source_kept", lambda *args: float("nan"))
+    _, without = evaluate_run(run, settings(mode="both"), random_init=True, cache_dir=str(tmp_path),
+                              progress=False)
     assert without["latent"]["mean"]["pairwise_l1"] == summary["latent"]["mean"]["pairwise_l1"]
     assert without["reference"]["mean"]["pairwise_l1"] == summary["reference"]["mean"]["pairwise_l1"]
 

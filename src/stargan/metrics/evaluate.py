@@ -148,7 +148,8 @@ def source_kept(nets: Networks, x: Tensor, trg: int, mode: str, refs: list[Path]
         raise ValueError("source_kept needs at least two inputs")
     y = torch.full((num_styles,), trg, dtype=torch.long, device=device)
     if mode == "latent":
-        styles = nets.mapping_network(torch.randn(num_styles, latent_dim_of(nets), generator=generator).to(device), y)
+        z = torch.randn(num_styles, latent_dim_of(nets), generator=generator)
+        styles = nets.mapping_network(z.to(device), y)
     else:
         picks = torch.randperm(len(refs), generator=generator)[:num_styles]
         y = y[:len(picks)]
@@ -319,7 +320,8 @@ def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, d
                     outs = _outputs(nets, x, trg, mode, outs_of[mode, trg], refs, img_size, generator, masks)
                     task.add(outs)
                     if start == 0 and len(chunk) >= 2:  # on the first batch of inputs
-                        task.source_kept = source_kept(nets, x, trg, mode, refs, img_size, kept_generator, masks)
+                        task.source_kept = source_kept(nets, x, trg, mode, refs, img_size, kept_generator,
+                                                       masks)
                     if image_dir is not None:
                         _save_outputs(outs, chunk, Path(image_dir) / mode / f"{domains[src]}_to_{domains[trg]}")
                     bar.update(len(chunk) * outs_of[mode, trg])
