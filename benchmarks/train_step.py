@@ -11,8 +11,14 @@ iteration of each per round, so that a busy machine slows them alike):
     exact    the default step (shared passes, fp32): equal to plain within rounding
     fast     shared passes + --precision (bf16) [+ channels_last] [+ compile]
     compiled fast with torch.compile whatever --compile says (fast and compiled side by side)
-Peak memory: each variant in a subprocess, the process's maximum resident set (getrusage ru_maxrss)
-after building the networks and after one iteration (CPU), or torch.cuda.max_memory_allocated (CUDA).
+Peak memory: each variant in a subprocess: its resident set after building the networks, and its peak
+resident set during one iteration (Linux: VmRSS and VmHWM of /proc/self/status, the peak reset after the
+build; getrusage's ru_maxrss would carry over the parent's peak across fork/exec), or
+torch.cuda.max_memory_allocated (CUDA).
+FLOPs (--flops): one more iteration of each variant, counted with torch.utils.flop_counter's formulas
+(matrix multiplications and convolutions, forward and backward, R1's double backward included; the
+compiled variant is counted eagerly), and the rate each variant reached: the convolution work a
+variant removes bounds what it can gain.
 Phase shares: the last timed round runs under torch.profiler (the step's record_function labels);
 its overhead is small next to these convolutions and the same for every variant.
 """
@@ -29,6 +35,8 @@ import sys
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from stargan.config import load_preset
 from stargan.nets.v2 import build_networks
@@ -93,6 +101,30 @@ def phase_shares(prof) -> dict[str, float]:
     return {**{p: v / total for p, v in phases.items()}, **{k: v / total for k, v in parts.items()}}
 
 
+class _FlopCount(TorchDispatchMode):
+    """FLOPs of the aten ops torch.utils.flop_counter knows (convolutions, their backward, matrix
+    products), without FlopCounterMode's module hooks, which autograd.grad (R1) does not allow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        count = flop_registry.get(func._overloadpacket)
+        if count is not None:
+            self.flops += count(*args, **(kwargs or {}), out_val=out)
+        return out
+
+
+def count_flops(step, batch, eager: bool = False) -> int:
+    """FLOPs of one iteration of ``step`` (``eager``: with torch.compile's graphs run eagerly)."""
+    disable = torch._dynamo.config.patch(disable=True) if eager else contextlib.nullcontext()
+    with disable, _FlopCount() as counter:
+        step(batch)
+    return counter.flops
+
+
 def config_of(args):
     cfg = load_preset(args.preset)
     model = {}
@@ -104,6 +136,26 @@ def config_of(args):
     return cfg.with_overrides(args.set)
 
 
+def _status_mb(field: str) -> float | None:
+    """``VmRSS`` or ``VmHWM`` of this process in MB (None without /proc)."""
+    try:
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith(field + ":"))
+    except (OSError, StopIteration):
+        return None
+    return int(line.split()[1]) / 1024
+
+
+def _reset_peak_rss() -> bool:
+    """Start VmHWM again from the current resident set (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
 def memory_of(variant: str, args) -> dict[str, float]:
     """Peak memory of one iteration of ``variant`` (the first: Adam's moments are allocated in it for
     every variant alike), measured in this (fresh) process."""
@@ -111,12 +163,13 @@ def memory_of(variant: str, args) -> dict[str, float]:
     cfg = config_of(args)
     batch = random_batch(cfg, args.batch, device)
     _, step = make_variant(variant, cfg, args, device)
-    built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    proc = _reset_peak_rss() and _status_mb("VmRSS") is not None
+    built = _status_mb("VmRSS") if proc else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     step(batch)
     sync(device)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mb("VmHWM") if proc else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {"built_mb": built, "peak_mb": peak, "step_mb": peak - built}
     if device.type == "cuda":
         out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -140,6 +193,7 @@ def main() -> None:
                         help="config override, as for `stargan train` (e.g. model.g_downsamples=2)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--no-profile", action="store_true", help="skip the phase shares")
+    parser.add_argument("--flops", action="store_true", help="count each variant's FLOPs per iteration")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: one variant's peak memory
     args = parser.parse_args()
@@ -194,9 +248,18 @@ def main() -> None:
             print(f"  {new} vs {ref}: x{median[ref] / median[new]:.2f} wall, "
                   f"x{cpu_median[ref] / cpu_median[new]:.2f} CPU")
 
+    if args.flops:
+        print("FLOPs of one iteration (torch.utils.flop_counter: convolutions and matrix products, forward and "
+              "backward) and the rate reached:")
+        flops = {name: count_flops(step, batch, eager=name == "compiled") for name, step in variants.items()}
+        for name, count in flops.items():
+            print(f"  {name:9s} {count / 1e9:9.1f} GFLOP/iter  {count / 1e9 / median[name]:7.1f} GFLOP/s"
+                  + (f"  ({count / flops['plain']:.3f} of plain's)" if "plain" in flops and name != "plain"
+                     else ""))
+
     sys.stdout.flush()
     if not args.no_memory:
-        how = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "ru_maxrss of a fresh process"
+        how = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "peak resident set of a fresh process"
         print(f"peak memory ({how}; 'step' = peak minus resident after building the networks):")
         for name in names:
             cmd = [sys.executable, __file__, "--memory-of", name] + [

@@ -133,3 +133,21 @@ def test_folded_batch_norms_give_the_same_features(name):
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     a, b = folded(x), plain(x)
     assert ((a - b).norm() / b.norm()).item() < 1e-5
+
+
+def test_a_batch_runs_in_chunks_on_the_cpu_with_the_same_features(monkeypatch):
+    """eval hands over inputs x outputs images at once; the extractor runs them cpu_chunk at a time, in
+    order, and returns what one pass over the whole batch returns."""
+    extractor = build_extractor("inception-tf", img_size=32, random_init=True)
+    x = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    extractor.cpu_chunk = 5
+    whole = extractor(x)
+    sizes = []
+    features = extractor.features
+    monkeypatch.setattr(extractor, "features", lambda part: sizes.append(part.size(0)) or features(part))
+    extractor.cpu_chunk = 2
+    chunked = extractor(x)
+    assert sizes == [2, 2, 1]
+    assert chunked.shape == (5, 2048)
+    assert ((chunked - whole).norm() / whole.norm()).item() < 1e-6
+    assert ((chunked[4] - whole[4]).norm() / whole[4].norm()).item() < 1e-6  # the last image stays last

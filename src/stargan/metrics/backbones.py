@@ -29,14 +29,33 @@ class FeatureExtractor(nn.Module):
 
     Always in eval mode with frozen parameters. ``protocol`` is one line describing the
     preprocessing; it is stored in every result and in the key of cached statistics.
+
+    On a CPU a batch goes through preprocessing and network ``cpu_chunk`` images at a time: the
+    evaluation hands over a batch of inputs times outputs (320 images), whose 299 px activations
+    do not fit in the caches; 16 at a time is 1.4x faster here and bounds the memory
+    (benchmarks/eval_speed.py). No layer couples the images of a batch, so the features are the same.
     """
 
     name: str
     weights_sha256: str
     protocol: str
     feature_dim: int
+    net: nn.Module
+    memory_format: torch.memory_format
+    cpu_chunk: int = 16
 
     def forward(self, x: Tensor) -> Tensor:
+        _check_images(x, self.name)
+        chunk = self.cpu_chunk if _device(self).type == "cpu" else x.size(0)
+        with torch.inference_mode():
+            return torch.cat([self.features(part) for part in x.split(chunk)])
+
+    def features(self, x: Tensor) -> Tensor:
+        """Features of one chunk of a checked batch (under inference mode)."""
+        return self.net(self.preprocess(x).contiguous(memory_format=self.memory_format)).float()
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        """Images in [-1, 1] -> the network's input, on its device."""
         raise NotImplementedError
 
     def train(self, mode: bool = True) -> "FeatureExtractor":
@@ -73,7 +92,7 @@ def fold_batch_norms(net: nn.Module) -> nn.Module:
     the conv's weight and bias, and lay the network out channels-last for oneDNN, in place.
 
     The same function of the input up to rounding (features equal within 1e-5 relative, a test
-    checks it); about twice as fast on a CPU (benchmarks/eval_speed.py).
+    checks it); 1.5x as fast on this CPU (benchmarks/eval_speed.py).
     """
     for module in net.modules():
         conv, bn = getattr(module, "conv", None), getattr(module, "bn", None)
@@ -133,6 +152,7 @@ class InceptionTF(FeatureExtractor):
         super().__init__()
         net.fc = nn.Identity()  # the 1008-way logits are not used; the output is pool3
         self.net = fold_batch_norms(net.eval()) if fold else net
+        self.memory_format = torch.channels_last if fold else torch.contiguous_format
         self.name = "inception-tf"
         self.weights_sha256 = weights_sha256
         self.protocol = ("inception-tf: clean-fid resize (PIL bicubic on float32, clipped to [0, 255]) "
@@ -140,11 +160,8 @@ class InceptionTF(FeatureExtractor):
         self.feature_dim = 2048
         _freeze(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        _check_images(x, self.name)
-        with torch.inference_mode():
-            x = clean_resize(x.clamp(-1, 1)).to(_device(self))
-            return self.net(x.contiguous(memory_format=torch.channels_last)).float()
+    def preprocess(self, x: Tensor) -> Tensor:
+        return clean_resize(x.clamp(-1, 1)).to(_device(self))
 
 
 def _build_inception_tf(weights: str | None, random_init: bool, fold: bool) -> InceptionTF:
@@ -172,6 +189,7 @@ class InceptionTorchvision(FeatureExtractor):
         super().__init__()
         net.fc = nn.Identity()
         self.net = fold_batch_norms(net.eval()) if fold else net
+        self.memory_format = torch.channels_last if fold else torch.contiguous_format
         self.img_size = img_size
         self.name = "inception-torchvision"
         self.weights_sha256 = weights_sha256
@@ -183,16 +201,13 @@ class InceptionTorchvision(FeatureExtractor):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         _freeze(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        _check_images(x, self.name)
-        with torch.inference_mode():
-            x = x.to(_device(self), torch.float32).clamp(-1, 1)
-            for size in (self.img_size, INCEPTION_SIZE):
-                if x.size(-1) != size:
-                    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                                      antialias=True)
-            x = ((x + 1) / 2 - self.mean) / self.std
-            return self.net(x.contiguous(memory_format=torch.channels_last)).float()
+    def preprocess(self, x: Tensor) -> Tensor:
+        x = x.to(_device(self), torch.float32).clamp(-1, 1)
+        for size in (self.img_size, INCEPTION_SIZE):
+            if x.size(-1) != size:
+                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                  antialias=True)
+        return ((x + 1) / 2 - self.mean) / self.std
 
 
 def _build_inception_torchvision(img_size: int, weights: str | None, random_init: bool,
@@ -219,7 +234,7 @@ def build_extractor(name: str, img_size: int, weights: str | None = None, random
 
     ``random_init=True`` skips the weights (reproducibly seeded; for tests): ``weights_sha256`` is
     then ``"random-init"``. ``fold=False`` keeps the network as loaded, without
-    :func:`fold_batch_norms` (the same features; for comparisons).
+    :func:`fold_batch_norms` and channels-first (the same features; for comparisons).
     """
     if img_size < 1:
         raise ValueError(f"img_size must be a positive number of pixels, got {img_size}")
