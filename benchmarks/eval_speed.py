@@ -71,7 +71,7 @@ def main() -> None:
 
     @torch.inference_mode()
     def preprocess(images: torch.Tensor) -> None:  # the features stage without the network
-        for part in images.split(extractor.cpu_chunk if device.type == "cpu" else images.size(0)):
+        for part in extractor.chunks(images):
             extractor.preprocess(part)
 
     fake = generate()

@@ -163,8 +163,10 @@ def memory_of(variant: str, args) -> dict[str, float]:
     cfg = config_of(args)
     batch = random_batch(cfg, args.batch, device)
     _, step = make_variant(variant, cfg, args, device)
-    proc = _reset_peak_rss() and _status_mb("VmRSS") is not None
-    built = _status_mb("VmRSS") if proc else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    built = _status_mb("VmRSS") if _reset_peak_rss() else None
+    proc = built is not None
+    if not proc:
+        built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     step(batch)
