@@ -1,5 +1,7 @@
 """One torch thread for the test suite: its networks are tiny, and on a shared 2-core machine two
-threads competing with other work make them many times slower (results do not depend on it).
+threads competing with other work make them many times slower (results do not depend on it). The
+commands the tests start in new processes get one thread too (OMP_NUM_THREADS), so they do not look
+for busy cores (stargan.threads) either.
 
 And no test downloads: missing weight files stay missing (tests of downloading unset this and
 serve files from a loopback server). Also the stand-ins for the StarGAN v2 release's face files
@@ -13,6 +15,7 @@ import torch
 from tests.release_fixtures import mean_face, random_fan
 
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["STARGAN_OFFLINE"] = "1"
 
 

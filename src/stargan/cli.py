@@ -307,7 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--offline", action="store_true", help="never download missing weight files (as "
                        "STARGAN_OFFLINE=1): stop with what to fetch instead")
 
+    def add_threads(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core, less the "
+                       "cores other processes keep busy at the start; or OMP_NUM_THREADS)")
+
     def add_train_options(p: argparse.ArgumentParser) -> None:
+        add_threads(p)
         p.add_argument("--runs", default="runs", help="parent folder of numbered run directories")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config value, e.g. --set optim.lr=2e-4 (repeatable)")
@@ -403,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random backbone weights: tests the pipeline only, the numbers mean nothing")
     add_mask_options(p)
     p.add_argument("--no-progress", action="store_true")
+    add_threads(p)
     add_offline(p)
     p.set_defaults(func=cmd_eval)
 
@@ -434,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
+    add_threads(p)
     p.set_defaults(func=cmd_classifier_train)
 
     p = sub.add_parser("data", help="make a ready-to-train dataset from local files")
@@ -459,9 +466,12 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "offline", False):
         os.environ["STARGAN_OFFLINE"] = "1"  # read by stargan.download wherever a file would be fetched
     from stargan.checkpoints import CheckpointWriteError
+    from stargan.threads import choose_threads
     from stargan.training.runner import TrainingFailed, TrainingStopped
 
     try:
+        if "threads" in args:  # the long jobs: training, evaluation
+            choose_threads(args.threads)
         args.func(args)
     except TrainingStopped as stop:  # a stop signal, after saving: 128 + signal number (130 for Ctrl-C)
         print(stop, file=sys.stderr)
