@@ -92,7 +92,7 @@ def test_16_bit_grey_is_scaled(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_hostile_image_corpus_gives_rgb_or_an_upload_error(tmp_path: Path) -> None:
+def test_the_hostile_image_corpus_gives_rgb_or_an_upload_error(tmp_path: Path, recwarn) -> None:
     """The data tests' fuzz corpus (truncated, forged, bombs, animations, odd modes): nothing escapes."""
     spec = importlib.util.spec_from_file_location(
         "hostile_images", Path(__file__).parents[1] / "data" / "hostile_images.py")
@@ -111,3 +111,4 @@ def test_the_hostile_image_corpus_gives_rgb_or_an_upload_error(tmp_path: Path) -
             assert upload.image.mode == "RGB" and min(upload.image.size) >= 1
             decoded += 1
     assert decoded > 100 and refused > 100
+    assert [w.message for w in recwarn if w.filename.endswith("TiffImagePlugin.py")] == []  # quiet_tags

@@ -7,7 +7,10 @@ animation is taken, EXIF orientation is applied and any Pillow mode becomes RGB.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +82,18 @@ def _decode_opened(opened: Image.Image) -> Image.Image:
     return rgb.copy() if rgb is opened else rgb
 
 
-def _open_formats() -> list[str]:
+@contextlib.contextmanager
+def quiet_tags() -> Iterator[None]:
+    """Silence Pillow's UserWarnings of corrupt TIFF/EXIF tags ("Corrupt EXIF data", "Truncated File
+    Read") while a file is opened: the image then decodes, or fails with the error that says why, so
+    the warning adds only noise. Other warnings (decompression bombs) still pass."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+        yield
+
+
+def open_formats() -> list[str]:
+    """The formats Pillow may open for us: all it knows but :data:`REFUSED_FORMATS`."""
     Image.init()
     return [name for name in Image.OPEN if name not in REFUSED_FORMATS]
 
@@ -99,7 +113,7 @@ def reason(error: BaseException) -> str:
 def _decode_file(path: Path) -> Image.Image:
     if path.is_dir():
         raise _Refused("a folder, not an image file")
-    with Image.open(path, formats=_open_formats()) as opened:
+    with quiet_tags(), Image.open(path, formats=open_formats()) as opened:
         return _decode_opened(opened)
 
 
