@@ -137,12 +137,11 @@ def find_bad_images(files: Sequence[Path], root: str | os.PathLike[str], workers
         else:
             todo.append((path, stat))
     if todo:
-        # Pillow's warnings (palette transparency, decompression bombs) are about images we handle or
-        # refuse anyway; the filters are process-wide, so they cover the pool's threads too.
+        # Decompression-bomb warnings are about images we refuse anyway (Pillow's UserWarnings are
+        # silenced by the decoding itself); the filters are process-wide, so they cover the pool's threads.
         with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
                 tqdm(total=len(todo), desc="checking images", unit="img", disable=len(todo) < 200) as bar:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
             for (path, stat), problem in zip(todo, pool.map(image_problem, [p for p, _ in todo])):
                 bar.update(1)
                 known[path] = problem

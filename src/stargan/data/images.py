@@ -83,12 +83,13 @@ def _decode_opened(opened: Image.Image) -> Image.Image:
 
 
 @contextlib.contextmanager
-def quiet_tags() -> Iterator[None]:
-    """Silence Pillow's UserWarnings of corrupt TIFF/EXIF tags ("Corrupt EXIF data", "Truncated File
-    Read") while a file is opened: the image then decodes, or fails with the error that says why, so
-    the warning adds only noise. Other warnings (decompression bombs) still pass."""
+def quiet_pillow() -> Iterator[None]:
+    """Silence Pillow's UserWarnings while an image is opened and decoded: corrupt TIFF/EXIF tags
+    ("Corrupt EXIF data", "Truncated File Read"), palette transparency given as bytes. The image then
+    decodes (transparency composited by :func:`to_8bit_rgb`) or fails with the error that says why,
+    so they add only noise. Decompression-bomb warnings (RuntimeWarning) still pass."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+        warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
         yield
 
 
@@ -113,7 +114,7 @@ def reason(error: BaseException) -> str:
 def _decode_file(path: Path) -> Image.Image:
     if path.is_dir():
         raise _Refused("a folder, not an image file")
-    with quiet_tags(), Image.open(path, formats=open_formats()) as opened:
+    with quiet_pillow(), Image.open(path, formats=open_formats()) as opened:
         return _decode_opened(opened)
 
 
@@ -134,7 +135,8 @@ def rgb_image(image: Image.Image, name: str = "the image") -> Image.Image:
     """An already opened (possibly not yet loaded) Pillow image through the same gate as :func:`load_rgb`
     (its current frame, for an animation)."""
     try:
-        return _decode_opened(image)
+        with quiet_pillow():
+            return _decode_opened(image)
     except Exception as error:
         raise DataError(f"cannot use {name}: {reason(error)}") from error
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from stargan.data.images import MAX_IMAGE_PIXELS, DataError, load_rgb, open_formats, quiet_tags, reason
+from stargan.data.images import MAX_IMAGE_PIXELS, DataError, load_rgb, open_formats, quiet_pillow, reason
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # 20 MiB: a large JPEG from a phone camera is ~10 MiB
 MAX_PIXELS = min(40_000_000, MAX_IMAGE_PIXELS)  # 40 megapixels, 120 MB as RGB: a web server's budget
@@ -49,7 +49,7 @@ def read_upload(path: str | Path, name: str = "the upload", max_bytes: int = MAX
                           f"{max_bytes / 2**20:.0f} MiB; please upload a smaller image")
     notes: list[str] = []
     try:
-        with warnings.catch_warnings(), quiet_tags():
+        with warnings.catch_warnings(), quiet_pillow():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=open_formats()) as header:  # reads the header only
                 width, height = header.size
