@@ -259,7 +259,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     path, summary = evaluate_run(args.run, settings, data_root=args.data, device=args.device, seed=args.seed,
                                  random_init=args.random_weights, cache_dir=args.cache_dir,
                                  progress=not args.no_progress, image_dir=args.write_images,
-                                 fan_weights=args.fan_weights, masks=masks_choice(args))
+                                 fan_weights=args.fan_weights, masks=masks_choice(args),
+                                 skip_bad_images=args.skip_bad_images)
     for key, value in headline(summary).items():
         print(f"{key:28s} {value:.4f}")
     if "classifier_real_val_accuracy" in summary:
@@ -404,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", help="where real-image statistics are cached (default ~/.cache/stargan)")
     p.add_argument("--write-images", metavar="DIR", help="also save every output as DIR/<mode>/<src>_to_<trg>/*.png")
+    p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning "
+                   "(as the run did if trained with it; else they stop the evaluation before it starts)")
     p.add_argument("--random-weights", action="store_true",
                    help="random backbone weights: tests the pipeline only, the numbers mean nothing")
     add_mask_options(p)

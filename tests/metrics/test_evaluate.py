@@ -316,6 +316,31 @@ def test_reference_mode_needs_two_validation_images_per_domain(run, tmp_path):
     assert summary["latent"]["tasks"]["square->circle"]["num_images"] == 1 * 3
 
 
+def test_a_bad_image_is_named_before_work_or_skipped_as_in_training(run, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    shutil.copytree(checkpoints.load_config(run).data.root, data)
+    bad = data / "train" / "square" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    with monkeypatch.context() as m:
+        m.setattr(evaluate, "cached_real_stats", lambda *a, **k: pytest.fail("work started"))
+        with pytest.raises(ValueError, match=rf"1 unreadable images in {data}:\n  {bad}: not a readable image.*\n.*--skip-bad-images"):
+            evaluate_run(run, settings(), data_root=str(data), random_init=True, progress=False)
+
+    with pytest.warns(UserWarning, match=rf"skipping 1 unreadable images in {data} \(first: {bad}"):
+        assert main(["eval", str(run), "--data", str(data), "--skip-bad-images", "--random-weights",
+                     "--backbone", "none", "--no-lpips", "--mode", "latent", "--num-outs", "2", "--max-inputs",
+                     "1", "--cache-dir", str(tmp_path), "--no-progress"]) == 0
+
+    # a run trained with --skip-bad-images skips them here too
+    config = checkpoints.load_config(run).with_overrides(["data.skip_bad_images=true"])
+    state = make_train_state(build_networks(config.model), config.optim)
+    checkpoints.save_checkpoint(tmp_path / "run", state, config)
+    with pytest.warns(UserWarning, match=rf"skipping 1 unreadable images in {data} \(first: {bad}"):
+        _, summary = evaluate_run(tmp_path / "run", settings(lpips=False, num_outs=2, max_inputs=1),
+                                  data_root=str(data), random_init=True, cache_dir=str(tmp_path), progress=False)
+    assert summary["latent"]["tasks"]["circle->square"]["num_images"] == 2
+
+
 @pytest.fixture(scope="module")
 def hpf_run(run, tmp_path_factory):
     """The same dataset, a model with w_hpf = 1 (it needs face masks)."""

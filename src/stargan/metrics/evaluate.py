@@ -279,7 +279,8 @@ def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, d
     root = data_root or config.data.root
     if not root:
         raise ValueError("no dataset to evaluate on: pass --data DIR (with train/ and val/)")
-    train_set, val_set = open_dataset(root, check_images=False)
+    # every image is checked before work, as for training (cached: a file checked before is not decoded again)
+    train_set, val_set = open_dataset(root, skip_bad_images=config.data.skip_bad_images)
     if config.data.domains and tuple(train_set.domains) != tuple(config.data.domains):
         raise ValueError(f"the model was trained on domains {list(config.data.domains)} but {root} has "
                          f"{list(train_set.domains)}")
@@ -380,11 +381,12 @@ def evaluate_run(path: str | Path, settings: EvalConfig, *, data_root: str | Non
                  device: str = "cpu", seed: int = 0, random_init: bool = False,
                  cache_dir: str | None = None, progress: bool = True,
                  image_dir: str | Path | None = None, fan_weights: str | Path | None = None,
-                 masks: bool | None = None) -> tuple[Path, dict[str, Any]]:
+                 masks: bool | None = None, skip_bad_images: bool = False) -> tuple[Path, dict[str, Any]]:
     """Evaluate a run's latest checkpoint (or a checkpoint directory); write and return the results.
 
     Models with w_hpf > 0 use FAN masks (``fan_weights``, else the run's or the weights folder's);
-    ``masks=False`` opts out.
+    ``masks=False`` opts out. Unreadable images stop before work, unless ``skip_bad_images`` or the
+    run was trained with it.
     """
     from stargan import checkpoints
     from stargan.faces.masks import load_mask_fn
@@ -394,6 +396,8 @@ def evaluate_run(path: str | Path, settings: EvalConfig, *, data_root: str | Non
     config = checkpoints.load_config(ckpt)
     if masks is not None:
         config = config.with_overrides([f"model.masks={str(masks).lower()}"])
+    if skip_bad_images:
+        config = config.with_overrides(["data.skip_bad_images=true"])
     mask_fn = load_mask_fn(config.model, device, fan_weights, run=ckpt)
     _, nets = checkpoints.load_for_sampling(ckpt, device)
     step = int(ckpt.name.split("-")[-1]) if ckpt.name.startswith("step-") else 0
