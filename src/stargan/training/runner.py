@@ -1,7 +1,7 @@
 """The training machinery shared by StarGAN v1 and v2: devices, run directories, the scalar log, resuming,
 and :func:`run_loop`, which iterates a step function with progress bar, logging and checkpoints.
 
-How a run ends (the exit status of ``stargan train``, see cli.py):
+How a run ends (the exit status of ``stargan train``, see stargan.cli.main):
 - finished: the last checkpoint is written;
 - SIGINT (Ctrl-C), SIGTERM (schedulers before preemption), SIGHUP: the current iteration finishes, a
   checkpoint is written and :class:`TrainingStopped` is raised (exit status 128 + signal number);

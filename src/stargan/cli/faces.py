@@ -1,6 +1,6 @@
 """The face parts of the ``stargan`` command: ``align``, the ``--fan-weights`` / ``--no-masks`` options
 of the commands that run a StarGAN v2 model, and what ``import-official`` says about face masks.
-(Kept apart from cli.py, and free of torch imports at load time, like it.)"""
+(Free of torch imports at load time, like the rest of the command.)"""
 from __future__ import annotations
 
 import argparse
@@ -58,7 +58,7 @@ def report_import_masks(run: Path) -> None:
 def cmd_align(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from stargan.cli import input_images
+    from stargan.cli.sampling import input_images
     from stargan.faces.align import align_images, cv2_module, fan_landmark_fn
     from stargan.faces.weights import load_fan, load_mean_landmarks
 

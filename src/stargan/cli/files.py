@@ -1,0 +1,83 @@
+"""``stargan import-official``, ``download`` and ``data``: models, weights and datasets from elsewhere."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stargan.cli.faces import report_import_masks
+from stargan.cli.options import add_offline
+
+
+def cmd_import_official(args: argparse.Namespace) -> None:
+    from stargan.official import import_official, import_official_v1
+
+    if args.model == "v1":
+        g_ckpt, d_ckpt = (args.checkpoint + [None])[:2]
+        names = tuple(args.domains.split(",")) if args.domains else None
+        ckpt = import_official_v1(g_ckpt, d_ckpt, out_dir=args.out, names=names, c_dim=args.c_dim)
+        print(f"imported {g_ckpt} -> {ckpt}\nsample with: stargan sample {args.out} --data DIR")
+        return
+    if len(args.checkpoint) != 1:
+        raise ValueError(f"a StarGAN v2 import takes one *_nets_ema.ckpt file, got {len(args.checkpoint)}; "
+                         "two files (G.ckpt D.ckpt) are a StarGAN v1 import: add --model v1")
+    args.checkpoint = args.checkpoint[0]
+    domains = tuple(args.domains.split(",")) if args.domains else None
+    ckpt = import_official(args.checkpoint, args.out, domains=domains)
+    print(f"imported {args.checkpoint} -> {ckpt}")
+    report_import_masks(Path(args.out))
+    print(f"sample with: stargan sample {args.out} --data DIR")
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    from stargan import download
+
+    if args.list:
+        print("\n".join(download.catalog_lines()))
+        return
+    if not args.names:
+        raise SystemExit("error: name what to download (or --list); e.g. stargan download afhq")
+    for name in args.names:
+        made = download.download(name, args.dir, args.runs, data=args.data, progress=not args.no_progress)
+        print("\n".join(str(path) for path in made))
+        if download.CATALOG[name].model:
+            print(f"try it: stargan serve {made[-1]}")
+
+
+def cmd_data_fashion_mnist(args: argparse.Namespace) -> None:
+    from stargan.data.fashion_mnist import make_fashion_mnist
+
+    out = make_fashion_mnist(args.out, classes=args.classes, source=args.source,
+                             max_per_class=args.max_per_class, progress=not args.no_progress)
+    print(f"wrote {out}/train and {out}/val; train with: stargan train --preset fmnist_shoes --data {out}")
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("import-official", help="turn official StarGAN v2 (or v1) checkpoints into a run")
+    p.add_argument("checkpoint", nargs="+", help="v2: NNNNNN_nets_ema.ckpt; v1: NNNNNN-G.ckpt [NNNNNN-D.ckpt]")
+    p.add_argument("--model", choices=["v2", "v1"], default="v2")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--domains", help="comma-separated domain (v1: label) names (default: female,male or "
+                   "cat,dog,wild; v1: the CelebA attributes or RaFD expressions)")
+    p.add_argument("--c-dim", type=int, help="v1 with two datasets: the first dataset's label length (5)")
+    p.set_defaults(func=cmd_import_official)
+
+    p = sub.add_parser("download", help="released models (imported into RUNS/NAME-official) and metric weights")
+    p.add_argument("names", nargs="*", metavar="NAME", help="what to fetch; `--list` shows the names")
+    p.add_argument("--list", action="store_true", help="print name, file, hash, licence and source of each file")
+    p.add_argument("--dir", help="where files go (default: torch hub's checkpoint folder, where they are looked for)")
+    p.add_argument("--runs", default="runs", help="where released models are imported as NAME-official")
+    p.add_argument("--data", default="data", help="where datasets (afhq-data, celeba_hq-data) are unpacked")
+    p.add_argument("--no-progress", action="store_true")
+    add_offline(p)
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("data", help="make a ready-to-train dataset from local files")
+    data_sub = p.add_subparsers(dest="dataset", required=True)
+    p = data_sub.add_parser("fashion-mnist", help="Fashion-MNIST classes as train/val domain folders (32 px)")
+    p.add_argument("--classes", default="sandal,sneaker,ankle_boot", help="comma-separated class names")
+    p.add_argument("--source", default="/usr/share/datasets/fashion-mnist",
+                   help="folder with the four idx files (apt-get install dataset-fashion-mnist)")
+    p.add_argument("--out", required=True, help="dataset folder to write (train/ and val/)")
+    p.add_argument("--max-per-class", type=int, default=0, help="cap per class and split (0 = all)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_data_fashion_mnist)

@@ -1,0 +1,161 @@
+"""``stargan sample``, ``translate``, ``interpolate`` and ``serve``: a trained model at work."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stargan.cli.faces import masks_choice, note_masks
+from stargan.cli.options import add_model_options, add_offline
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from stargan import checkpoints, sampling_v2
+    from stargan.imaging import save_grid
+    from stargan.data import fixed_batch, open_dataset
+    from stargan.data.folders import check_domains
+
+    if checkpoints.load_config(args.run).arch == "v1":
+        return _sample_v1(args)
+    from stargan.faces.masks import load_mask_fn
+
+    config, nets = checkpoints.load_for_sampling(args.run, args.device)
+    if args.no_masks:
+        config = config.with_overrides(["model.masks=false"])
+    mask_fn = load_mask_fn(config.model, args.device, args.fan_weights, run=args.run)
+    note_masks(config.model)
+    root = args.data or config.data.root
+    if not root:
+        raise SystemExit("error: this run has no dataset recorded; pass --data DIR with val/<domain>/")
+    _, val_set = open_dataset(root, check_images=False)
+    check_domains(val_set.domains, config.data.domains, root)
+    per_domain = -(-args.num_images // len(val_set.domains))
+    x, y = fixed_batch(val_set, config.model.img_size, per_domain=per_domain, seed=args.seed)
+    grids = sampling_v2.sample_grids(nets, x, y, num_images=args.num_images, num_styles=args.num_styles,
+                                     psi=args.psi, seed=args.seed, mask_fn=mask_fn)
+    out = Path(args.out or Path(args.run) / "samples")
+    written = [save_grid(grid, out / f"{kind}.png") for kind, grid in grids.items()]
+    print("\n".join(str(p) for p in written))
+
+
+def _sample_v1(args: argparse.Namespace) -> None:
+    from stargan import checkpoints, sampling_v1
+
+    if args.psi != 1.0 or args.num_styles != 4:
+        raise ValueError("--psi and --num-styles are StarGAN v2 options (style codes); a v1 run has none")
+    config, generator = checkpoints.load_v1_for_sampling(args.run, args.device)
+    if args.data:
+        config = config.with_overrides([f"data.root={args.data}"])
+    if not config.data.root:
+        raise SystemExit("error: this run has no dataset recorded; pass --data DIR")
+    written = sampling_v1.sample_run(generator, config, Path(args.out or Path(args.run) / "samples"),
+                                     num_images=args.num_images, seed=args.seed)
+    print("\n".join(str(p) for p in written))
+
+
+def input_images(path: Path) -> list[Path]:
+    """``path`` itself, or the images under a folder (recursively); none is a one-line error."""
+    from stargan.data.folders import IMAGE_EXTENSIONS, list_images
+
+    if path.is_file():
+        return [path]
+    files = list_images(path)
+    if not files:
+        raise SystemExit(f"error: no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}")
+    return files
+
+
+def cmd_translate(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from stargan.api import Translator
+    from stargan.data.images import DataError, load_rgb
+
+    translator = Translator.load(args.run, device=args.device, fan_weights=args.fan_weights,
+                                 masks=masks_choice(args))
+    note_masks(translator.config.model)
+    reference = load_rgb(args.reference) if args.reference else None
+    inputs = input_images(Path(args.input))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    unreadable = []
+    for path in tqdm(inputs, desc="translate", unit="img", disable=len(inputs) == 1):
+        try:
+            image = load_rgb(path)
+        except DataError as error:  # one bad file in a folder does not stop the others
+            if len(inputs) == 1:
+                raise
+            tqdm.write(f"skipped: {error}", file=sys.stderr)
+            unreadable.append(path)
+            continue
+        images = translator.translate(image, domain=args.domain, reference=reference,
+                                      num_styles=1 if reference is not None else args.num_styles,
+                                      seed=args.seed, psi=args.psi)
+        for k, image in enumerate(images):
+            suffix = "" if reference is not None else f"_style{k}"
+            image.save(out / f"{path.stem}_{args.domain}{suffix}.png")
+    print(f"wrote translations of {len(inputs) - len(unreadable)} images to {out}")
+    if unreadable:
+        raise DataError(f"{len(unreadable)} of the {len(inputs)} images in {args.input} could not be read "
+                        f"(listed above, e.g. {unreadable[0]}); the others were translated")
+
+
+def cmd_interpolate(args: argparse.Namespace) -> None:
+    from stargan.api import Translator
+
+    translator = Translator.load(args.run, device=args.device, fan_weights=args.fan_weights,
+                                 masks=masks_choice(args))
+    note_masks(translator.config.model)
+    domains = args.domains.split(",") if args.domains else [args.domain] * len(args.references)
+    if len(domains) != len(args.references):
+        raise SystemExit(f"error: {len(args.references)} references but {len(domains)} domains")
+    path = translator.interpolate(args.input, args.references, domains, args.out,
+                                  frames_per_transition=args.frames, fps=args.fps)
+    print(f"wrote {path}")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from stargan.serve import serve
+
+    try:
+        serve(args.run, host=args.host, port=args.port, device=args.device)
+    except ImportError as err:  # the serve extra is missing
+        raise SystemExit(f"error: {err}") from err
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("sample", help="latent, reference and cycle grids from a trained run")
+    add_model_options(p)
+    p.add_argument("--data", help="dataset folder (default: the run's)")
+    p.add_argument("--out", help="output folder (default: RUN/samples)")
+    p.add_argument("--num-images", type=int, default=8)
+    p.add_argument("--num-styles", type=int, default=4)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("translate", help="translate images into a target domain")
+    add_model_options(p)
+    p.add_argument("--input", required=True, help="an image or a folder of images")
+    p.add_argument("--domain", required=True, help="target domain name")
+    p.add_argument("--reference", help="reference image of the target domain (else random styles)")
+    p.add_argument("--num-styles", type=int, default=4)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("interpolate", help="GIF/MP4 interpolating styles between reference images")
+    add_model_options(p)
+    p.add_argument("--input", required=True, help="source image")
+    p.add_argument("--references", nargs="+", required=True)
+    p.add_argument("--domain", help="domain of all references")
+    p.add_argument("--domains", help="comma-separated domain of each reference")
+    p.add_argument("--frames", type=int, default=30, help="frames per transition")
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--out", required=True, help="output .gif or .mp4")
+    p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("serve", help="a web page (Gradio) that translates uploaded images; needs stargan[serve]")
+    p.add_argument("run", help="run directory (its latest checkpoint) or checkpoint directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:0, ...")
+    add_offline(p)
+    p.set_defaults(func=cmd_serve)

@@ -1,0 +1,135 @@
+"""``stargan train``, ``demo`` and ``presets``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stargan.cli.faces import add_mask_options, mask_overrides
+from stargan.cli.options import add_offline, add_threads
+from stargan.config import AnyConfig, available_presets, load_config_yaml, load_preset
+
+DEMO_DATA = Path("data/demo")
+DEFAULT_PRESETS = {"v2": "cpu", "v1": "cpu-v1"}  # `stargan train --model MODEL` without --preset
+
+
+def _preset_name(args: argparse.Namespace) -> str:
+    if args.preset is None:
+        return DEFAULT_PRESETS[args.model or "v2"]
+    arch = load_preset(args.preset).arch
+    if args.model and args.model != arch:
+        raise ValueError(f"--model {args.model} does not match --preset {args.preset}, a StarGAN {arch} "
+                         f"preset; StarGAN {args.model} presets: {', '.join(_presets_of(args.model))}")
+    return args.preset
+
+
+def _presets_of(arch: str) -> list[str]:
+    return [name for name in available_presets() if load_preset(name).arch == arch]
+
+
+def _config_from_args(args: argparse.Namespace) -> AnyConfig:
+    config = load_preset(_preset_name(args))
+    overrides = list(args.set or [])
+    if args.data:
+        overrides.append(f"data.root={args.data}")
+    if args.skip_bad_images:
+        overrides.append("data.skip_bad_images=true")
+    return config.with_overrides(overrides + mask_overrides(args) + _precision_override(args))
+
+
+def _precision_override(args: argparse.Namespace) -> list[str]:
+    return [f"train.precision={args.precision}"] if getattr(args, "precision", None) else []
+
+
+def cmd_train(args: argparse.Namespace) -> Path:
+    from stargan.distributed import broadcast, init_from_env
+    from stargan.training.loop_v2 import train
+    from stargan.training.runner import new_run_dir
+    from stargan.training.loop_v1 import train_v1
+
+    world = init_from_env()  # several processes under torchrun, else one
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise SystemExit(f"error: {run_dir} is not a run directory (no config.yaml); "
+                             "--resume takes the directory a previous `stargan train` created")
+        config = load_config_yaml(run_dir / "config.yaml").with_overrides(list(args.set or [])
+                                                                          + _precision_override(args))
+        if args.data:
+            config = config.with_overrides([f"data.root={args.data}"])
+        if config.arch == "v2":
+            config = config.with_overrides(mask_overrides(args))
+    else:
+        config = _config_from_args(args)
+        run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(args.runs, config.preset)
+        run_dir = broadcast(run_dir, world)
+    if config.arch == "v2":
+        from stargan.faces.masks import find_mask_weights
+
+        find_mask_weights(config.model, run=run_dir)  # w_hpf > 0 without FAN weights: stop before work
+    if world.is_main:
+        print(f"run directory: {run_dir}")
+    train_fn = train if config.arch == "v2" else train_v1
+    ckpt = train_fn(config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress,
+                    world=world)
+    if world.is_main:
+        _report(run_dir, ckpt)
+    if world.is_distributed:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return run_dir
+
+
+def _report(run_dir: Path, ckpt: Path) -> None:
+    samples = sorted((run_dir / "samples").glob("[0-9]" * 6 + "_*.png"))  # the training grids
+    print(f"\ncheckpoint:   {ckpt}")
+    if samples:
+        last = samples[-1].name.split("_")[0]
+        print("sample grids: " + "\n              ".join(str(p) for p in samples if p.name.startswith(last)))
+    print(f"logs:         {run_dir / 'logs'}  (tensorboard --logdir {run_dir / 'logs'})")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from stargan.data.demo import make_demo_dataset
+
+    data = make_demo_dataset(args.data)
+    print(f"demo data:     {data}")
+    cmd_train(argparse.Namespace(**{**vars(args), "data": str(data), "preset": "demo", "model": None,
+                                    "resume": None, "skip_bad_images": False}))
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    add_threads(p)
+    p.add_argument("--runs", default="runs", help="parent folder of numbered run directories")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set optim.lr=2e-4 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_offline(p)
+    add_mask_options(p)
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("train", help="train StarGAN v2 (or v1: --model v1) on a dataset")
+    p.add_argument("--model", choices=["v2", "v1"], help="StarGAN v2 (default) or v1; picks the default "
+                   "preset (cpu or cpu-v1) and checks --preset against it")
+    p.add_argument("--preset", choices=available_presets(), help="config preset (default: cpu, or cpu-v1 "
+                   "with --model v1); see `stargan presets`")
+    p.add_argument("--data", help="dataset folder holding train/ and val/")
+    p.add_argument("--run-dir", help="exact run directory (default: RUNS/NNNNN-PRESET)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+                   help="train.precision: fp32 (default, the paper's math), bf16 (CPU/CUDA), fp16 (CUDA)")
+    add_train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="make the built-in shapes dataset and train the demo preset on it")
+    p.add_argument("--data", default=str(DEMO_DATA), help="where to write the demo dataset")
+    p.add_argument("--run-dir")
+    add_train_options(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("presets", help="list the config presets")
+    p.set_defaults(func=lambda args: print("\n".join(f"{name:14s} StarGAN {load_preset(name).arch}"
+                                                    for name in available_presets())))
