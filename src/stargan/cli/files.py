@@ -20,10 +20,10 @@ def cmd_import_official(args: argparse.Namespace) -> None:
     if len(args.checkpoint) != 1:
         raise ValueError(f"a StarGAN v2 import takes one *_nets_ema.ckpt file, got {len(args.checkpoint)}; "
                          "two files (G.ckpt D.ckpt) are a StarGAN v1 import: add --model v1")
-    args.checkpoint = args.checkpoint[0]
+    (checkpoint,) = args.checkpoint
     domains = tuple(args.domains.split(",")) if args.domains else None
-    ckpt = import_official(args.checkpoint, args.out, domains=domains)
-    print(f"imported {args.checkpoint} -> {ckpt}")
+    ckpt = import_official(checkpoint, args.out, domains=domains)
+    print(f"imported {checkpoint} -> {ckpt}")
     report_import_masks(Path(args.out))
     print(f"sample with: stargan sample {args.out} --data DIR")
 
