@@ -104,3 +104,14 @@ def test_cli_threads_option_sets_torch_threads_and_rejects_zero(two_threads, cap
     main(["eval", "nowhere", "--threads", "3"])  # fails on the missing run, after setting the threads
     assert torch.get_num_threads() == 3
 
+
+
+@pytest.mark.parametrize("command", [
+    ["train"], ["demo"], ["eval", "RUN"], ["classifier", "train", "DATA", "--out", "c.safetensors"],
+    ["sample", "RUN"], ["translate", "RUN", "--input", "x.png", "--domain", "dog", "--out", "OUT"],
+    ["interpolate", "RUN", "--input", "x.png", "--references", "r.png", "--out", "a.gif"], ["serve", "RUN"]])
+def test_every_command_that_runs_a_network_takes_threads(command):
+    from stargan.cli import build_parser
+
+    assert build_parser().parse_args(command + ["--threads", "2"]).threads == 2
+    assert build_parser().parse_args(command).threads is None  # chosen from the busy cores

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from stargan.training.runner import TrainingFailed, TrainingStopped
 
     try:
-        if "threads" in args:  # the long jobs: training, evaluation
+        if "threads" in args:  # the commands that run networks
             choose_threads(args.threads)
         args.func(args)
     except TrainingStopped as stop:  # a stop signal, after saving: 128 + signal number (130 for Ctrl-C)

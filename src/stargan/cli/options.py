@@ -12,7 +12,8 @@ def add_offline(p: argparse.ArgumentParser) -> None:
 
 
 def add_threads(p: argparse.ArgumentParser) -> None:
-    """``--threads``, read by :func:`stargan.cli.main` for the long jobs (see :mod:`stargan.threads`)."""
+    """``--threads``, read by :func:`stargan.cli.main` (see :mod:`stargan.threads`): for the commands
+    that run networks."""
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: one per core, less the "
                    "cores other processes keep busy at the start; or OMP_NUM_THREADS)")
 
@@ -23,5 +24,6 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--psi", type=float, default=1.0, help="truncation towards the mean style (1 = none)")
+    add_threads(p)
     add_offline(p)
     add_mask_options(p)

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from stargan.cli.faces import masks_choice, note_masks
-from stargan.cli.options import add_model_options, add_offline
+from stargan.cli.options import add_model_options, add_offline, add_threads
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -157,5 +157,6 @@ def add_commands(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:0, ...")
+    add_threads(p)
     add_offline(p)
     p.set_defaults(func=cmd_serve)
