@@ -206,7 +206,8 @@ def test_eval_command_names_a_hostile_validation_image(corpus, problems, run, tm
     err = capfd.readouterr().err
     assert code == 2 and "Traceback" not in err
     # named before any work, in the dataset check's list, as training does
-    assert f"1 unreadable images in {data}:\n  {data / 'val' / 'dog' / hostile.name}: {problems[hostile]}\n" in err
+    listed = f"1 unreadable images in {data}:\n  {data / 'val' / 'dog' / hostile.name}: {problems[hostile]}\n"
+    assert listed in err
 
 
 MEASURE = """

@@ -323,7 +323,8 @@ def test_a_bad_image_is_named_before_work_or_skipped_as_in_training(run, tmp_pat
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     with monkeypatch.context() as m:
         m.setattr(evaluate, "cached_real_stats", lambda *a, **k: pytest.fail("work started"))
-        with pytest.raises(ValueError, match=rf"1 unreadable images in {data}:\n  {bad}: not a readable image.*\n.*--skip-bad-images"):
+        listed = rf"1 unreadable images in {data}:\n  {bad}: not a readable image.*\n.*--skip-bad-images"
+        with pytest.raises(ValueError, match=listed):
             evaluate_run(run, settings(), data_root=str(data), random_init=True, progress=False)
 
     with pytest.warns(UserWarning, match=rf"skipping 1 unreadable images in {data} \(first: {bad}"):
@@ -337,7 +338,8 @@ def test_a_bad_image_is_named_before_work_or_skipped_as_in_training(run, tmp_pat
     checkpoints.save_checkpoint(tmp_path / "run", state, config)
     with pytest.warns(UserWarning, match=rf"skipping 1 unreadable images in {data} \(first: {bad}"):
         _, summary = evaluate_run(tmp_path / "run", settings(lpips=False, num_outs=2, max_inputs=1),
-                                  data_root=str(data), random_init=True, cache_dir=str(tmp_path), progress=False)
+                                  data_root=str(data), random_init=True, cache_dir=str(tmp_path),
+                                  progress=False)
     assert summary["latent"]["tasks"]["circle->square"]["num_images"] == 2
 
 
