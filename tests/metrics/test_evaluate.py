@@ -144,13 +144,6 @@ def test_identical_outputs_have_zero_lpips(run, tmp_path, monkeypatch):
     assert summary["latent"]["mean"]["pairwise_l1"] == 0.0
 
 
-def test_mean_pairwise_l1_by_hand():
-    outs = torch.zeros(3, 2, 3, 4, 4)        # 3 outputs of 2 inputs
-    outs[1, 0] = 0.5                         # input 0: pairs (0,1) 0.5, (0,2) 0, (1,2) 0.5
-    outs[2, 1] = -1.0                        # input 1: pairs (0,1) 0, (0,2) 1, (1,2) 1
-    assert evaluate.mean_pairwise_l1(outs).tolist() == pytest.approx([1 / 3, 2 / 3])
-
-
 def test_outputs_are_the_generator_applied_to_each_style(run):
     """G's encoder half runs once per input for all styles: the same images as G(x, s) per style."""
     _, nets = checkpoints.load_for_sampling(run, "cpu")
@@ -160,27 +153,6 @@ def test_outputs_are_the_generator_applied_to_each_style(run):
     for j in range(3):
         s = nets.mapping_network(torch.randn(2, 4, generator=g), torch.ones(2, dtype=torch.long))
         torch.testing.assert_close(outs[j], nets.generator(x, s), rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("mode", ["latent", "reference"])
-def test_source_kept_is_1_for_a_copy_half_for_a_halved_copy_0_for_a_style_only_generator(run, mode):
-    _, nets = checkpoints.load_for_sampling(run, "cpu")
-    refs = sorted((run.parent / "data" / "val" / "square").glob("*.png"))
-    x = torch.rand(5, 3, 32, 32) * 2 - 1
-
-    def kept():
-        return evaluate.source_kept(nets, x, 1, mode, refs, 32, torch.Generator().manual_seed(0), None)
-
-    nets.generator.encode_image = lambda x, masks=None: (x, {})
-    nets.generator.decode_from = lambda features, s, masks=None: features[0] + s.mean()
-    assert kept() == pytest.approx(1.0)
-    nets.generator.decode_from = lambda features, s, masks=None: features[0] * 0.5 + s.mean()
-    assert kept() == pytest.approx(0.5)
-    nets.generator.decode_from = lambda features, s, masks=None: (torch.zeros_like(features[0])
-                                                                  + s[:, :1, None, None])
-    assert kept() == 0.0
-    with pytest.raises(ValueError, match="at least two inputs"):
-        evaluate.source_kept(nets, x[:1], 1, mode, refs, 32, torch.Generator(), None)
 
 
 def test_source_kept_of_the_protocol_uses_its_own_draws(run, tmp_path, monkeypatch):
@@ -248,15 +220,15 @@ def test_cli_eval_writes_images_only_when_asked(run, tmp_path, capsys):
 
 
 def reference_blocks(monkeypatch) -> list[list[list]]:
-    """Spy on evaluate._load; the calls grouped per input chunk: [inputs, refs of output 0, 1, ...]."""
+    """Spy on evaluate's image loads; the calls grouped per input chunk: [inputs, refs of output 0, 1, ...]."""
     calls: list[list] = []
-    real_load = evaluate._load
+    real_load = evaluate.eval_images
 
     def spy(files, img_size):
         calls.append(list(files))
         return real_load(files, img_size)
 
-    monkeypatch.setattr(evaluate, "_load", spy)
+    monkeypatch.setattr(evaluate, "eval_images", spy)
     monkeypatch.setattr(evaluate, "source_kept", lambda *args: 0.0)  # the protocol's loads only
     return calls
 

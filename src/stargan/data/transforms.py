@@ -5,11 +5,15 @@ All randomness comes from an explicit ``torch.Generator`` so a batch is a pure f
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2 import functional as F
+
+from stargan.data.images import load_rgb
 
 CROP_SCALE = (0.8, 1.0)   # fraction of the image area kept by the random crop
 CROP_RATIO = (0.9, 1.1)   # aspect ratio range of the random crop
@@ -73,6 +77,11 @@ def train_transform(img: Image.Image, img_size: int, generator: torch.Generator,
 def eval_transform(img: Image.Image, img_size: int) -> Tensor:
     """Resize to ``img_size`` x ``img_size``; float32 ``[3, img_size, img_size]`` in [-1, 1]."""
     return to_tensor(F.resize(to_rgb(img), [img_size, img_size], antialias=True))
+
+
+def eval_images(files: Sequence[str | os.PathLike[str]], img_size: int) -> Tensor:
+    """``[N, 3, img_size, img_size]``: image files decoded by :func:`load_rgb`, through :func:`eval_transform`."""
+    return torch.stack([eval_transform(load_rgb(f), img_size) for f in files])
 
 
 def to_pil(t: Tensor) -> Image.Image:

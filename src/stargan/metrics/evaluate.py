@@ -12,7 +12,8 @@ when trg has fewer). Per task:
 - With a domain classifier: the share of outputs classified as trg, and FID/KID in its feature space.
 - ``pairwise_l1`` (diversity, as LPIPS but in pixels) and ``source_kept`` (how much of the difference
   between two inputs survives a translation with one style; 0 for a G that ignores its input, which
-  the accuracy and FIDs alone cannot tell from a translator). Neither is in the paper.
+  the accuracy and FIDs alone cannot tell from a translator), from :mod:`stargan.metrics.diversity`.
+  Neither is in the paper.
 
 Generation and feature extraction are streamed batch by batch; only feature vectors are kept.
 """
@@ -33,8 +34,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from stargan.config import Config, EvalConfig
-from stargan.data import ImageFolder, eval_transform, load_rgb, open_dataset
+from stargan.data import ImageFolder, eval_images, open_dataset
 from stargan.metrics.backbones import FeatureExtractor, build_extractor
+from stargan.metrics.diversity import mean_pairwise_l1, source_kept
 from stargan.metrics.fid import FeatureStats, fid_from_stats
 from stargan.metrics.kid import kernel_inception_distance
 from stargan.metrics.stats_cache import cached_real_stats
@@ -111,53 +113,9 @@ def preflight(settings: EvalConfig, random_init: bool = False, domains: tuple[st
         resolve_weights("alexnet", settings.lpips_weights or None)
 
 
-def _load(files: list[Path], img_size: int) -> Tensor:
-    return torch.stack([eval_transform(load_rgb(f), img_size) for f in files])
-
-
 def as_png(x: Tensor) -> Tensor:
     """Round to the 8-bit values a saved PNG would hold, back in [-1, 1]."""
     return ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
-
-
-def mean_pairwise_l1(outs: Tensor) -> Tensor:
-    """[N]: for each input, the mean absolute pixel difference (images in [-1, 1]) over the pairs of its
-    num_outs outputs ``outs`` [num_outs, N, 3, S, S]. A diversity measure that needs no weights; 0 when
-    the style is ignored (mode collapse)."""
-    k = outs.size(0)
-    pairs = [(outs[i] - outs[j]).abs().flatten(1).mean(1) for i in range(k) for j in range(i + 1, k)]
-    return torch.stack(pairs).mean(0).float().cpu()
-
-
-SOURCE_KEPT_STYLES = 4
-
-
-@torch.no_grad()
-def source_kept(nets: Networks, x: Tensor, trg: int, mode: str, refs: list[Path], img_size: int,
-                generator: torch.Generator, masks: Masks, num_styles: int = SOURCE_KEPT_STYLES) -> float:
-    """How much of the inputs' differences the translations keep, for ``x`` [N >= 2, 3, S, S].
-
-    With each of ``num_styles`` styles (latent codes through F, or references through E) shared by all
-    inputs: the mean pairwise L1 between the N outputs over the mean pairwise L1 between the N inputs,
-    averaged over the styles. 1 when outputs differ as much as their sources do, 0 when G ignores its
-    input and draws the target from the style alone (the classifier's accuracy is then perfect).
-    ``generator`` is the measure's own: the protocol's draws do not move.
-    """
-    n, device = x.size(0), x.device
-    if n < 2:
-        raise ValueError("source_kept needs at least two inputs")
-    y = torch.full((num_styles,), trg, dtype=torch.long, device=device)
-    if mode == "latent":
-        z = torch.randn(num_styles, latent_dim_of(nets), generator=generator)
-        styles = nets.mapping_network(z.to(device), y)
-    else:
-        picks = torch.randperm(len(refs), generator=generator)[:num_styles]
-        y = y[:len(picks)]
-        styles = nets.style_encoder(_load([refs[k] for k in picks.tolist()], img_size).to(device), y)
-    features = nets.generator.encode_image(x, masks)
-    spread_in = mean_pairwise_l1(x.unsqueeze(1))
-    outs = [nets.generator.decode_from(features, s.expand(n, -1), masks) for s in styles]
-    return float(torch.stack([mean_pairwise_l1(o.unsqueeze(1)) for o in outs]).mean() / spread_in)
 
 
 class _Task:
@@ -231,7 +189,7 @@ def _outputs(nets: Networks, x: Tensor, trg: int, mode: str, num_outs: int, refs
             z = torch.randn(n, latent_dim_of(nets), generator=generator)
             s = nets.mapping_network(z.to(device), y)
         else:
-            s = nets.style_encoder(_load([refs[k] for k in picks[:, j].tolist()], img_size).to(device), y)
+            s = nets.style_encoder(eval_images([refs[k] for k in picks[:, j].tolist()], img_size).to(device), y)
         outs.append(nets.generator.decode_from(features, s, masks))
     return torch.stack(outs)
 
@@ -316,7 +274,7 @@ def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, d
                 files, refs = inputs[src], val_set.files_of(trg)
                 for start in range(0, len(files), settings.batch_size):
                     chunk = files[start:start + settings.batch_size]
-                    x = _load(chunk, img_size).to(device)
+                    x = eval_images(chunk, img_size).to(device)
                     masks = masks_of(mask_fn, x)
                     outs = _outputs(nets, x, trg, mode, outs_of[mode, trg], refs, img_size, generator, masks)
                     task.add(outs)
