@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from stargan.data.folders import ImageFolder, load_rgb
-from stargan.data.transforms import eval_transform, train_transform
+from stargan.data.transforms import eval_images, train_transform
 
 NUM_STEPS = 2**62  # batches are indexed by training step; there is no end
 
@@ -128,12 +128,12 @@ def fixed_batch(folder: ImageFolder, img_size: int, per_domain: int, seed: int =
     if per_domain < 1:
         raise ValueError(f"per_domain must be >= 1, got {per_domain}")
     g = torch.Generator().manual_seed(seed)
-    xs, ys = [], []
+    picked, ys = [], []
     for label in range(len(folder.domains)):
         files = folder.files_of(label)
         for k in torch.randperm(len(files), generator=g)[:per_domain].tolist():
-            xs.append(eval_transform(load_rgb(files[k]), img_size))
+            picked.append(files[k])
             ys.append(label)
-    if not xs:
+    if not picked:
         raise ValueError(f"{folder.root} has no images")
-    return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
+    return eval_images(picked, img_size), torch.tensor(ys, dtype=torch.long)
