@@ -113,9 +113,11 @@ class TrainConfig(_Checked):
     num_samples: int = 8       # images per row of the sample grids
     psi: float = 1.0           # truncation of latent-guided samples towards the mean style (v2)
     stop_on_nonfinite: bool = True  # a NaN/Inf loss stops training (else: logged, training goes on)
-    precision: str = "fp32"    # v2: fp32 | bf16 (CPU/CUDA autocast) | fp16 (CUDA, loss scaling); weights fp32
-    channels_last: bool = False  # v2: NHWC memory format for the networks and images
-    compile: bool = False      # v2: torch.compile G, F, E and D's passes without double backward
+    precision: str = "fp32"    # v2: fp32 | bf16 (CPU/CUDA autocast) | fp16 (CUDA, loss scaling) | auto
+                               # (bf16 where the hardware has it natively, else fp32); weights fp32
+    channels_last: bool | str = False  # v2: NHWC memory format for networks and images; auto: measured
+    compile: bool | str = False  # v2: torch.compile G, F, E and D's passes without double backward;
+                                 # auto: on where a probe on this machine shows it correct and faster
     shared_passes: bool = True # v2: reuse passes across phases where the networks are unchanged (exact)
     augment: str = "none"      # v2: none | diffaugment | ada: transform every image D sees (few images)
     ada_target: float = 0.6    # ada: keep E[sign(D(real))] near this

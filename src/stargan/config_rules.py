@@ -47,6 +47,10 @@ def boolean(v: Any) -> str | None:
     return None if isinstance(v, bool) else "true or false"
 
 
+def boolean_or_auto(v: Any) -> str | None:
+    return None if isinstance(v, bool) or v == "auto" else "true, false or auto"
+
+
 def text(v: Any) -> str | None:
     return None if isinstance(v, str) else "a string"
 
@@ -89,8 +93,8 @@ RULES: dict[str, dict[str, Rule]] = {
     "TrainConfig": {
         "total_iters": COUNT, "seed": within(0, 2**32 - 1), "device": device, "log_every": INTERVAL,
         "sample_every": INTERVAL, "save_every": INTERVAL, "keep_last": NON_NEGATIVE, "num_samples": COUNT,
-        "psi": NON_NEGATIVE, "stop_on_nonfinite": boolean, "precision": one_of("fp32", "bf16", "fp16"),
-        "channels_last": boolean, "compile": boolean, "shared_passes": boolean,
+        "psi": NON_NEGATIVE, "stop_on_nonfinite": boolean, "precision": one_of("fp32", "bf16", "fp16", "auto"),
+        "channels_last": boolean_or_auto, "compile": boolean_or_auto, "shared_passes": boolean,
         "augment": one_of("none", "diffaugment", "ada"), "ada_target": within(0, 1), "ada_kimg": above(0),
         "ada_interval": INTERVAL,
     },

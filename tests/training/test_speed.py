@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from stargan.config import Config
-from stargan.training.speed import Speed, make_speed, prepare_networks
+from stargan.training.speed import Speed, inductor_cache_dir, make_speed, prepare_networks, verify_compiled
 from stargan.training.step_v2 import train_step
 # pytest imports tests/training/ as the package "training" (tests/ itself has no __init__.py)
 from training.test_step_v2 import LOSS, NET_NAMES, make_batch, make_state
@@ -107,16 +107,68 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("STARGAN_TEST_COMPILE") != "1",
-                    reason="compiles for minutes on a CPU; run with STARGAN_TEST_COMPILE=1")
-def test_compiled_step_equals_eager():
+def test_compiled_step_passes_its_check_and_equals_eager(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # inductor's cache of this machine, in tmp
     reference, _ = run(Speed(), iters=1)
     speed = Speed()
-    state, _ = run(speed, iters=1, compile_nets=True)
+    state = make_state()
+    prepare_networks(state.nets, speed, compile_nets=True)
+    assert verify_compiled(state.nets, speed, make_batch(seed=0)) == {}
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(inductor_cache_dir())
+    assert str(inductor_cache_dir()).startswith(str(tmp_path / "stargan" / "inductor"))
+    train_step(state, make_batch(seed=0), LOSS, 0.9, speed=speed)
     assert speed.compiled, "compilation fell back to eager"
     for name in NET_NAMES:
         a, b = flat(getattr(state.nets, name)), flat(getattr(reference.nets, name))
         assert (a - b).norm() <= 1e-5 * b.norm(), name
+
+
+def fake_compile(monkeypatch, broken: str, how):
+    """torch.compile as the identity, but the pass ``broken`` gives ``how(output)``."""
+    def compile_(fn, *args, **kwargs):
+        name = getattr(fn, "__name__", type(fn).__name__)
+        if name == broken:
+            return lambda *a, **k: how(fn(*a, **k))
+        return fn
+    monkeypatch.setattr(torch, "compile", compile_)
+
+
+@pytest.mark.parametrize("broken, how, problem", [
+    ("decode_from", lambda x: x * float("nan"), "non-finite output 0"),
+    ("MappingNetwork", lambda s: s * 1.5, "outputs"),
+    ("Discriminator", lambda out: out + 0 * out.detach(), None),  # equal: passes
+])
+def test_the_check_names_a_non_finite_or_divergent_compiled_pass(monkeypatch, broken, how, problem):
+    fake_compile(monkeypatch, broken, how)
+    for precision in ("fp32", "bf16"):
+        speed = Speed(precision=precision)
+        state = make_state()
+        prepare_networks(state.nets, speed, compile_nets=True)
+        failed = verify_compiled(state.nets, speed, make_batch(seed=0))
+        if problem is None:
+            assert failed == {}
+        else:
+            name = {"decode_from": "generator.decode_from", "MappingNetwork": "mapping_network"}[broken]
+            assert list(failed) == [name] and problem in failed[name], failed
+
+
+def test_a_divergent_compiled_pass_turns_compilation_off_before_the_first_update(monkeypatch):
+    from stargan.distributed import World
+    from stargan.training.loop_v2 import check_compiled
+
+    fake_compile(monkeypatch, "StyleEncoder", lambda s: s + 1)
+    speed = Speed()
+    state = make_state()
+    before = {name: flat(getattr(state.nets, name)) for name in NET_NAMES}
+    prepare_networks(state.nets, speed, compile_nets=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_compiled(state, speed, make_batch(seed=0), None, World())
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "the compiled style_encoder" in messages[0] and "eagerly" in messages[0]
+    assert speed.compiled == {}
+    for name in NET_NAMES:  # the check updates nothing
+        assert torch.equal(flat(getattr(state.nets, name)), before[name]), name
 
 
 def test_resume_across_precisions_gives_the_same_checkpoint_format(tmp_path):

@@ -119,8 +119,10 @@ def add_commands(sub) -> None:
     p.add_argument("--run-dir", help="exact run directory (default: RUNS/NNNNN-PRESET)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
-                   help="train.precision: fp32 (default, the paper's math), bf16 (CPU/CUDA), fp16 (CUDA)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="train.precision (default: the preset's; auto for the CPU presets, fp32 for the "
+                   "paper's): auto = bf16 where the hardware runs it natively, else fp32; fp32 = the "
+                   "paper's math; bf16 (CPU/CUDA); fp16 (CUDA)")
     add_train_options(p)
     p.set_defaults(func=cmd_train)
 

@@ -39,10 +39,13 @@ def train_v1(config: V1Config, run_dir: Path, resume: bool = False, show_progres
     """Train (or continue training) the StarGAN v1 run in ``run_dir``; returns the last checkpoint."""
     v2_only = {"precision": "fp32", "channels_last": False, "compile": False, "augment": "none"}
     used = [f"train.{k}={getattr(config.train, k)}" for k, plain in v2_only.items()
-            if getattr(config.train, k) != plain]
+            if getattr(config.train, k) not in (plain, "auto")]
     if used:
         raise ValueError(f"{', '.join(used)}: StarGAN v2 only; StarGAN v1 trains in fp32 on the images as "
                          "they are (remove those --set options)")
+    # auto means the fastest exact-enough setting; for v1 that is fp32, contiguous, eager: recorded so
+    config = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, **{k: plain for k, plain in v2_only.items() if k != "augment"}))
     check_run_dir(run_dir, config, resume)
     config, data = resolve_v1_data(config)
     device = resolve_device(device_for(world, config.train.device))

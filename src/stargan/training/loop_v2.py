@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import warnings
 from pathlib import Path
 
 import torch
@@ -12,13 +14,14 @@ from stargan import sampling_v2
 from stargan.imaging import save_grid
 from stargan.config import Config
 from stargan.data import ImageFolder, TrainBatches, fixed_batch, open_dataset, train_loader
-from stargan.distributed import World, device_for
+from stargan.distributed import World, broadcast, device_for
 from stargan.faces.masks import load_mask_fn, opt_out_note
 from stargan.nets.v2 import MaskFn, build_networks
 from stargan.training.runner import (ScalarLog, check_run_dir, resolve_device, resume_and_record, run_loop,
                                      training_run)
 from stargan.training.augment import make_augment
-from stargan.training.speed import make_speed, prepare_networks
+from stargan.training.probe import resolve_speed
+from stargan.training.speed import Speed, make_speed, prepare_networks, verify_compiled
 from stargan.training.step_v2 import TrainState, ema_beta_at, make_train_state, train_step
 
 PROGRESS_KEYS = {"D/latent_real": "D_real", "D/latent_fake": "D_fake", "G/latent_adv": "G_adv",
@@ -75,12 +78,38 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     mask_fn = load_mask_fn(config.model, device, run=run_dir)  # a missing wing.ckpt stops here
     if opt_out_note(config.model) and world.is_main:
         print(opt_out_note(config.model))
+    config = choose_speed(config, device, world)
     if config.eval.every > 0 and world.is_main:
         from stargan.metrics.evaluate import preflight
 
         preflight(config.eval, domains=config.data.domains)
     with training_run(run_dir, world):
         return _train(config, train_set, val_set, run_dir, resume, device, show_progress, world, mask_fn)
+
+
+def choose_speed(config: Config, device: torch.device, world: World) -> Config:
+    """``config`` with its ``auto`` speed settings resolved for this machine (rank 0 decides, saying
+    how; see :mod:`stargan.training.probe`); the resolved values are what config.yaml records."""
+    if world.is_main:
+        config, lines, warns = resolve_speed(config, device)
+        for line in lines:
+            print(line, flush=True)
+        for text in warns:
+            warnings.warn(text, stacklevel=2)
+    return broadcast(config, world)
+
+
+def check_compiled(state: TrainState, speed: Speed, batch: dict[str, torch.Tensor], mask_fn: MaskFn | None,
+                   world: World) -> None:
+    """Compare the compiled passes with eager on the first batch, before any optimizer step; on any
+    failure the run goes on eagerly (one warning naming the passes)."""
+    failed = verify_compiled(state.nets, speed, batch, mask_fn)
+    if failed:
+        speed.compiled = {}
+        if world.is_main:
+            warnings.warn("train.compile: " + "; ".join(f"the compiled {name} {why}" for name, why in
+                                                        failed.items()) + "; training continues eagerly",
+                          stacklevel=2)
 
 
 def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir: Path, resume: bool,
@@ -112,7 +141,12 @@ def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir
         if evaluates_at(step):
             tqdm.write(f"metrics: {evaluate_and_log(state, config, run_dir, log, show_progress, mask_fn)}")
 
-    return run_loop(state, config, run_dir, train_loader(batches, state.step, config.data.num_workers),
+    loader = train_loader(batches, state.step, config.data.num_workers)
+    if speed.compiled:
+        first = next(loader)
+        check_compiled(state, speed, {k: v.to(device) for k, v in first.items()}, mask_fn, world)
+        loader = itertools.chain([first], loader)
+    return run_loop(state, config, run_dir, loader,
                     step_fn=lambda batch: train_step(state, batch, config.loss,
                                                      ema_beta_at(state.step, config.optim),
                                                      mask_fn=mask_fn, speed=speed),

@@ -10,20 +10,40 @@ written contiguous), so a checkpoint is the same whatever the options, and a run
 - ``fp16`` scales each phase's loss with its own ``GradScaler`` (four phases, so a phase whose gradients
   overflow lowers only its own scale); the R1 gradient is taken of the scaled output and unscaled.
 - ``channels_last`` converts the networks and the images to NHWC once; the weights keep their values.
-- ``compile`` wraps G, F and E, and D where no double backward goes through it, in ``torch.compile``;
-  a failure falls back to eager with one warning.
+- ``compile`` wraps G, F and E, and D where no double backward goes through it, in ``torch.compile``.
+  Before the first optimizer step :func:`verify_compiled` runs every compiled pass and its eager twin
+  on the same batch, forward and backward; a pass that fails to compile, gives a non-finite value or
+  differs from eager beyond :data:`VERIFY_TOLERANCE` turns compilation off for the run, with one
+  warning naming the pass. A compilation error later on falls back to eager the same way. (A compiler
+  that crashes the process is caught earlier, by the child-process probe of
+  :mod:`stargan.training.probe`.)
 """
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from stargan import hardware
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# How far a compiled pass may be from eager: the relative L2 distance of its outputs (all together) and
+# of its parameter gradients (all together). fp32: at most VERIFY_TOLERANCE from eager fp32 (rounding
+# in another order; measured below 1e-5 on the test networks). bf16/fp16: eager autocast itself moves
+# the values from fp32 by some distance d (the gradients of the cpu-small decoder by about 0.1); the
+# compiled pass may be at most LOW_PRECISION_SLACK * d (and at least VERIFY_TOLERANCE) from fp32: no
+# worse than the eager step it replaces, within rounding. A broken pass is off by O(1) or non-finite.
+VERIFY_TOLERANCE = 1e-4
+LOW_PRECISION_SLACK = 2.0
+COMPILED_PASSES = ("generator.encode_image", "generator.decode_from", "mapping_network", "style_encoder",
+                   "discriminator")
 
 
 @dataclass
@@ -82,9 +102,129 @@ def prepare_networks(nets, speed: Speed, compile_nets: bool = False) -> None:
             net.to(memory_format=torch.channels_last)
     if not compile_nets:
         return
-    names = ("generator.encode_image", "generator.decode_from", "mapping_network", "style_encoder",
-             "discriminator")
-    speed.compiled = {name: CompiledOrEager(speed, speed.fn(nets, name)) for name in names}
+    quiet_compile()
+    speed.compiled = {name: CompiledOrEager(speed, speed.fn(nets, name)) for name in COMPILED_PASSES}
+
+
+def quiet_compile() -> None:
+    """Set up compilation: keep torch's "No CUDA runtime is found, using CUDA_HOME=..." (logged when
+    inductor first builds C++ on a machine without CUDA) from the user's terminal, and give inductor a
+    cache of this machine's own (:func:`inductor_cache_dir`)."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor_cache_dir())
+
+
+def inductor_cache_dir() -> Path:
+    """Where inductor keeps its compiled graphs for this process: ``TORCHINDUCTOR_CACHE_DIR`` when the
+    user set it, else ``$XDG_CACHE_HOME/stargan/inductor/<machine key>`` (:func:`hardware.machine_key`).
+
+    Why not torch's default ``/tmp/torchinductor_$USER``: its FX-graph cache key leaves out the vector
+    ISA (torch 2.14.1). A graph compiled with ``ATEN_CPU_CAPABILITY=avx2`` and loaded by a process on
+    the default AVX-512 path corrupts the heap ("corrupted size vs. prev_size") or computes garbage; a
+    disk that moves between CPUs (a VM image, a shared /tmp) carries the same trap. Keyed by machine,
+    each ISA gets its own cache.
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    own = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if own and os.path.abspath(own) != os.path.abspath(default_cache_dir()) and "stargan" not in own:
+        return Path(own)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "stargan" / "inductor" / hardware.machine_key()
+
+
+def verify_compiled(nets, speed: Speed, batch: dict[str, torch.Tensor], mask_fn=None) -> dict[str, str]:
+    """Run each compiled pass and the eager module on the same inputs from ``batch``, forward and
+    backward (gradients of a fixed random projection of the outputs w.r.t. the module's parameters);
+    return ``{pass: problem}`` for those that raise, give non-finite values, or differ from eager by
+    more than ``VERIFY_TOLERANCE`` (empty when all agree, or when nothing is compiled)."""
+    if not speed.compiled:
+        return {}
+    x_real, x_ref = speed.images(batch["x_real"]), speed.images(batch["x_ref"])
+    masks = mask_fn(x_real) if mask_fn is not None else None
+    with torch.no_grad(), speed.autocast():
+        features = nets.generator.encode_image(x_real, masks)
+        style = nets.mapping_network(batch["z_trg"], batch["y_trg"])
+    inputs = {"generator.encode_image": (x_real, masks), "generator.decode_from": (features, style, masks),
+              "mapping_network": (batch["z_trg"], batch["y_trg"]), "style_encoder": (x_ref, batch["y_trg"]),
+              "discriminator": (x_real, batch["y_org"])}
+    problems = {}
+    for name, wrapper in speed.compiled.items():
+        module = getattr(nets, name.partition(".")[0])
+        reference = _values_and_grads(wrapper.eager, _fp32(inputs[name]), module, Speed())
+        expected = (reference if speed.precision == "fp32"
+                    else _values_and_grads(wrapper.eager, inputs[name], module, speed))
+        try:
+            got = _values_and_grads(wrapper.compiled, inputs[name], module, speed)
+        except Exception as error:  # noqa: BLE001 - any backend failure means eager
+            problems[name] = f"{type(error).__name__}: {str(error)[:200]}"
+            continue
+        problem = _difference(got, expected, reference, speed.precision)
+        if problem:
+            problems[name] = problem
+    return problems
+
+
+def _fp32(value):
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {k: _fp32(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_fp32(v) for v in value)
+    return value
+
+
+def _values_and_grads(fn, args, module: nn.Module, speed: Speed) -> list[tuple[str, torch.Tensor]]:
+    with speed.autocast():
+        out = fn(*args)
+    flat = [t for t in _tensors(out) if t.is_floating_point()]
+    g = torch.Generator().manual_seed(0)
+    projection = sum((t.float() * torch.randn(t.shape, generator=g).to(t.device)).sum() for t in flat)
+    params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(projection, [p for _, p in params], allow_unused=True)
+    return ([(f"output {i}", t.detach().float()) for i, t in enumerate(flat)]
+            + [(f"gradient of {n}", gr.float()) for (n, _), gr in zip(params, grads) if gr is not None])
+
+
+def _tensors(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = [value[k] for k in sorted(value)]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def _difference(got: list[tuple[str, torch.Tensor]], expected: list[tuple[str, torch.Tensor]],
+                reference: list[tuple[str, torch.Tensor]], precision: str) -> str | None:
+    """Non-finite values by name; else the relative L2 distance from fp32 eager of all outputs together
+    and of all parameter gradients together (a bias before an instance norm has a gradient that is
+    rounding noise around 0: tensor by tensor the distance would mean nothing)."""
+    if not [n for n, _ in got] == [n for n, _ in expected] == [n for n, _ in reference]:
+        return "gives other outputs or gradients than eager"
+    for (name, a), (_, b) in zip(got, expected):
+        if not torch.isfinite(a).all():
+            return f"non-finite {name}" + ("" if torch.isfinite(b).all() else " (eager too)")
+
+    def distance(values, kind: str) -> float:
+        a = torch.cat([t.flatten() for n, t in values if n.startswith(kind)] or [torch.zeros(1)])
+        b = torch.cat([t.flatten() for n, t in reference if n.startswith(kind)] or [torch.zeros(1)])
+        return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+    for kind in ("output", "gradient"):
+        error = distance(got, kind)
+        if precision == "fp32":
+            if error > VERIFY_TOLERANCE:
+                return f"its {kind}s differ from eager by {error:.2g} relative (tolerance {VERIFY_TOLERANCE:g})"
+            continue
+        eager = distance(expected, kind)
+        allowed = max(LOW_PRECISION_SLACK * eager, VERIFY_TOLERANCE)
+        if error > allowed:
+            return (f"its {kind}s are {error:.2g} (relative) from fp32 where eager {precision} is {eager:.2g}: "
+                    f"over {LOW_PRECISION_SLACK:g}x")
+    return None
 
 
 class CompiledOrEager:
