@@ -17,7 +17,8 @@ import torchvision
 from PIL import Image
 from torch import Tensor, nn
 
-from stargan.metrics.weights import RANDOM_INIT, load_into, load_state_dict, resolve_weights, seeded_init
+from stargan.metrics.weights import (RANDOM_INIT, Weights, load_into, load_state_dict, resolve_weights,
+                                     seeded_init)
 
 INCEPTION_SIZE = 299
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -39,6 +40,7 @@ class FeatureExtractor(nn.Module):
 
     name: str
     weights_sha256: str
+    weights_verified: bool = True  # False: a file used on trust (--trust-weights), not the release
     protocol: str
     feature_dim: int
     net: nn.Module
@@ -75,7 +77,8 @@ class FeatureExtractor(nn.Module):
 def describe(extractor: FeatureExtractor) -> dict[str, str | int]:
     """The identity of an extractor, as stored next to every metric value."""
     return {"extractor": extractor.name, "weights_sha256": extractor.weights_sha256,
-            "protocol": extractor.protocol, "feature_dim": extractor.feature_dim}
+            "weights_verified": extractor.weights_verified, "protocol": extractor.protocol,
+            "feature_dim": extractor.feature_dim}
 
 
 def _check_images(x: Tensor, name: str) -> None:
@@ -93,6 +96,12 @@ def _device(module: nn.Module) -> torch.device:
 def _freeze(module: nn.Module) -> None:
     module.eval()
     module.requires_grad_(False)
+
+
+def _verified(extractor: FeatureExtractor, weights: Weights) -> FeatureExtractor:
+    """``extractor`` marked with whether its weight file is the release (False: used on trust)."""
+    extractor.weights_verified = weights.verified
+    return extractor
 
 
 @torch.no_grad()
@@ -172,14 +181,14 @@ class InceptionTF(FeatureExtractor):
         return clean_resize(x.clamp(-1, 1)).to(_device(self))
 
 
-def _build_inception_tf(weights: str | None, random_init: bool, fold: bool) -> InceptionTF:
+def _build_inception_tf(weights: str | None, random_init: bool, fold: bool, trust: bool) -> InceptionTF:
     if random_init:
         with seeded_init():
             return InceptionTF(_tf_inception_network(), RANDOM_INIT, fold)
-    resolved = resolve_weights("inception-tf", weights)
+    resolved = resolve_weights("inception-tf", weights, trust)
     net = _tf_inception_network()
     load_into(net, load_state_dict(resolved), resolved, "inception-tf")
-    return InceptionTF(net, resolved.sha256, fold)
+    return _verified(InceptionTF(net, resolved.sha256, fold), resolved)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,17 +226,17 @@ class InceptionTorchvision(FeatureExtractor):
         return ((x + 1) / 2 - self.mean) / self.std
 
 
-def _build_inception_torchvision(img_size: int, weights: str | None, random_init: bool,
-                                 fold: bool) -> InceptionTorchvision:
+def _build_inception_torchvision(img_size: int, weights: str | None, random_init: bool, fold: bool,
+                                 trust: bool) -> InceptionTorchvision:
     if random_init:
         with seeded_init():
             return InceptionTorchvision(_torchvision_inception_network(), RANDOM_INIT, img_size, fold)
-    resolved = resolve_weights("inception-torchvision", weights)
+    resolved = resolve_weights("inception-torchvision", weights, trust)
     # The released file also holds the auxiliary classifier (AuxLogits.*), which is never used here.
     state = {k: v for k, v in load_state_dict(resolved).items() if not k.startswith("AuxLogits.")}
     net = _torchvision_inception_network()
     load_into(net, state, resolved, "inception-torchvision")
-    return InceptionTorchvision(net, resolved.sha256, img_size, fold)
+    return _verified(InceptionTorchvision(net, resolved.sha256, img_size, fold), resolved)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,19 +245,21 @@ EXTRACTORS = ("inception-tf", "inception-torchvision")
 
 
 def build_extractor(name: str, img_size: int, weights: str | None = None, random_init: bool = False,
-                    device: str | torch.device = "cpu", fold: bool = True) -> FeatureExtractor:
+                    device: str | torch.device = "cpu", fold: bool = True,
+                    trust_weights: bool = False) -> FeatureExtractor:
     """Build a feature extractor by name; ``weights`` is a file or folder overriding torch.hub's.
 
     ``random_init=True`` skips the weights (reproducibly seeded; for tests): ``weights_sha256`` is
-    then ``"random-init"``. ``fold=False`` keeps the network as loaded, without
-    :func:`fold_batch_norms` and channels-first (the same features; for comparisons).
+    then ``"random-init"``. ``trust_weights=True`` accepts a ``weights`` file that is not the release
+    (``weights_verified`` is then False). ``fold=False`` keeps the network as loaded, without
+    :func:`fold_batch_norms` and channels-first (the same features up to rounding; for comparisons).
     """
     if img_size < 1:
         raise ValueError(f"img_size must be a positive number of pixels, got {img_size}")
     if name == "inception-tf":
-        extractor: FeatureExtractor = _build_inception_tf(weights, random_init, fold)
+        extractor: FeatureExtractor = _build_inception_tf(weights, random_init, fold, trust_weights)
     elif name == "inception-torchvision":
-        extractor = _build_inception_torchvision(img_size, weights, random_init, fold)
+        extractor = _build_inception_torchvision(img_size, weights, random_init, fold, trust_weights)
     else:
         raise ValueError(f"unknown feature extractor {name!r}; valid names: {', '.join(EXTRACTORS)}")
     return extractor.to(device)
