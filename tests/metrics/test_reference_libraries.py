@@ -232,7 +232,8 @@ def compare_with_lpips(tmp: Path) -> dict[str, float]:
     with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
         patch.setattr(torchvision.models._api, "load_state_dict_from_url", load)
         warnings.filterwarnings("ignore", category=UserWarning)  # lpips' deprecated pretrained=True
-        reference = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=False, verbose=False).eval()
+        reference = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=False, verbose=False)
+    reference.eval()
     metric = LPIPS(weights=path, trust_weights=True)
     a = as_batch(drawn_images(6, "circle", 64, seed=13))
     b = as_batch(drawn_images(6, "square", 64, seed=13))

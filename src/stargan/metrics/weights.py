@@ -141,22 +141,32 @@ def resolve_weights(key: str, path: str | Path | None = None, trust: bool = Fals
         raise _missing(key, spec, candidate, explicit)
 
     digest = sha256_file(candidate)
-    expected = spec.sha256 or spec.prefix
-    if digest.startswith(expected):
+    if digest.startswith(spec.sha256 or spec.prefix):
         return Weights(path=candidate, sha256=digest)
     if trust and explicit:
-        if (str(candidate), digest) not in _announced:
-            _announced.add((str(candidate), digest))
-            print(f"using {candidate} as the {key} weights on trust ({TRUST_OPTION}): SHA-256 {digest} "
-                  f"(not {spec.filename}'s); recorded with the results")
-        return Weights(path=candidate, sha256=digest, verified=False)
+        return _trusted(key, spec, candidate, digest)
+    raise _not_the_release(spec, candidate, digest, explicit)
+
+
+def _trusted(key: str, spec: WeightsSpec, path: Path, digest: str) -> Weights:
+    """A file the user vouches for: used, its SHA-256 printed once per process."""
+    if (str(path), digest) not in _announced:
+        _announced.add((str(path), digest))
+        print(f"using {path} as the {key} weights on trust ({TRUST_OPTION}): SHA-256 {digest} "
+              f"(not {spec.filename}'s); recorded with the results")
+    return Weights(path=path, sha256=digest, verified=False)
+
+
+def _not_the_release(spec: WeightsSpec, path: Path, digest: str, explicit: bool) -> WeightsError:
+    expected = spec.sha256 or spec.prefix
     what = "SHA-256" if spec.sha256 else f"SHA-256 prefix (from the name {spec.filename})"
     trust_hint = (f"If it is a file you trust (a local mirror, a converted copy), pass {TRUST_OPTION} "
                   "(eval.trust_weights=true) to use it anyway: its SHA-256 is then recorded with the results."
                   if explicit else
-                  f"To use a file of your own, pass its path (--weights / --lpips-weights) with {TRUST_OPTION}.")
-    raise WeightsError(
-        f"weight file {candidate} is not {spec.filename}: expected {what} {expected}, "
+                  f"To use a file of your own, pass its path (--weights / --lpips-weights) with "
+                  f"{TRUST_OPTION}.")
+    return WeightsError(
+        f"weight file {path} is not {spec.filename}: expected {what} {expected}, "
         f"got {digest}. The file is corrupt, truncated or a different file; "
         f"download it again from {spec.url}. {trust_hint}")
 
