@@ -135,6 +135,7 @@ class EvalConfig(_Checked):
     weights: str = ""          # the backbone's weight file (default: the torch hub cache)
     lpips: bool = True         # LPIPS diversity (needs torchvision's AlexNet weights)
     lpips_weights: str = ""    # torchvision's AlexNet file for LPIPS (default: the torch hub cache)
+    trust_weights: bool = False  # use weights / lpips_weights even when not the release's hash (recorded)
     classifier: str = ""       # a `stargan classifier train` file: accuracy and classifier-space FID
     batch_size: int = 32
 

@@ -102,7 +102,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "every": NON_NEGATIVE, "mode": one_of("latent", "reference", "both"),
         "num_outs": at_least(2),  # LPIPS compares pairs of a source's outputs
         "max_inputs": NON_NEGATIVE, "backbone": one_of("inception-tf", "inception-torchvision", "none"),
-        "weights": text, "lpips": boolean, "lpips_weights": text, "classifier": text, "batch_size": COUNT,
+        "weights": text, "lpips": boolean, "lpips_weights": text, "trust_weights": boolean,
+        "classifier": text, "batch_size": COUNT,
     },
     "V1ModelConfig": {
         "img_size": within(4, 2048), "c_dim": COUNT, "c2_dim": NON_NEGATIVE, "g_conv_dim": COUNT,

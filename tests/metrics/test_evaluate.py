@@ -195,6 +195,37 @@ def test_cli_eval(run, tmp_path, capsys):
     assert f"wrote {run / 'metrics' / 'step-000007.json'}" in out
 
 
+def test_cli_eval_uses_a_weight_file_on_trust_and_records_its_hash(run, tmp_path, capsys):
+    """A converted or mirrored file (not the release's hash) is refused, the error naming the option that
+    accepts it; with --trust-weights it is used, its SHA-256 printed and recorded as not verified."""
+    import hashlib
+
+    import torchvision
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        path = tmp_path / "alexnet-mirror.pth"
+        torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    args = ["eval", str(run), "--backbone", "none", "--mode", "latent", "--num-outs", "2", "--max-inputs", "1",
+            "--lpips-weights", str(path), "--cache-dir", str(tmp_path), "--no-progress"]
+    assert main(args) == 2
+    assert "--trust-weights" in capsys.readouterr().err
+
+    assert main(args + ["--trust-weights"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(digest) == 1
+    saved = json.loads((run / "metrics" / "step-000007.json").read_text())
+    assert saved["scorers"]["lpips"]["weights_sha256"] == digest
+    assert saved["scorers"]["lpips"]["weights_verified"] is False
+    assert saved["settings"]["trust_weights"] is True
+
+
+def test_cli_eval_refuses_random_weights_with_a_weight_file(run, tmp_path, capsys):
+    assert main(["eval", str(run), "--random-weights", "--weights", str(tmp_path / "w.pth")]) == 2
+    assert "--random-weights" in capsys.readouterr().err
+
+
 def test_classifier_of_other_domains_is_refused_before_training(tmp_path):
     from stargan.metrics.classifier import ClassifierConfig, save_classifier
     from stargan.metrics.evaluate import preflight

@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from stargan.metrics import stats_cache
 from stargan.metrics.backbones import FeatureExtractor
 from stargan.metrics.stats_cache import cache_key, cached_real_stats, default_cache_dir
 
@@ -74,6 +75,20 @@ def test_extractor_identity_is_part_of_the_key(files):
     other.weights_sha256 = "abc"
     assert key != cache_key(files, 8, other)
     assert key["folder"] == str(files[0].parent.resolve())
+
+
+def test_statistics_cached_before_the_clean_fid_scaling_are_not_reused(files, tmp_path):
+    """inception-tf fed x / 127.5 - 1 before key version 2; such a cache file, even under the same
+    protocol text, is recomputed rather than read."""
+    extractor = MeanColour()
+    run(files, tmp_path, extractor)
+    (cached,) = tmp_path.glob("*.npz")
+    key = cache_key(files, 8, extractor)
+    assert key["version"] == 2
+    old = stats_cache._cache_file({**key, "version": 1}, tmp_path)
+    cached.rename(old)
+    run(files, tmp_path, extractor)
+    assert extractor.calls == 2 * 3 and len(list(tmp_path.glob("*.npz"))) == 2  # 5 files, batches of 2
 
 
 def test_cached_features_are_dropped_or_recomputed_as_asked(files, tmp_path):

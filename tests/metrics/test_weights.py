@@ -89,3 +89,38 @@ def test_load_state_dict_refuses_non_dicts(tmp_path):
     torch.save([torch.zeros(1)], path)
     with pytest.raises(WeightsError, match="state dict"):
         weights.load_state_dict(weights.Weights(path, "x"))
+
+
+def test_a_file_that_is_not_the_release_is_refused_naming_the_trust_option(hub, tmp_path):
+    path = tmp_path / "converted.pth"
+    path.write_bytes(b"a converted copy")
+    with pytest.raises(WeightsError, match="--trust-weights"):
+        resolve_weights("inception-tf", path)
+
+
+def test_a_trusted_file_is_used_its_hash_printed_once_and_marked(hub, tmp_path, capsys):
+    path = tmp_path / "converted.pth"
+    path.write_bytes(b"a converted copy")
+    digest = hashlib.sha256(b"a converted copy").hexdigest()
+    first = resolve_weights("inception-tf", path, trust=True)
+    second = resolve_weights("inception-tf", path, trust=True)
+    assert first == second == weights.Weights(path, digest, verified=False)
+    out = capsys.readouterr().out
+    assert out.count(digest) == 1 and str(path) in out and "--trust-weights" in out
+
+
+def test_trust_covers_named_files_only(hub, tmp_path):
+    """The hub folder is where the release is expected: a wrong file there is refused even on trust."""
+    hub.mkdir(parents=True)
+    (hub / REGISTRY["alexnet"].filename).write_bytes(b"not alexnet")
+    with pytest.raises(WeightsError, match="pass its path"):
+        resolve_weights("alexnet", trust=True)
+
+
+def test_the_release_is_verified_with_or_without_trust(hub, tmp_path, monkeypatch):
+    content = b"weights"
+    digest = hashlib.sha256(content).hexdigest()
+    register(monkeypatch, "alexnet", digest)
+    path = tmp_path / "w.pth"
+    path.write_bytes(content)
+    assert resolve_weights("alexnet", path, trust=True).verified

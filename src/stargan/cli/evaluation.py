@@ -14,7 +14,7 @@ def eval_settings(args: argparse.Namespace, base: EvalConfig) -> EvalConfig:
     chosen = {"mode": args.mode, "num_outs": args.num_outs, "max_inputs": args.max_inputs,
               "backbone": args.backbone, "weights": args.weights, "lpips_weights": args.lpips_weights,
               "classifier": args.classifier, "batch_size": args.batch_size,
-              "lpips": False if args.no_lpips else None}
+              "lpips": False if args.no_lpips else None, "trust_weights": args.trust_weights or None}
     return dataclasses.replace(base, **{k: v for k, v in chosen.items() if v is not None})
 
 
@@ -22,6 +22,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from stargan import checkpoints
     from stargan.metrics.evaluate import evaluate_run, headline
 
+    if args.random_weights and (args.weights or args.lpips_weights):
+        raise ValueError("--random-weights builds the networks without any weight file, so --weights / "
+                         "--lpips-weights would be ignored; drop one or the other")
     config = checkpoints.load_config(args.run)
     settings = eval_settings(args, config.eval)
     if args.no_masks:
@@ -58,6 +61,9 @@ def add_commands(sub) -> None:
                    help="FID/KID feature space (default inception-tf; none: LPIPS and classifier only)")
     p.add_argument("--weights", help="the backbone's weight file (default: the torch hub cache)")
     p.add_argument("--lpips-weights", help="torchvision AlexNet weight file (default: the torch hub cache)")
+    p.add_argument("--trust-weights", action="store_true",
+                   help="use the --weights / --lpips-weights files even when their SHA-256 is not the "
+                        "release's (a mirror or converted copy); the hash is printed and recorded")
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS (e.g. without the AlexNet weights)")
     p.add_argument("--classifier", help="a `stargan classifier train` file: accuracy and classifier FID")
     p.add_argument("--batch-size", type=int)

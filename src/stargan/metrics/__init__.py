@@ -3,7 +3,8 @@
 Nothing here downloads: weight files are found by :func:`resolve_weights` (an explicit path, or
 torch.hub's checkpoint folder) and verified by SHA-256.
 """
-from stargan.metrics.backbones import EXTRACTORS, FeatureExtractor, build_extractor, clean_resize, describe
+from stargan.metrics.backbones import (EXTRACTORS, FeatureExtractor, build_extractor, clean_resize, describe,
+                                       tf_inception_input, to_pixels)
 from stargan.metrics.fid import FeatureStats, fid_from_stats, frechet_distance
 from stargan.metrics.kid import kernel_inception_distance
 from stargan.metrics.lpips import LPIPS
@@ -14,5 +15,5 @@ __all__ = [
     "EXTRACTORS", "LPIPS", "RANDOM_INIT", "REGISTRY", "FeatureExtractor", "FeatureStats", "Weights",
     "WeightsError", "build_extractor", "cached_real_stats", "clean_resize", "compute_stats",
     "default_cache_dir", "describe", "fid_from_stats", "frechet_distance", "kernel_inception_distance",
-    "resolve_weights",
+    "resolve_weights", "tf_inception_input", "to_pixels",
 ]

@@ -1,7 +1,10 @@
 """Feature extractors for FID and KID: two Inception v3 variants behind one interface.
 
-``inception-tf``           the TF Inception (2015-12-05) of the FID paper, as ported by pytorch-fid and
-                           used by pytorch-fid, torch-fidelity and clean-fid, with clean-fid's resize.
+``inception-tf``           the TF Inception (2015-12-05) of the FID paper, as ported by pytorch-fid, fed
+                           as clean-fid's "clean" mode feeds it: its resize, the TF graph's
+                           ``(x - 128) / 128`` scaling. The same features as clean-fid (and as
+                           torch-fidelity on 299 px images) for the same weights: a test shows it
+                           (tests/metrics/test_reference_libraries.py).
 ``inception-torchvision``  torchvision's ImageNet Inception v3 with the preprocessing of the released
                            StarGAN v2 evaluation, for numbers comparable to the paper's.
 
@@ -17,7 +20,8 @@ import torchvision
 from PIL import Image
 from torch import Tensor, nn
 
-from stargan.metrics.weights import RANDOM_INIT, load_into, load_state_dict, resolve_weights, seeded_init
+from stargan.metrics.weights import (RANDOM_INIT, Weights, load_into, load_state_dict, resolve_weights,
+                                     seeded_init)
 
 INCEPTION_SIZE = 299
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -39,6 +43,7 @@ class FeatureExtractor(nn.Module):
 
     name: str
     weights_sha256: str
+    weights_verified: bool = True  # False: a file used on trust (--trust-weights), not the release
     protocol: str
     feature_dim: int
     net: nn.Module
@@ -75,7 +80,8 @@ class FeatureExtractor(nn.Module):
 def describe(extractor: FeatureExtractor) -> dict[str, str | int]:
     """The identity of an extractor, as stored next to every metric value."""
     return {"extractor": extractor.name, "weights_sha256": extractor.weights_sha256,
-            "protocol": extractor.protocol, "feature_dim": extractor.feature_dim}
+            "weights_verified": extractor.weights_verified, "protocol": extractor.protocol,
+            "feature_dim": extractor.feature_dim}
 
 
 def _check_images(x: Tensor, name: str) -> None:
@@ -95,13 +101,20 @@ def _freeze(module: nn.Module) -> None:
     module.requires_grad_(False)
 
 
+def _verified(extractor: FeatureExtractor, weights: Weights) -> FeatureExtractor:
+    """``extractor`` marked with whether its weight file is the release (False: used on trust)."""
+    extractor.weights_verified = weights.verified
+    return extractor
+
+
 @torch.no_grad()
 def fold_batch_norms(net: nn.Module) -> nn.Module:
     """Fold every eval-mode BatchNorm that follows a bias-free conv (Inception's ``BasicConv2d``) into
     the conv's weight and bias, and lay the network out channels-last for oneDNN, in place.
 
-    The same function of the input up to rounding (features equal within 1e-5 relative, a test
-    checks it); 1.5x as fast on this CPU (benchmarks/eval_speed.py).
+    The same function of the input up to rounding: with batch norms calibrated on real-looking images
+    (activations of a trained network's scale), features agree within 3e-5 relative per image and
+    FID within 2e-6 (tests check 1e-4 and 1e-5); 1.5x as fast on this CPU (benchmarks/eval_speed.py).
     """
     for module in net.modules():
         conv, bn = getattr(module, "conv", None), getattr(module, "bn", None)
@@ -119,21 +132,37 @@ def fold_batch_norms(net: nn.Module) -> nn.Module:
 # ----------------------------------------------------------------------------------------------
 # inception-tf
 
-def clean_resize(x: Tensor, size: int = INCEPTION_SIZE) -> Tensor:
-    """clean-fid's resize: PIL bicubic on each float32 channel in [0, 255], without re-quantising.
+def to_pixels(x: Tensor) -> Tensor:
+    """Images in [-1, 1] -> float32 pixel values in [0, 255] on the CPU.
 
-    ``x`` is ``[B, 3, H, W]`` in [-1, 1]; returns float32 ``[B, 3, size, size]`` in [-1, 1] on the
-    device of ``x``.
+    float32 cannot hold the 8-bit level k as ``k / 127.5 - 1`` exactly, so an image whose values all
+    lie within 1e-3 of 8-bit levels (every PNG through ``eval_transform``, every ``as_png`` output) is
+    given exactly those levels, as clean-fid reads them from the files; any other image is kept as is.
     """
-    pixels = ((x.detach().float().cpu() + 1) * 127.5).numpy()
-    out = np.empty((*pixels.shape[:2], size, size), dtype=np.float32)
-    for b in range(pixels.shape[0]):
-        for c in range(pixels.shape[1]):
-            channel = Image.fromarray(np.ascontiguousarray(pixels[b, c]))  # mode "F": float32
-            out[b, c] = np.asarray(channel.resize((size, size), Image.Resampling.BICUBIC))
-    # Bicubic overshoots; clean-fid clips to the 8-bit range, then the TF network wants [-1, 1].
-    out = np.clip(out, 0, 255) / 127.5 - 1
-    return torch.from_numpy(out.astype(np.float32)).to(x.device)
+    pixels = (x.detach().cpu().double().clamp(-1, 1) + 1) * 127.5
+    levels = pixels.round()
+    on_levels = ((pixels - levels).abs() <= 1e-3).flatten(1).all(1)[:, None, None, None]
+    return torch.where(on_levels, levels, pixels).float()
+
+
+def clean_resize(pixels: Tensor, size: int = INCEPTION_SIZE) -> Tensor:
+    """clean-fid's resize, ``make_resizer("PIL", False, "bicubic", (size, size))``: PIL bicubic on each
+    float32 channel, clipped to [0, 255], not re-quantised.
+
+    ``pixels`` is ``[B, 3, H, W]`` in [0, 255] on the CPU; returns float32 ``[B, 3, size, size]``.
+    """
+    channels = pixels.float().numpy()
+    out = np.empty((*channels.shape[:2], size, size), dtype=np.float32)
+    for b in range(channels.shape[0]):
+        for c in range(channels.shape[1]):
+            channel = Image.fromarray(np.ascontiguousarray(channels[b, c]))  # mode "F": float32
+            out[b, c] = np.asarray(channel.resize((size, size), Image.Resampling.BICUBIC)).clip(0, 255)
+    return torch.from_numpy(out)
+
+
+def tf_inception_input(pixels: Tensor) -> Tensor:
+    """The TF graph's scaling of pixels in [0, 255], as clean-fid and torch-fidelity feed it."""
+    return (pixels - 128) / 128
 
 
 def _tf_inception_network() -> nn.Module:
@@ -155,7 +184,7 @@ def _tf_inception_network() -> nn.Module:
 
 
 class InceptionTF(FeatureExtractor):
-    """TF Inception pool3 features after clean-fid's resize to 299."""
+    """TF Inception pool3 features of images prepared as clean-fid's "clean" mode prepares them."""
 
     def __init__(self, net: nn.Module, weights_sha256: str, fold: bool = True) -> None:
         super().__init__()
@@ -163,23 +192,24 @@ class InceptionTF(FeatureExtractor):
         self._use(net, fold)
         self.name = "inception-tf"
         self.weights_sha256 = weights_sha256
-        self.protocol = ("inception-tf: clean-fid resize (PIL bicubic on float32, clipped to [0, 255]) "
-                         f"to {INCEPTION_SIZE}, [-1,1] input, pool3 2048-d")
+        self.protocol = ("inception-tf: clean-fid 'clean' mode (8-bit levels kept exact, PIL bicubic on "
+                         f"float32 to {INCEPTION_SIZE}, clipped to [0, 255], not re-quantised; "
+                         "(x - 128) / 128 input), pool3 2048-d")
         self.feature_dim = 2048
         _freeze(self)
 
     def preprocess(self, x: Tensor) -> Tensor:
-        return clean_resize(x.clamp(-1, 1)).to(_device(self))
+        return tf_inception_input(clean_resize(to_pixels(x))).to(_device(self))
 
 
-def _build_inception_tf(weights: str | None, random_init: bool, fold: bool) -> InceptionTF:
+def _build_inception_tf(weights: str | None, random_init: bool, fold: bool, trust: bool) -> InceptionTF:
     if random_init:
         with seeded_init():
             return InceptionTF(_tf_inception_network(), RANDOM_INIT, fold)
-    resolved = resolve_weights("inception-tf", weights)
+    resolved = resolve_weights("inception-tf", weights, trust)
     net = _tf_inception_network()
     load_into(net, load_state_dict(resolved), resolved, "inception-tf")
-    return InceptionTF(net, resolved.sha256, fold)
+    return _verified(InceptionTF(net, resolved.sha256, fold), resolved)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,17 +247,17 @@ class InceptionTorchvision(FeatureExtractor):
         return ((x + 1) / 2 - self.mean) / self.std
 
 
-def _build_inception_torchvision(img_size: int, weights: str | None, random_init: bool,
-                                 fold: bool) -> InceptionTorchvision:
+def _build_inception_torchvision(img_size: int, weights: str | None, random_init: bool, fold: bool,
+                                 trust: bool) -> InceptionTorchvision:
     if random_init:
         with seeded_init():
             return InceptionTorchvision(_torchvision_inception_network(), RANDOM_INIT, img_size, fold)
-    resolved = resolve_weights("inception-torchvision", weights)
+    resolved = resolve_weights("inception-torchvision", weights, trust)
     # The released file also holds the auxiliary classifier (AuxLogits.*), which is never used here.
     state = {k: v for k, v in load_state_dict(resolved).items() if not k.startswith("AuxLogits.")}
     net = _torchvision_inception_network()
     load_into(net, state, resolved, "inception-torchvision")
-    return InceptionTorchvision(net, resolved.sha256, img_size, fold)
+    return _verified(InceptionTorchvision(net, resolved.sha256, img_size, fold), resolved)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,19 +266,21 @@ EXTRACTORS = ("inception-tf", "inception-torchvision")
 
 
 def build_extractor(name: str, img_size: int, weights: str | None = None, random_init: bool = False,
-                    device: str | torch.device = "cpu", fold: bool = True) -> FeatureExtractor:
+                    device: str | torch.device = "cpu", fold: bool = True,
+                    trust_weights: bool = False) -> FeatureExtractor:
     """Build a feature extractor by name; ``weights`` is a file or folder overriding torch.hub's.
 
     ``random_init=True`` skips the weights (reproducibly seeded; for tests): ``weights_sha256`` is
-    then ``"random-init"``. ``fold=False`` keeps the network as loaded, without
-    :func:`fold_batch_norms` and channels-first (the same features; for comparisons).
+    then ``"random-init"``. ``trust_weights=True`` accepts a ``weights`` file that is not the release
+    (``weights_verified`` is then False). ``fold=False`` keeps the network as loaded, without
+    :func:`fold_batch_norms` and channels-first (the same features up to rounding; for comparisons).
     """
     if img_size < 1:
         raise ValueError(f"img_size must be a positive number of pixels, got {img_size}")
     if name == "inception-tf":
-        extractor: FeatureExtractor = _build_inception_tf(weights, random_init, fold)
+        extractor: FeatureExtractor = _build_inception_tf(weights, random_init, fold, trust_weights)
     elif name == "inception-torchvision":
-        extractor = _build_inception_torchvision(img_size, weights, random_init, fold)
+        extractor = _build_inception_torchvision(img_size, weights, random_init, fold, trust_weights)
     else:
         raise ValueError(f"unknown feature extractor {name!r}; valid names: {', '.join(EXTRACTORS)}")
     return extractor.to(device)

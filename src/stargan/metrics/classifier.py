@@ -123,6 +123,7 @@ class ClassifierFeatures(nn.Module):
     """
 
     name: str = "classifier"
+    weights_verified: bool = True  # a file of the user's own training, identified by its hash
 
     def __init__(self, classifier: DomainClassifier, config: ClassifierConfig, weights_sha256: str,
                  val_accuracy: float | None = None):

@@ -65,22 +65,25 @@ class Scorers:
         extractors: dict[str, FeatureExtractor] = {}
         if settings.backbone != "none":
             extractors["inception"] = build_extractor(settings.backbone, img_size, settings.weights or None,
-                                                      random_init=random_init, device=device)
+                                                      random_init=random_init, device=device,
+                                                      trust_weights=settings.trust_weights)
         classifier = None
         if settings.classifier:
             from stargan.metrics.classifier import ClassifierFeatures
 
             classifier = ClassifierFeatures.from_file(settings.classifier, device=device)
             extractors["classifier"] = classifier
-        lpips = (LPIPS(settings.lpips_weights or None, random_init=random_init, device=device)
-                 if settings.lpips else None)
+        lpips = (LPIPS(settings.lpips_weights or None, random_init=random_init, device=device,
+                       trust_weights=settings.trust_weights) if settings.lpips else None)
         return cls(extractors, lpips, classifier)
 
     def describe(self) -> dict[str, Any]:
-        described = {name: {"name": e.name, "weights_sha256": e.weights_sha256, "protocol": e.protocol,
+        described = {name: {"name": e.name, "weights_sha256": e.weights_sha256,
+                            "weights_verified": e.weights_verified, "protocol": e.protocol,
                             "feature_dim": e.feature_dim} for name, e in self.extractors.items()}
         if self.lpips is not None:
             described["lpips"] = {"name": self.lpips.name, "weights_sha256": self.lpips.weights_sha256,
+                                  "weights_verified": self.lpips.weights_verified,
                                   "protocol": self.lpips.protocol}
         return described
 
@@ -108,9 +111,9 @@ def preflight(settings: EvalConfig, random_init: bool = False, domains: tuple[st
     if random_init:
         return
     if settings.backbone != "none":
-        resolve_weights(settings.backbone, settings.weights or None)
+        resolve_weights(settings.backbone, settings.weights or None, settings.trust_weights)
     if settings.lpips:
-        resolve_weights("alexnet", settings.lpips_weights or None)
+        resolve_weights("alexnet", settings.lpips_weights or None, settings.trust_weights)
 
 
 def as_png(x: Tensor) -> Tensor:

@@ -57,22 +57,22 @@ def _trunk_state(trunk: nn.Module, state: dict[str, Tensor], path: Path) -> dict
 
 class LPIPS(nn.Module):
     """Perceptual distance between images ``[B, 3, H, W]`` in [-1, 1] (not clamped: StarGAN v2
-    scores raw generator outputs). ``random_init=True`` keeps a seeded random trunk (tests only)."""
+    scores raw generator outputs). ``random_init=True`` keeps a seeded random trunk (tests only);
+    ``trust_weights=True`` accepts a ``weights`` file that is not torchvision's release."""
 
     def __init__(self, weights: str | Path | None = None, random_init: bool = False,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", trust_weights: bool = False) -> None:
         super().__init__()
         import lpips
 
         with seeded_init():
             model = _package_model()
-        if random_init:
-            self.weights_sha256 = RANDOM_INIT
-        else:
-            resolved = resolve_weights("alexnet", weights)
+        self.weights_sha256, self.weights_verified = RANDOM_INIT, True
+        if not random_init:
+            resolved = resolve_weights("alexnet", weights, trust_weights)
             load_into(model.net, _trunk_state(model.net, load_state_dict(resolved), resolved.path),
                       resolved, "LPIPS AlexNet trunk")
-            self.weights_sha256 = resolved.sha256
+            self.weights_sha256, self.weights_verified = resolved.sha256, resolved.verified
         heads = Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"
         self.name = "lpips-alex"
         self.protocol = (f"lpips-alex: lpips {importlib.metadata.version('lpips')} v0.1 heads "

@@ -25,7 +25,7 @@ from stargan.data.transforms import eval_transform
 from stargan.metrics.backbones import FeatureExtractor
 from stargan.metrics.fid import FeatureStats
 
-KEY_VERSION = 1  # bump when the meaning of cached statistics changes
+KEY_VERSION = 2  # bump when the meaning of cached statistics changes (2: clean-fid scaling for inception-tf)
 
 
 def default_cache_dir() -> Path:

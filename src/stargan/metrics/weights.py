@@ -4,7 +4,9 @@ A file is taken from an explicit path, or else from torch.hub's checkpoint folde
 (``$TORCH_HOME/hub/checkpoints``, where torchvision would have cached it); a file missing from that
 folder is fetched on first use by :mod:`stargan.download`, as torchvision does, unless
 ``STARGAN_OFFLINE=1``. Its SHA-256 is checked: the hex prefix in the file name (torch.hub's own
-convention) always, the full digest when it is known from several independent public records.
+convention) always, the full digest when it is known from several independent public records. A file
+the user names and vouches for (``trust=True``, ``--trust-weights``; e.g. a mirrored or converted copy)
+is used whatever its hash: its SHA-256 is printed and recorded with the results instead.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 RANDOM_INIT = "random-init"  # the weights_sha256 of a network built without weights (tests only)
+TRUST_OPTION = "--trust-weights"  # how a user vouches for a file that is not the release (eval.trust_weights)
 _CHUNK = 1 << 20             # bytes read at a time while hashing
 
 
@@ -43,6 +46,7 @@ class WeightsSpec:
 class Weights:
     path: Path
     sha256: str
+    verified: bool = True  # False: not the release's hash, used because the user trusts the file
 
 
 REGISTRY: dict[str, WeightsSpec] = {
@@ -68,6 +72,7 @@ REGISTRY: dict[str, WeightsSpec] = {
 }
 
 _digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
+_announced: set[tuple[str, str]] = set()          # trusted (path, sha256) already printed, per process
 
 
 def hub_dir() -> Path:
@@ -117,11 +122,13 @@ def _missing(key: str, spec: WeightsSpec, path: Path, explicit: bool) -> Weights
                      f"unless STARGAN_OFFLINE=1 or --offline), or get it")
 
 
-def resolve_weights(key: str, path: str | Path | None = None) -> Weights:
+def resolve_weights(key: str, path: str | Path | None = None, trust: bool = False) -> Weights:
     """Find and verify the weight file ``key`` of :data:`REGISTRY`.
 
     ``path`` (a file, or a folder holding the file under its registry name) wins over torch.hub's
-    checkpoint folder. Raises :class:`WeightsError` when the file is missing or its hash is wrong.
+    checkpoint folder. Raises :class:`WeightsError` when the file is missing or its hash is wrong,
+    unless ``trust`` and the file was named by ``path``: it is then used with ``verified=False``,
+    and its SHA-256 printed once.
     """
     spec = _spec(key)
     explicit = path is not None
@@ -134,14 +141,34 @@ def resolve_weights(key: str, path: str | Path | None = None) -> Weights:
         raise _missing(key, spec, candidate, explicit)
 
     digest = sha256_file(candidate)
+    if digest.startswith(spec.sha256 or spec.prefix):
+        return Weights(path=candidate, sha256=digest)
+    if trust and explicit:
+        return _trusted(key, spec, candidate, digest)
+    raise _not_the_release(spec, candidate, digest, explicit)
+
+
+def _trusted(key: str, spec: WeightsSpec, path: Path, digest: str) -> Weights:
+    """A file the user vouches for: used, its SHA-256 printed once per process."""
+    if (str(path), digest) not in _announced:
+        _announced.add((str(path), digest))
+        print(f"using {path} as the {key} weights on trust ({TRUST_OPTION}): SHA-256 {digest} "
+              f"(not {spec.filename}'s); recorded with the results")
+    return Weights(path=path, sha256=digest, verified=False)
+
+
+def _not_the_release(spec: WeightsSpec, path: Path, digest: str, explicit: bool) -> WeightsError:
     expected = spec.sha256 or spec.prefix
-    if not digest.startswith(expected):
-        what = "SHA-256" if spec.sha256 else f"SHA-256 prefix (from the name {spec.filename})"
-        raise WeightsError(
-            f"weight file {candidate} is not {spec.filename}: expected {what} {expected}, "
-            f"got {digest}. The file is corrupt, truncated or a different file; "
-            f"download it again from {spec.url}")
-    return Weights(path=candidate, sha256=digest)
+    what = "SHA-256" if spec.sha256 else f"SHA-256 prefix (from the name {spec.filename})"
+    trust_hint = (f"If it is a file you trust (a local mirror, a converted copy), pass {TRUST_OPTION} "
+                  "(eval.trust_weights=true) to use it anyway: its SHA-256 is then recorded with the results."
+                  if explicit else
+                  f"To use a file of your own, pass its path (--weights / --lpips-weights) with "
+                  f"{TRUST_OPTION}.")
+    return WeightsError(
+        f"weight file {path} is not {spec.filename}: expected {what} {expected}, "
+        f"got {digest}. The file is corrupt, truncated or a different file; "
+        f"download it again from {spec.url}. {trust_hint}")
 
 
 def _fetch_on_first_use(key: str, spec: WeightsSpec, candidate: Path) -> Path:
