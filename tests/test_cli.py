@@ -187,6 +187,29 @@ def test_data_fashion_mnist(tmp_path, capsys):
     assert "unknown: ['boots']" in err and err.count("\n") == 1
 
 
+def test_data_font_styles(tmp_path, capsys):
+    from stargan.data.font_styles import STYLES, find_font
+
+    try:
+        find_font("sans"), find_font("serif")
+    except ValueError as err:
+        pytest.skip(str(err))
+    out = tmp_path / "fonts"
+    assert main(["data", "font-styles", "--styles", "sans,serif", "--out", str(out), "--train-per-domain", "2",
+                 "--val-per-domain", "1", "--img-size", "16", "--no-progress"]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out}/train and {out}/val (fonts and licences: "
+                                              f"{out}/README.txt); train with: stargan train --preset cpu-small")
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["train/sans/00000.png", "train/sans/00001.png", "train/serif/00000.png",
+                       "train/serif/00001.png", "val/sans/00000.png", "val/serif/00000.png"]
+    with Image.open(out / "val" / "serif" / "00000.png") as png:
+        assert png.size == (16, 16) and png.mode == "RGB"
+    assert STYLES["serif"].package in (out / "README.txt").read_text()
+
+    assert main(["data", "font-styles", "--styles", "sans,gothic", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.startswith("error: --styles needs at least two different font styles")
+
+
 def test_train_v1_writes_a_v1_run(trained_v1, capsys):
     _, run = trained_v1
     saved = yaml_of(run / "config.yaml")
