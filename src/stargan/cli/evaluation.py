@@ -20,7 +20,7 @@ def eval_settings(args: argparse.Namespace, base: EvalConfig) -> EvalConfig:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from stargan import checkpoints
-    from stargan.metrics.evaluate import evaluate_run, headline
+    from stargan.metrics.evaluate import evaluate_run, headline, paired_note
 
     config = checkpoints.load_config(args.run)
     settings = eval_settings(args, config.eval)
@@ -36,6 +36,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"{key:28s} {value:.4f}")
     if "classifier_real_val_accuracy" in summary:
         print(f"{'classifier real val accuracy':28s} {summary['classifier_real_val_accuracy']:.4f}")
+    if paired_note(summary):
+        print(paired_note(summary))
     print(f"wrote {path}")
 
 
