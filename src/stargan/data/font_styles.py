@@ -101,8 +101,8 @@ def _colour(rng: np.random.Generator, s: tuple[float, float], v: tuple[float, fl
 
 def sample_params(rng: np.random.Generator) -> GlyphParams:
     """Content of one picture; the same distribution for every split."""
-    cap_height = rng.uniform(0.40, 0.62)
-    margin = 0.30 + (cap_height - 0.40) / 2
+    cap_height = rng.uniform(0.50, 0.75)  # large enough that the letterforms, the style, cover much of it
+    margin = cap_height / 2 + 0.05
     return GlyphParams(
         char=CHARACTERS[rng.integers(len(CHARACTERS))],
         cx=rng.uniform(margin, 1 - margin), cy=rng.uniform(margin, 1 - margin),
