@@ -82,7 +82,7 @@ def test_the_same_seed_draws_the_same_pictures_and_reuses_the_folder(built, tmp_
 def test_licences_and_a_readme_come_with_the_pictures(built):
     readme = (built / "README.txt").read_text()
     for style, font in STYLES.items():
-        assert f"{style}: {font.family}" in readme and font.licence in readme
+        assert f"{style}: {font.name}" in readme and font.licence in readme
         if Path("/usr/share/doc", font.package, "copyright").is_file():
             assert (built / "LICENSES" / f"{font.package}.txt").read_text().strip()
 

@@ -12,10 +12,7 @@ The fonts are Debian's (free licences; each package's copyright file is copied i
 """
 from __future__ import annotations
 
-import colorsys
 import functools
-import math
-import shutil
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,33 +24,33 @@ from tqdm import tqdm
 
 from stargan.data import generated
 from stargan.data.folders import DataError
+from stargan.data.style_sets import SPLITS, Origin, colour, gradient, make_folders, write_readme
 
 
 @dataclass(frozen=True)
-class FontStyle:
+class FontStyle(Origin):
     """One domain: a font file, the Debian package that ships it, and its licence."""
 
-    family: str
-    file: str
-    package: str
-    licence: str
+    file: str = ""
 
 
 STYLES = {
-    "sans": FontStyle("DejaVu Sans Bold", "DejaVuSans-Bold.ttf", "fonts-dejavu-core",
-                      "Bitstream Vera Fonts licence (DejaVu changes: public domain)"),
-    "serif": FontStyle("Liberation Serif", "LiberationSerif-Regular.ttf", "fonts-liberation2",
-                       "SIL Open Font License 1.1"),
-    "script": FontStyle("Dancing Script Bold", "DancingScript-Bold.otf", "fonts-dancingscript",
-                        "SIL Open Font License 1.1"),
+    "sans": FontStyle("DejaVu Sans Bold", "fonts-dejavu-core",
+                      "Bitstream Vera Fonts licence (DejaVu changes: public domain)", "DejaVuSans-Bold.ttf"),
+    "serif": FontStyle("Liberation Serif", "fonts-liberation2", "SIL Open Font License 1.1",
+                       "LiberationSerif-Regular.ttf"),
+    "script": FontStyle("Dancing Script Bold", "fonts-dancingscript", "SIL Open Font License 1.1",
+                        "DancingScript-Bold.otf"),
 }
 FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".local/share/fonts",
              Path.home() / ".fonts")
 CHARACTERS = string.ascii_letters + string.digits
-SPLITS = ("train", "val")
 GENERATOR_VERSION = 1     # bump when the drawing changes, so old datasets are written again
 SUPERSAMPLE = 4           # draw at 4x and downsample, for anti-aliased edges
 WRITING = ".writing"      # present while the folder is being written (or if interrupted)
+ABOUT = ("Font styles: each file name is one picture of a character (its position, size, rotation,",
+         "colour and background), drawn in every domain with that domain's font. Made by",
+         "`stargan data font-styles` from the fonts below; the pictures are renderings of them.")
 
 
 @dataclass(frozen=True)
@@ -89,14 +86,9 @@ def find_font(style: str, font_dirs: Sequence[Path] = FONT_DIRS) -> Path:
             found = sorted(folder.rglob(wanted.file))
             if found:
                 return found[0]
-    raise DataError(f"font {wanted.file} ({wanted.family}, the '{style}' style) was not found under "
+    raise DataError(f"font {wanted.file} ({wanted.name}, the '{style}' style) was not found under "
                     f"{', '.join(str(d) for d in font_dirs)}. On Debian/Ubuntu: apt-get install "
                     f"{wanted.package}")
-
-
-def _colour(rng: np.random.Generator, s: tuple[float, float], v: tuple[float, float]) -> tuple[int, int, int]:
-    r, g, b = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(*s), rng.uniform(*v))
-    return round(r * 255), round(g * 255), round(b * 255)
 
 
 def sample_params(rng: np.random.Generator) -> GlyphParams:
@@ -108,17 +100,9 @@ def sample_params(rng: np.random.Generator) -> GlyphParams:
         cx=rng.uniform(margin, 1 - margin), cy=rng.uniform(margin, 1 - margin),
         cap_height=cap_height, angle=rng.uniform(-20, 20),
         # A bright glyph on a darker background, so the glyph stays visible whatever the hues.
-        color=_colour(rng, s=(0.3, 1.0), v=(0.75, 1.0)),
-        bg_colors=(_colour(rng, s=(0.2, 0.9), v=(0.05, 0.5)), _colour(rng, s=(0.2, 0.9), v=(0.05, 0.5))),
-        bg_angle=rng.uniform(0, 2 * math.pi))
-
-
-def _background(p: GlyphParams, side: int) -> Image.Image:
-    c1, c2 = (np.array(c, dtype=np.float64) for c in p.bg_colors)
-    grid = np.linspace(-0.5, 0.5, side)
-    t = (np.cos(p.bg_angle) * grid[None, :] + np.sin(p.bg_angle) * grid[:, None]) / math.sqrt(0.5) + 0.5
-    pixels = c1 * (1 - t[..., None]) + c2 * t[..., None]
-    return Image.fromarray(np.round(pixels.clip(0, 255)).astype(np.uint8))
+        color=colour(rng, s=(0.3, 1.0), v=(0.75, 1.0)),
+        bg_colors=(colour(rng, s=(0.2, 0.9), v=(0.05, 0.5)), colour(rng, s=(0.2, 0.9), v=(0.05, 0.5))),
+        bg_angle=rng.uniform(0, 2 * np.pi))
 
 
 @functools.lru_cache(maxsize=None)
@@ -139,7 +123,7 @@ def draw(font_file: Path, p: GlyphParams, img_size: int) -> Image.Image:
     ImageDraw.Draw(ink).text((cx - (left + right) / 2, cy - (top + bottom) / 2), p.char, fill=255,
                              font=font, anchor="ls")
     ink = ink.rotate(p.angle, resample=Image.Resampling.BICUBIC, center=(cx, cy))
-    img = _background(p, side)
+    img = gradient(p.bg_colors, p.bg_angle, side)
     img.paste(p.color, mask=ink)
     return img.resize((img_size, img_size), Image.Resampling.LANCZOS)
 
@@ -148,28 +132,6 @@ def _settings(styles: list[str], img_size: int, train_per_domain: int, val_per_d
     return {"version": GENERATOR_VERSION, "styles": styles, "fonts": [STYLES[s].file for s in styles],
             "img_size": img_size, "train_per_domain": train_per_domain, "val_per_domain": val_per_domain,
             "seed": seed}
-
-
-def _write_licences(out: Path, styles: list[str], fonts: dict[str, Path]) -> None:
-    """``OUT/README.txt`` (what the pictures are, which font each domain uses) and, per font package,
-    its Debian copyright file as ``OUT/LICENSES/<package>.txt``."""
-    licences = out / "LICENSES"
-    shutil.rmtree(licences, ignore_errors=True)
-    licences.mkdir()
-    lines = ["Font styles: each file name is one picture of a character (its position, size, rotation,",
-             "colour and background), drawn in every domain with that domain's font. Made by",
-             "`stargan data font-styles` from the fonts below; the pictures are renderings of them.", ""]
-    for style in styles:
-        font = STYLES[style]
-        copyright_file = Path("/usr/share/doc") / font.package / "copyright"
-        if copyright_file.is_file():
-            shutil.copyfile(copyright_file, licences / f"{font.package}.txt")
-            where = f"LICENSES/{font.package}.txt"
-        else:
-            where = f"see the copyright file of the {font.package} package"
-        lines.append(f"{style}: {font.family} ({fonts[style]}, Debian package {font.package}); "
-                     f"licence: {font.licence}; {where}")
-    (out / "README.txt").write_text("\n".join(lines) + "\n")
 
 
 def make_font_styles(out: str | Path, styles: str | Sequence[str] = tuple(STYLES), img_size: int = 32,
@@ -191,11 +153,9 @@ def make_font_styles(out: str | Path, styles: str | Sequence[str] = tuple(STYLES
                              "by this command; pass a new or empty folder with --out")
     counts = {"train": train_per_domain, "val": val_per_domain}
     with generated.writing(out, settings, WRITING):
-        _write_licences(out, chosen, fonts)
+        write_readme(out, ABOUT, {style: (STYLES[style], fonts[style]) for style in chosen})
+        make_folders(out, chosen)
         for split_index, split in enumerate(SPLITS):
-            shutil.rmtree(out / split, ignore_errors=True)
-            for style in chosen:
-                (out / split / style).mkdir(parents=True)
             for i in tqdm(range(counts[split]), desc=split, unit="picture", disable=not progress, leave=False):
                 params = sample_params(np.random.default_rng([seed, split_index, i]))
                 for style in chosen:
