@@ -210,6 +210,21 @@ def test_data_font_styles(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: --styles needs at least two different font styles")
 
 
+def test_data_icon_themes(tmp_path, capsys):
+    from tests.data.test_icon_themes import make_themes
+
+    icons, out = make_themes(tmp_path / "icons"), tmp_path / "icon-themes"
+    assert main(["data", "icon-themes", "--icons-dir", str(icons), "--themes", "tango,elementary", "--out",
+                 str(out), "--train-per-domain", "2", "--val-per-domain", "1", "--no-progress"]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out}/train and {out}/val (themes and licences: "
+                                              f"{out}/README.txt); train with: stargan train --preset cpu-small")
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["train/elementary/00000.png", "train/elementary/00001.png", "train/tango/00000.png",
+                       "train/tango/00001.png", "val/elementary/00000.png", "val/tango/00000.png"]
+    assert main(["data", "icon-themes", "--icons-dir", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.startswith("error: no icons of the Tango theme ('tango') under")
+
+
 def test_train_v1_writes_a_v1_run(trained_v1, capsys):
     _, run = trained_v1
     saved = yaml_of(run / "config.yaml")
