@@ -126,9 +126,9 @@ def test_fan_weights_option_gives_sampling_its_masks(trained, tmp_path, face_fil
     assert main(["train", "--preset", "demo", "--data", str(data), "--run-dir", str(run), "--no-progress",
                  "--fan-weights", str(weights), *HPF]) == 0
     assert "masks=false" not in capsys.readouterr().out
-    assert len(calls) == 3 + 4                          # one iteration, then the final grids
+    assert len(calls) == 3 + 3 + 4      # one iteration, the watch (one batch per target domain), the grids
     assert main(["sample", str(run), "--out", str(tmp_path / "s"), "--num-images", "2"]) == 0  # recorded path
-    assert calls[7:] == [2] * 4
+    assert calls[10:] == [2] * 4
     assert main(["sample", str(run), "--out", str(tmp_path / "s"), "--num-images", "2",
                  "--fan-weights", str(tmp_path / "nowhere.ckpt")]) == 2
     assert "nowhere.ckpt, does not exist" in capsys.readouterr().err
