@@ -16,6 +16,7 @@ from stargan.data import make_demo_dataset
 from stargan.metrics import evaluate
 from stargan.metrics.evaluate import Scorers, as_png, _Task, evaluate_run
 from stargan.metrics.fid import FeatureStats, frechet_distance
+from stargan.metrics.paired import paired_note
 from stargan.metrics.weights import WeightsError
 from stargan.nets.v2 import build_networks
 from stargan.training.step_v2 import make_train_state
@@ -411,7 +412,7 @@ def test_unpaired_data_reports_no_paired_measure(run, tmp_path, capsys):
                               progress=False)
     assert summary["settings"]["paired_by_name"] is False             # 00000.png in each, unrelated shapes
     assert not any(key.startswith("paired") for key in summary["reference"]["mean"])
-    assert evaluate.paired_note(summary) is None
+    assert paired_note(summary) is None
 
 
 def test_cli_eval_says_how_near_the_true_translation_comes(run, paired_data, tmp_path, capsys):

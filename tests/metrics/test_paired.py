@@ -34,3 +34,17 @@ def test_a_measure_without_outputs_is_left_out():
     paired = PairedDistances()
     paired.add(torch.ones(1, 1, 3, 2, 2), torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), torch.tensor([[False]]))
     assert paired.result() == {"paired_l1_identity": 0.0}
+
+
+def test_the_console_sentence_says_whether_the_outputs_beat_doing_nothing():
+    from stargan.metrics.paired import paired_note
+
+    def note(l1, identity):
+        return paired_note({"reference": {"mean": {"paired_l1": l1, "paired_l1_identity": identity}}})
+
+    assert note(0.2, 0.35) == ("paired by name: reference-guided outputs are 0.2000 from the true translation "
+                               "(mean L1, images in [-1, 1]), the unchanged sources 0.3500: nearer than the "
+                               "unchanged sources")
+    assert note(0.361, 0.351).endswith("no nearer than the unchanged sources: G keeps too little of its input, "
+                                       "or follows its reference")
+    assert paired_note({"latent": {"mean": {}}}) is None

@@ -20,7 +20,8 @@ def eval_settings(args: argparse.Namespace, base: EvalConfig) -> EvalConfig:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from stargan import checkpoints
-    from stargan.metrics.evaluate import evaluate_run, headline, paired_note
+    from stargan.metrics.evaluate import evaluate_run, headline
+    from stargan.metrics.paired import paired_note
 
     config = checkpoints.load_config(args.run)
     settings = eval_settings(args, config.eval)

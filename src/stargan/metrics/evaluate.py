@@ -358,17 +358,6 @@ def headline(summary: dict[str, Any]) -> dict[str, float]:
             for key, value in summary[mode]["mean"].items() if math.isfinite(value)}
 
 
-def paired_note(summary: dict[str, Any]) -> str | None:
-    """One sentence on the reference-guided outputs' distance to the true translations, when scored."""
-    mean = summary.get("reference", {}).get("mean", {})
-    if "paired_l1" not in mean:
-        return None
-    verdict = ("nearer than the unchanged sources" if mean["paired_l1"] < mean["paired_l1_identity"]
-               else "no nearer than the unchanged sources: G keeps too little of its input, or follows its reference")
-    return (f"paired by name: reference-guided outputs are {mean['paired_l1']:.4f} from the true translation "
-            f"(mean L1, images in [-1, 1]), the unchanged sources {mean['paired_l1_identity']:.4f}: {verdict}")
-
-
 def write_results(summary: dict[str, Any], run_dir: str | Path, step: int) -> Path:
     """``RUN/metrics/step-NNNNNN.json`` (atomically) and one line in ``RUN/metrics/metrics.jsonl``."""
     out_dir = Path(run_dir) / "metrics"

@@ -16,6 +16,8 @@ Not in the paper. Latent-guided outputs are not scored: their styles are random 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -50,3 +52,14 @@ class PairedDistances:
                     "paired_lpips": self.lpips_values, "paired_lpips_identity": self.identity_lpips}
         joined = {key: torch.cat(values) for key, values in measures.items() if values}
         return {key: float(values.double().mean()) for key, values in joined.items() if values.numel()}
+
+
+def paired_note(summary: dict[str, Any]) -> str | None:
+    """One sentence on the reference-guided outputs' distance to the true translations, when scored."""
+    mean = summary.get("reference", {}).get("mean", {})
+    if "paired_l1" not in mean:
+        return None
+    verdict = ("nearer than the unchanged sources" if mean["paired_l1"] < mean["paired_l1_identity"]
+               else "no nearer than the unchanged sources: G keeps too little of its input, or follows its reference")
+    return (f"paired by name: reference-guided outputs are {mean['paired_l1']:.4f} from the true translation "
+            f"(mean L1, images in [-1, 1]), the unchanged sources {mean['paired_l1_identity']:.4f}: {verdict}")
