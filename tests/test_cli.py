@@ -126,9 +126,9 @@ def test_fan_weights_option_gives_sampling_its_masks(trained, tmp_path, face_fil
     assert main(["train", "--preset", "demo", "--data", str(data), "--run-dir", str(run), "--no-progress",
                  "--fan-weights", str(weights), *HPF]) == 0
     assert "masks=false" not in capsys.readouterr().out
-    assert len(calls) == 3 + 4                          # one iteration, then the final grids
+    assert len(calls) == 3 + 3 + 4      # one iteration, the watch (one batch per target domain), the grids
     assert main(["sample", str(run), "--out", str(tmp_path / "s"), "--num-images", "2"]) == 0  # recorded path
-    assert calls[7:] == [2] * 4
+    assert calls[10:] == [2] * 4
     assert main(["sample", str(run), "--out", str(tmp_path / "s"), "--num-images", "2",
                  "--fan-weights", str(tmp_path / "nowhere.ckpt")]) == 2
     assert "nowhere.ckpt, does not exist" in capsys.readouterr().err
@@ -185,6 +185,44 @@ def test_data_fashion_mnist(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: --classes needs at least two different Fashion-MNIST classes")
     assert "unknown: ['boots']" in err and err.count("\n") == 1
+
+
+def test_data_font_styles(tmp_path, capsys):
+    from stargan.data.font_styles import STYLES, find_font
+
+    try:
+        find_font("sans"), find_font("serif")
+    except ValueError as err:
+        pytest.skip(str(err))
+    out = tmp_path / "fonts"
+    assert main(["data", "font-styles", "--styles", "sans,serif", "--out", str(out), "--train-per-domain", "2",
+                 "--val-per-domain", "1", "--img-size", "16", "--no-progress"]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out}/train and {out}/val (fonts and licences: "
+                                              f"{out}/README.txt); train with: stargan train --preset cpu-small")
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["train/sans/00000.png", "train/sans/00001.png", "train/serif/00000.png",
+                       "train/serif/00001.png", "val/sans/00000.png", "val/serif/00000.png"]
+    with Image.open(out / "val" / "serif" / "00000.png") as png:
+        assert png.size == (16, 16) and png.mode == "RGB"
+    assert STYLES["serif"].package in (out / "README.txt").read_text()
+
+    assert main(["data", "font-styles", "--styles", "sans,gothic", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.startswith("error: --styles needs at least two different font styles")
+
+
+def test_data_icon_themes(tmp_path, capsys):
+    from tests.data.test_icon_themes import make_themes
+
+    icons, out = make_themes(tmp_path / "icons"), tmp_path / "icon-themes"
+    assert main(["data", "icon-themes", "--icons-dir", str(icons), "--themes", "tango,elementary", "--out",
+                 str(out), "--train-per-domain", "2", "--val-per-domain", "1", "--no-progress"]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out}/train and {out}/val (themes and licences: "
+                                              f"{out}/README.txt); train with: stargan train --preset cpu-small")
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["train/elementary/00000.png", "train/elementary/00001.png", "train/tango/00000.png",
+                       "train/tango/00001.png", "val/elementary/00000.png", "val/tango/00000.png"]
+    assert main(["data", "icon-themes", "--icons-dir", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.startswith("error: no icons of the Tango theme ('tango') under")
 
 
 def test_train_v1_writes_a_v1_run(trained_v1, capsys):

@@ -16,6 +16,7 @@ from stargan.data import make_demo_dataset
 from stargan.metrics import evaluate
 from stargan.metrics.evaluate import Scorers, as_png, _Task, evaluate_run
 from stargan.metrics.fid import FeatureStats, frechet_distance
+from stargan.metrics.paired import paired_note
 from stargan.metrics.weights import WeightsError
 from stargan.nets.v2 import build_networks
 from stargan.training.step_v2 import make_train_state
@@ -378,3 +379,78 @@ def test_w_hpf_evaluation_uses_face_masks_or_stops_before_work(hpf_run, tmp_path
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty"))
     with pytest.raises(WeightsError, match="wing.ckpt not found"):
         evaluate_run(hpf_run, settings(mode="latent", lpips=False), random_init=True, progress=False)
+
+
+@pytest.fixture
+def paired_data(run, tmp_path):
+    """The run's data with val/square/NAME a brighter copy of val/circle/NAME: paired by name."""
+    from PIL import Image
+
+    data = tmp_path / "paired"
+    shutil.copytree(checkpoints.load_config(run).data.root, data)
+    for circle in (data / "val" / "circle").iterdir():
+        with Image.open(circle) as png:
+            brighter = np.minimum(np.asarray(png.convert("RGB")).astype(np.int16) + 20, 255).astype(np.uint8)
+        Image.fromarray(brighter).save(data / "val" / "square" / circle.name)
+    return data
+
+
+def test_paired_data_scores_reference_outputs_against_the_true_translation(run, paired_data, tmp_path,
+                                                                            monkeypatch):
+    """A G that copies its input scores the identity baseline; one that draws grey scores |truth|; the
+    output whose reference was the input's namesake is left out; latent mode is not scored."""
+    real_load = checkpoints.load_for_sampling
+    drawn = {"copy": lambda features, s, masks=None: features[0].clone(),
+             "grey": lambda features, s, masks=None: torch.zeros_like(features[0])}
+
+    def fixed_generator(kind):
+        def load(path, device):
+            config, nets = real_load(path, device)
+            nets.generator.encode_image = lambda x, masks=None: (x, {})
+            nets.generator.decode_from = drawn[kind]
+            return config, nets
+        return load
+
+    scored_counts = []
+    real_add = evaluate._Task.add_paired
+
+    def spy(task, outs, x, truth, scored):
+        scored_counts.append((int(scored.sum()), scored.numel()))
+        return real_add(task, outs, x, truth, scored)
+
+    monkeypatch.setattr(evaluate._Task, "add_paired", spy)
+    val = paired_data / "val"
+    inputs = {d: evaluate.eval_images(sorted((val / d).iterdir())[:2], 32) for d in ("circle", "square")}
+    results = {}
+    for kind in drawn:
+        monkeypatch.setattr(checkpoints, "load_for_sampling", fixed_generator(kind))
+        _, results[kind] = evaluate_run(run, settings(lpips=False), data_root=str(paired_data), random_init=True,
+                                        cache_dir=str(tmp_path), progress=False)
+    assert results["copy"]["settings"]["paired_by_name"] is True
+    for src, trg in (("circle", "square"), ("square", "circle")):
+        identity = (inputs[src] - inputs[trg]).abs().mean().item()
+        copy, grey = (results[k]["reference"]["tasks"][f"{src}->{trg}"] for k in drawn)
+        assert copy["paired_l1_identity"] == pytest.approx(identity, rel=1e-5)
+        assert copy["paired_l1"] == pytest.approx(identity, abs=1 / 255)       # outputs rounded to 8 bits
+        assert grey["paired_l1"] == pytest.approx(inputs[trg].abs().mean().item(), abs=1 / 255)
+        assert "paired_l1" not in results["copy"]["latent"]["tasks"][f"{src}->{trg}"]
+    # num_outs=3 = all 3 references of the target: each input's namesake is one of them, and left out
+    assert scored_counts == [(2 * 2, 3 * 2)] * 4
+
+
+def test_unpaired_data_reports_no_paired_measure(run, tmp_path, capsys):
+    _, summary = evaluate_run(run, settings(lpips=False), random_init=True, cache_dir=str(tmp_path),
+                              progress=False)
+    assert summary["settings"]["paired_by_name"] is False             # 00000.png in each, unrelated shapes
+    assert not any(key.startswith("paired") for key in summary["reference"]["mean"])
+    assert paired_note(summary) is None
+
+
+def test_cli_eval_says_how_near_the_true_translation_comes(run, paired_data, tmp_path, capsys):
+    assert main(["eval", str(run), "--data", str(paired_data), "--random-weights", "--backbone", "none",
+                 "--mode", "reference", "--num-outs", "2", "--cache-dir", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    for key in ("paired_l1", "paired_l1_identity", "paired_lpips", "paired_lpips_identity"):
+        assert f"reference/{key} " in out
+    assert "paired by name: reference-guided outputs are " in out
+    assert "from the true translation (mean L1, images in [-1, 1]), the unchanged sources" in out

@@ -50,10 +50,30 @@ def test_run_writes_config_logs_samples_and_checkpoints(demo_data, tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert {"D/latent_real", "D/ref_reg", "G/latent_ds", "G/ref_cyc", "G/lambda_ds"} <= rows[0].keys()
     assert rows[0]["G/lambda_ds"] == 1.0 and rows[3]["G/lambda_ds"] == 0.25  # value used at step 0 and 3
+    # at every sample step, logged with the losses: how much of its inputs' differences G keeps
+    assert [r["step"] for r in rows if "val/source_kept" in r] == [2, 4]
+    assert all(0 < r["val/source_kept"] < 10 for r in rows if "val/source_kept" in r)
     assert list((run / "logs").glob("events.out.tfevents.*"))
     for kind in ("cycle", "latent", "reference"):
         assert (run / "samples" / f"000002_{kind}.png").is_file()
         assert (run / "samples" / f"000004_{kind}.png").is_file()
+
+
+def test_a_generator_that_ignores_its_input_is_warned_about_once(demo_data, tmp_path, monkeypatch, capsys):
+    from stargan.training import loop_v2
+
+    kept = iter([0.5, 0.02, 0.03, 0.01, 0.02])          # at the sample steps 2, 4, ... 10
+    monkeypatch.setattr(loop_v2, "batch_source_kept", lambda *args, **kwargs: next(kept))
+    train(tiny_config(demo_data, "train.total_iters=10", "train.log_every=3", "train.save_every=10"),
+          tmp_path / "run", show_progress=False)
+    out = capsys.readouterr().out
+    # watch_from(10) = 2; low at 4 and 6: one warning, at 6
+    assert out.count("warning: the generator ignores its input") == 1
+    assert "val/source_kept has been below 0.1 since iteration 4 (0.030 at 6;" in out
+    assert "loss.lambda_cyc=2 (now 1)" in out
+    rows = [json.loads(line) for line in (tmp_path / "run" / "logs" / "scalars.jsonl").read_text().splitlines()]
+    logged = [(r["step"], r["val/source_kept"], "D/latent_real" in r) for r in rows if "val/source_kept" in r]
+    assert logged == [(2, 0.5, False), (4, 0.02, False), (6, 0.03, True), (8, 0.01, False), (10, 0.02, True)]
 
 
 # ADA moves p by 2 * 1 / (0.008 * 1000) = 0.25 after every iteration (batch 2, interval 1), from 0.5
@@ -221,9 +241,10 @@ def test_w_hpf_training_uses_fan_masks_in_every_step_and_sample(demo_data, tmp_p
 
     monkeypatch.setattr(FAN, "get_heatmap", recording)
     train(tiny_config(demo_data, *HPF), tmp_path / "run", show_progress=False)
-    # 2 iterations x (x_real, then x_fake of each G step's cycle), then the grids: cycle (sources and
-    # translations), latent (sources), reference (sources)
-    assert inputs == [(2, 3, 16, 16)] * (2 * 3 + 4)
+    # 2 iterations x (x_real, then x_fake of each G step's cycle), the watch (the two sources of the other
+    # domains, for each of the 3 domains), then the grids: cycle (sources and translations), latent
+    # (sources), reference (sources)
+    assert inputs == [(2, 3, 16, 16)] * (2 * 3 + 3 + 4)
     assert Config.load_yaml(tmp_path / "run" / "config.yaml").model.masks is True
 
 

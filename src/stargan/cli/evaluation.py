@@ -21,6 +21,7 @@ def eval_settings(args: argparse.Namespace, base: EvalConfig) -> EvalConfig:
 def cmd_eval(args: argparse.Namespace) -> None:
     from stargan import checkpoints
     from stargan.metrics.evaluate import evaluate_run, headline
+    from stargan.metrics.paired import paired_note
 
     if args.random_weights and (args.weights or args.lpips_weights):
         raise ValueError("--random-weights builds the networks without any weight file, so --weights / "
@@ -39,6 +40,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"{key:28s} {value:.4f}")
     if "classifier_real_val_accuracy" in summary:
         print(f"{'classifier real val accuracy':28s} {summary['classifier_real_val_accuracy']:.4f}")
+    if paired_note(summary):
+        print(paired_note(summary))
     print(f"wrote {path}")
 
 

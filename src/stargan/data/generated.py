@@ -1,4 +1,4 @@
-"""Dataset folders that stargan writes itself (the demo shapes, Fashion-MNIST).
+"""Dataset folders that stargan writes itself (the demo shapes, Fashion-MNIST, font styles, icon themes).
 
 ``OUT/.complete`` holds the settings as JSON and is written last, so a folder with the same settings
 is reused as it is and an interrupted one (its in-progress marker still there) is written again. A

@@ -14,6 +14,9 @@ when trg has fewer). Per task:
   between two inputs survives a translation with one style; 0 for a G that ignores its input, which
   the accuracy and FIDs alone cannot tell from a translator), from :mod:`stargan.metrics.diversity`.
   Neither is in the paper.
+- On validation data paired by name (the same picture in every domain, :mod:`stargan.data.pairs`), in
+  reference mode: the distance of the outputs to the true translation, beside the unchanged source's
+  (``paired_l1``, ``paired_l1_identity``, and in LPIPS; :mod:`stargan.metrics.paired`). Not in the paper.
 
 Generation and feature extraction are streamed batch by batch; only feature vectors are kept.
 """
@@ -35,10 +38,12 @@ from tqdm import tqdm
 
 from stargan.config import Config, EvalConfig
 from stargan.data import ImageFolder, eval_images, open_dataset
+from stargan.data.pairs import namesakes, pair_key, paired_by_name
 from stargan.metrics.backbones import FeatureExtractor, build_extractor
 from stargan.metrics.diversity import mean_pairwise_l1, source_kept
 from stargan.metrics.fid import FeatureStats, fid_from_stats
 from stargan.metrics.kid import kernel_inception_distance
+from stargan.metrics.paired import PairedDistances
 from stargan.metrics.stats_cache import cached_real_stats
 from stargan.nets.v2 import MaskFn, Masks, Networks
 from stargan.sampling_v2 import latent_dim_of, masks_of
@@ -130,6 +135,7 @@ class _Task:
         self.lpips: list[float] = []
         self.pairwise_l1: list[Tensor] = []
         self.source_kept: float | None = None
+        self.paired: PairedDistances | None = None
         self.correct = 0
         self.count = 0
 
@@ -146,6 +152,13 @@ class _Task:
             self.correct += int((predicted == self.trg).sum())
         self.count += images.size(0)
 
+    def add_paired(self, outs: Tensor, x: Tensor, truth: Tensor, scored: Tensor) -> None:
+        """The distances of ``outs`` (as :meth:`add`) and of the inputs ``x`` to their true translations
+        ``truth``; ``scored`` [num_outs, N]: False for outputs whose reference was the input's namesake."""
+        if self.paired is None:
+            self.paired = PairedDistances(self.scorers.lpips)
+        self.paired.add(as_png(outs.flatten(0, 1)).view_as(outs), x, truth, scored)
+
     def result(self, real: dict[str, FeatureStats], seed: int) -> dict[str, float]:
         out: dict[str, float] = {"num_images": self.count}
         for name, stats in self.stats.items():
@@ -159,6 +172,8 @@ class _Task:
         out["pairwise_l1"] = float(torch.cat(self.pairwise_l1).mean())
         if self.source_kept is not None:
             out["source_kept"] = self.source_kept
+        if self.paired is not None:
+            out.update(self.paired.result())
         if self.scorers.classifier is not None:
             out["accuracy"] = self.correct / self.count
         return out
@@ -179,12 +194,14 @@ def outputs_per_input(settings: EvalConfig, mode: str, num_refs: int) -> int:
 
 @torch.inference_mode()
 def _outputs(nets: Networks, x: Tensor, trg: int, mode: str, num_outs: int, refs: list[Path],
-             img_size: int, generator: torch.Generator, masks: Masks) -> Tensor:
+             img_size: int, generator: torch.Generator, masks: Masks, picks: Tensor | None = None) -> Tensor:
     """[num_outs, N, 3, S, S]: each input translated num_outs times into ``trg`` (``masks``: of x).
+    Reference mode uses ``refs[picks[i, j]]`` for output j of input i (:func:`reference_picks`).
     G's encoder half does not depend on the style, so it runs once for the num_outs styles."""
     n, device = x.size(0), x.device
     y = torch.full((n,), trg, dtype=torch.long, device=device)
-    picks = reference_picks(len(refs), n, num_outs, generator) if mode == "reference" else None
+    if mode == "reference" and (picks is None or tuple(picks.shape) != (n, num_outs)):
+        raise ValueError(f"reference mode needs picks of shape [{n}, {num_outs}]")
     features = nets.generator.encode_image(x, masks)
     outs = []
     for j in range(num_outs):
@@ -195,6 +212,18 @@ def _outputs(nets: Networks, x: Tensor, trg: int, mode: str, num_outs: int, refs
             s = nets.style_encoder(eval_images([refs[k] for k in picks[:, j].tolist()], img_size).to(device), y)
         outs.append(nets.generator.decode_from(features, s, masks))
     return torch.stack(outs)
+
+
+def _true_translations(val_set: ImageFolder, pairs: list[dict[str, Path]], src: int, trg: int,
+                       inputs: list[Path], picks: Tensor, img_size: int) -> tuple[Tensor, Tensor]:
+    """On data paired by name: the inputs' namesakes in ``trg`` [N, 3, S, S], and [num_outs, N] bool, False
+    where output j of input i had that namesake as its reference (``refs[picks[i, j]]``)."""
+    src_folder, trg_folder = val_set.root / val_set.domains[src], val_set.root / val_set.domains[trg]
+    refs = val_set.files_of(trg)
+    keys = [pair_key(f, src_folder) for f in inputs]
+    scored = torch.tensor([[pair_key(refs[int(picks[i, j])], trg_folder) != key for i, key in enumerate(keys)]
+                           for j in range(picks.size(1))])
+    return eval_images(namesakes(inputs, src_folder, pairs[trg]), img_size), scored
 
 
 def _check_references(val_set: ImageFolder, settings: EvalConfig, modes: tuple[str, ...]) -> None:
@@ -248,6 +277,7 @@ def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, d
     modes = MODES if settings.mode == "both" else (settings.mode,)
     _check_references(val_set, settings, modes)
     img_size = config.model.img_size
+    pairs = paired_by_name(val_set, img_size)
     device = next(nets.generator.parameters()).device
     scorers = Scorers.build(settings, img_size, device, random_init=random_init)
     if scorers.classifier is not None and tuple(scorers.classifier.domains) != tuple(train_set.domains):
@@ -279,8 +309,14 @@ def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, d
                     chunk = files[start:start + settings.batch_size]
                     x = eval_images(chunk, img_size).to(device)
                     masks = masks_of(mask_fn, x)
-                    outs = _outputs(nets, x, trg, mode, outs_of[mode, trg], refs, img_size, generator, masks)
+                    picks = (reference_picks(len(refs), len(chunk), outs_of[mode, trg], generator)
+                             if mode == "reference" else None)
+                    outs = _outputs(nets, x, trg, mode, outs_of[mode, trg], refs, img_size, generator, masks,
+                                    picks)
                     task.add(outs)
+                    if pairs is not None and picks is not None:
+                        truth, scored = _true_translations(val_set, pairs, src, trg, chunk, picks, img_size)
+                        task.add_paired(outs, x, truth.to(device), scored)
                     if start == 0 and len(chunk) >= 2:  # on the first batch of inputs
                         task.source_kept = source_kept(nets, x, trg, mode, refs, img_size, kept_generator,
                                                        masks)
@@ -294,7 +330,7 @@ def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, d
         "format": FORMAT,
         "settings": {**dataclasses.asdict(settings), "seed": seed, "data": str(root),
                      "inputs_per_domain": {domains[s]: len(inputs[s]) for s in inputs},
-                     "random_init": random_init,
+                     "random_init": random_init, "paired_by_name": pairs is not None,
                      "face_masks": "fan" if mask_fn is not None else "none"},
         "scorers": scorers.describe(),
         **results,

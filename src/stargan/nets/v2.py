@@ -45,6 +45,7 @@ class Generator(nn.Module):
         # The paper stops at 16x16 (8x8 with w_hpf); a small image may want a deeper bottleneck.
         paper_num = _num_downsamplings(img_size, 4) + (1 if w_hpf > 0 else 0)
         repeat_num = num_downsamples or paper_num
+        self.num_downsamples = repeat_num  # the bottleneck is img_size / 2**num_downsamples wide
         if not 0 <= repeat_num <= int(math.log2(img_size)) - 1:
             raise ValueError(f"g_downsamples={num_downsamples} does not fit img_size={img_size}")
         dim_out = dim_in

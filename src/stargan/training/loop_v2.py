@@ -23,6 +23,7 @@ from stargan.training.augment import make_augment
 from stargan.training.probe import resolve_speed
 from stargan.training.speed import Speed, make_speed, prepare_networks, verify_compiled
 from stargan.training.step_v2 import TrainState, ema_beta_at, make_train_state, train_step
+from stargan.training.watch import KEY, InputWatch, batch_source_kept, warning_text, watch_from
 
 PROGRESS_KEYS = {"D/latent_real": "D_real", "D/latent_fake": "D_fake", "G/latent_adv": "G_adv",
                  "G/latent_sty": "sty", "G/latent_ds": "ds", "G/latent_cyc": "cyc"}
@@ -52,6 +53,18 @@ def write_samples(state: TrainState, config: Config, val_batch: tuple[torch.Tens
                                      mask_fn=mask_fn)
     prefix = out_dir / f"{state.step:06d}"
     return [save_grid(grid, f"{prefix}_{kind}.png") for kind, grid in grids.items()]
+
+
+def watch_input_use(state: TrainState, config: Config, val_batch: tuple[torch.Tensor, torch.Tensor],
+                    watch: InputWatch, mask_fn: MaskFn | None = None) -> dict[str, float]:
+    """``val/source_kept`` of the EMA networks on the fixed batch (to log); warns once if G ignores its input."""
+    kept = batch_source_kept(state.ema, *val_batch, seed=config.train.seed, mask_fn=mask_fn)
+    if kept is None:
+        return {}
+    if watch.observe(state.step, kept):
+        tqdm.write(warning_text(kept, state.step, watch.low_since, watch.threshold, config,
+                                state.ema.generator.num_downsamples))
+    return {KEY: kept}
 
 
 def evaluate_and_log(state: TrainState, config: Config, run_dir: Path, log: ScalarLog,
@@ -132,11 +145,19 @@ def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir
     val_batch = (fixed_batch(val_set, config.model.img_size, per_domain, seed=config.train.seed)
                  if world.is_main else None)
 
+    watch = InputWatch(from_step=watch_from(config.train.total_iters))
+
     def evaluates_at(step: int) -> bool:
         return config.eval.every > 0 and (step % config.eval.every == 0 or step == config.train.total_iters)
 
+    def samples_at(step: int) -> bool:
+        return step % config.train.sample_every == 0 or step == config.train.total_iters
+
+    def measure(step: int) -> dict[str, float]:  # logged with the step's losses, before its checkpoint
+        return watch_input_use(state, config, val_batch, watch, mask_fn) if samples_at(step) else {}
+
     def on_step(step: int, log: ScalarLog) -> None:
-        if step % config.train.sample_every == 0 or step == config.train.total_iters:
+        if samples_at(step):
             write_samples(state, config, val_batch, run_dir / "samples", mask_fn)
         if evaluates_at(step):
             tqdm.write(f"metrics: {evaluate_and_log(state, config, run_dir, log, show_progress, mask_fn)}")
@@ -151,6 +172,6 @@ def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir
                                                      ema_beta_at(state.step, config.optim),
                                                      mask_fn=mask_fn, speed=speed),
                     on_step=on_step, progress_keys=PROGRESS_KEYS, device=device, world=world,
-                    show_progress=show_progress, slow_step=evaluates_at)
+                    show_progress=show_progress, slow_step=evaluates_at, measure=measure)
 
 

@@ -244,9 +244,14 @@ def run_loop(state: Any, config: AnyConfig, run_dir: Path, batch_iter: Iterator[
              step_fn: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
              on_step: Callable[[int, ScalarLog], None], progress_keys: dict[str, str],
              device: torch.device, world: World, show_progress: bool,
-             slow_step: Callable[[int], bool] = lambda step: False) -> Path:
+             slow_step: Callable[[int], bool] = lambda step: False,
+             measure: Callable[[int], dict[str, float]] = lambda step: {}) -> Path:
     """Iterate ``step_fn`` until ``train.total_iters``; log, checkpoint, and call ``on_step`` (samples,
     metrics) on rank 0. Shared by StarGAN v2 and v1; how it ends is described at the top of this module.
+
+    ``measure(step)`` gives scalars of rank 0's networks to log with the step's losses (in a row of their
+    own when the step logs no losses); they are written before the step's checkpoint, so that a run
+    killed and resumed logs each of them once.
 
     ``slow_step(step)`` says that ``on_step`` may take long at that step (an evaluation): the other
     ranks then wait for rank 0 without a collective timeout (see distributed.wait_for_main).
@@ -302,7 +307,8 @@ def run_loop(state: Any, config: AnyConfig, run_dir: Path, batch_iter: Iterator[
                 step = state.step
                 if world.is_main:  # only rank 0 logs and saves, so only it watches for NaN/Inf
                     guard.observe(step, logs)
-                    _log_and_save(step, logs, log, progress, progress_keys, config, check_finite, save)
+                    _log_and_save(step, logs, measure(step), log, progress, progress_keys, config, check_finite,
+                                  save)
                     on_step(step, log)
                 if slow_step(step):
                     wait_for_main(world)
@@ -315,16 +321,18 @@ def run_loop(state: Any, config: AnyConfig, run_dir: Path, batch_iter: Iterator[
     return last_ckpt or checkpoints.resolve_checkpoint(run_dir)
 
 
-def _log_and_save(step: int, logs: dict[str, torch.Tensor], log: ScalarLog, progress: tqdm,
-                  progress_keys: dict[str, str], config: AnyConfig, check_finite: Callable[[], None],
-                  save: Callable[[], Path]) -> None:
+def _log_and_save(step: int, logs: dict[str, torch.Tensor], measured: dict[str, float], log: ScalarLog,
+                  progress: tqdm, progress_keys: dict[str, str], config: AnyConfig,
+                  check_finite: Callable[[], None], save: Callable[[], Path]) -> None:
     total, train_cfg = config.train.total_iters, config.train
     if step % train_cfg.log_every == 0 or step == total:
         check_finite()
         scalars = {k: float(v) for k, v in logs.items()}
-        log.write(step, scalars)
+        log.write(step, {**scalars, **measured})
         progress.set_postfix({short: f"{scalars[k]:.3f}" for k, short in progress_keys.items()
                               if k in scalars}, refresh=False)
+    elif measured:
+        log.write(step, measured)
     if step % train_cfg.save_every == 0 or step == total:
         save()
 
