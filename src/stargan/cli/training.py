@@ -1,4 +1,4 @@
-"""``stargan train``, ``demo`` and ``presets``."""
+"""``stargan train``, ``demo``, ``presets`` and ``bench``."""
 from __future__ import annotations
 
 import argparse
@@ -99,6 +99,41 @@ def cmd_demo(args: argparse.Namespace) -> None:
                                     "resume": None, "skip_bad_images": False}))
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    """The s/iter of a preset's candidate speed settings on this machine, and what ``auto`` picks."""
+    import dataclasses
+
+    import torch
+
+    from stargan import hardware
+    from stargan.training.probe import resolve_speed
+    from stargan.training.runner import resolve_device
+
+    config = load_preset(args.preset).with_overrides(list(args.set or []) + _precision_override(args))
+    if config.arch != "v2":
+        raise SystemExit(f"error: stargan bench measures the StarGAN v2 step; {args.preset} is a v1 preset")
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_domains=args.domains))
+    device = resolve_device(config.train.device)
+    print(f"machine: {hardware.describe(device)}; {torch.get_num_threads()} threads")
+    t = config.train
+    other = {"fp32": "bf16", "bf16": "fp32"}
+    shipped = dataclasses.replace(config, train=dataclasses.replace(
+        t, compile=False if args.no_compile else t.compile))
+    picked, lines, _ = resolve_speed(shipped, device, fresh=True)  # measured now; cached for `train`
+    for line in lines:
+        print(line)
+    if picked.train.precision in other and device.type in ("cpu", "cuda"):  # the precision not picked
+        alt = dataclasses.replace(config, train=dataclasses.replace(
+            t, precision=other[picked.train.precision], channels_last="auto", compile=False))
+        for line in resolve_speed(alt, device, fresh=True)[1]:
+            print(line)
+    p = picked.train
+    print(f"{args.preset} (precision {t.precision}, channels_last {str(t.channels_last).lower()}, compile "
+          f"{str(t.compile).lower()}) runs here with: precision={p.precision}, channels_last="
+          f"{str(p.channels_last).lower()}, compile={str(p.compile).lower()}"
+          + (" (compile left out: --no-compile)" if args.no_compile else ""))
+
+
 def add_train_options(p: argparse.ArgumentParser) -> None:
     add_threads(p)
     p.add_argument("--runs", default="runs", help="parent folder of numbered run directories")
@@ -131,6 +166,16 @@ def add_commands(sub) -> None:
     p.add_argument("--run-dir")
     add_train_options(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="s/iter of a preset's speed settings on this machine, and what auto picks")
+    p.add_argument("--preset", default="cpu-small", choices=available_presets())
+    p.add_argument("--domains", type=int, default=3, help="domains of the data (the heads' count)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="instead of the preset's")
+    p.add_argument("--no-compile", action="store_true", help="leave torch.compile out (it takes a minute or "
+                   "more to compile on a CPU)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+    add_threads(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("presets", help="list the config presets")
     p.set_defaults(func=lambda args: print("\n".join(f"{name:14s} StarGAN {load_preset(name).arch}"
