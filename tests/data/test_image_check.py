@@ -204,3 +204,19 @@ def test_celeba_with_every_training_image_bad_is_an_error(tmp_path):
         path.write_bytes(b"junk")
     with pytest.warns(UserWarning), pytest.raises(DataError, match="every training image .* is unreadable"):
         open_v1_data(celeba_config(image_dir, skip_bad_images=True), V1ModelConfig(c_dim=5))
+
+
+def test_no_progress_silences_the_check_bar(tmp_path, capsys):
+    from PIL import Image
+
+    from stargan.data.image_check import find_bad_images
+
+    files = []
+    for i in range(210):  # the bar shows from 200 files to decode on
+        path = tmp_path / f"{i:03d}.png"
+        Image.new("RGB", (4, 4)).save(path)
+        files.append(path)
+    assert find_bad_images(files, tmp_path, cache=False, progress=False) == []
+    assert "checking images" not in capsys.readouterr().err
+    find_bad_images(files, tmp_path, cache=False)
+    assert "checking images" in capsys.readouterr().err

@@ -117,7 +117,7 @@ def _without(folder: ImageFolder, drop: set[Path]) -> ImageFolder:
 
 
 def open_dataset(root: str | Path, skip_bad_images: bool = False,
-                 check_images: bool = True) -> tuple[ImageFolder, ImageFolder]:
+                 check_images: bool = True, progress: bool = True) -> tuple[ImageFolder, ImageFolder]:
     """Scan ``root/train`` and ``root/val`` (same domains in both) and, by default, check every image.
 
     Images already checked with the same size and modification time are not decoded again (see
@@ -139,5 +139,5 @@ def open_dataset(root: str | Path, skip_bad_images: bool = False,
                         f"{list(val.domains)}; both splits need the same domain folders")
     if not check_images:
         return train, val
-    drop = unusable_images(train.files + val.files, root, skip_bad_images)
+    drop = unusable_images(train.files + val.files, root, skip_bad_images, progress=progress)
     return (_without(train, drop), _without(val, drop)) if drop else (train, val)

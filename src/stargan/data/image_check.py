@@ -113,7 +113,7 @@ def _write_atomically(path: Path, text: str) -> bool:
 
 
 def find_bad_images(files: Sequence[Path], root: str | os.PathLike[str], workers: int = 4,
-                    cache: bool = True) -> list[tuple[Path, str]]:
+                    cache: bool = True, progress: bool = True) -> list[tuple[Path, str]]:
     """``(path, reason)`` of each of ``files`` that cannot be decoded.
 
     Files whose (size, mtime) match an earlier check under ``root`` are not decoded again.
@@ -140,7 +140,7 @@ def find_bad_images(files: Sequence[Path], root: str | os.PathLike[str], workers
         # Decompression-bomb warnings are about images we refuse anyway (Pillow's UserWarnings are
         # silenced by the decoding itself); the filters are process-wide, so they cover the pool's threads.
         with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
-                tqdm(total=len(todo), desc="checking images", unit="img", disable=len(todo) < 200) as bar:
+                tqdm(total=len(todo), desc="checking images", unit="img", disable=not progress or len(todo) < 200) as bar:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             for (path, stat), problem in zip(todo, pool.map(image_problem, [p for p, _ in todo])):
                 bar.update(1)
@@ -152,9 +152,10 @@ def find_bad_images(files: Sequence[Path], root: str | os.PathLike[str], workers
 
 
 def unusable_images(files: Sequence[Path], root: str | os.PathLike[str], skip_bad_images: bool,
-                    workers: int = 4, cache: bool = True) -> set[Path]:
-    """Check ``files``; stop with a list of the bad ones, or with ``skip_bad_images`` warn and return them."""
-    bad = find_bad_images(files, root, workers=workers, cache=cache)
+                    workers: int = 4, cache: bool = True, progress: bool = True) -> set[Path]:
+    """Check ``files``; stop with a list of the bad ones, or with ``skip_bad_images`` warn and return them.
+    ``progress``: a progress bar while 200 or more files are decoded."""
+    bad = find_bad_images(files, root, workers=workers, cache=cache, progress=progress)
     if not bad:
         return set()
     if not skip_bad_images:

@@ -41,11 +41,12 @@ def _from_folder(folder: ImageFolder) -> LabeledImages:
                          multi_label=False)
 
 
-def folder_splits(root: str | Path, skip_bad_images: bool = False,
-                  check_images: bool = True) -> tuple[LabeledImages, LabeledImages]:
+def folder_splits(root: str | Path, skip_bad_images: bool = False, check_images: bool = True,
+                  progress: bool = True) -> tuple[LabeledImages, LabeledImages]:
     """``(train, test)`` from ``root/train/<domain>/`` and ``root/val/<domain>/``, checked as
     :func:`stargan.data.open_dataset` does."""
-    train, val = open_dataset(root, skip_bad_images=skip_bad_images, check_images=check_images)
+    train, val = open_dataset(root, skip_bad_images=skip_bad_images, check_images=check_images,
+                              progress=progress)
     return _from_folder(train), _from_folder(val)
 
 
@@ -92,8 +93,8 @@ def _require(value: str, setting: str, what: str) -> None:
         raise ValueError(f"{setting} is empty; --set {setting}=PATH to {what}")
 
 
-def _open_celeba(cfg: V1DataConfig, model: V1ModelConfig,
-                 check_images: bool) -> tuple[LabeledImages, LabeledImages]:
+def _open_celeba(cfg: V1DataConfig, model: V1ModelConfig, check_images: bool,
+                 progress: bool = True) -> tuple[LabeledImages, LabeledImages]:
     if not Path(cfg.root).is_dir():
         raise DataError(f"CelebA image folder {cfg.root} (data.root) does not exist; --set data.root=PATH "
                         "to the folder holding 000001.jpg ... (img_align_celeba)")
@@ -102,7 +103,7 @@ def _open_celeba(cfg: V1DataConfig, model: V1ModelConfig,
     train, test = celeba_splits(cfg.root, attr_file, cfg.attrs, cfg.exclusive, cfg.test_size)
     if not check_images:
         return train, test
-    drop = unusable_images(train.files + test.files, cfg.root, cfg.skip_bad_images)
+    drop = unusable_images(train.files + test.files, cfg.root, cfg.skip_bad_images, progress=progress)
     train, test = train.without(drop), test.without(drop)
     if not len(train):
         raise DataError(f"every training image listed in {attr_file} is unreadable; replace the images in "
@@ -110,9 +111,10 @@ def _open_celeba(cfg: V1DataConfig, model: V1ModelConfig,
     return train, test
 
 
-def _open_folders(cfg: V1DataConfig, root: str, key: str, expected: int,
-                  check_images: bool) -> tuple[LabeledImages, LabeledImages]:
-    train, test = folder_splits(root, skip_bad_images=cfg.skip_bad_images, check_images=check_images)
+def _open_folders(cfg: V1DataConfig, root: str, key: str, expected: int, check_images: bool,
+                  progress: bool = True) -> tuple[LabeledImages, LabeledImages]:
+    train, test = folder_splits(root, skip_bad_images=cfg.skip_bad_images, check_images=check_images,
+                                progress=progress)
     _check_size(f"{Path(root) / 'train'} has domains", train.names, key, expected)
     if cfg.domains and tuple(cfg.domains) != train.names:
         raise DataError(f"{root} has domains {list(train.names)} but the config (data.domains) expects "
@@ -120,7 +122,8 @@ def _open_folders(cfg: V1DataConfig, root: str, key: str, expected: int,
     return train, test
 
 
-def open_v1_data(cfg: V1DataConfig, model: V1ModelConfig, check_images: bool = True) -> V1Data:
+def open_v1_data(cfg: V1DataConfig, model: V1ModelConfig, check_images: bool = True,
+                 progress: bool = True) -> V1Data:
     """Open the datasets of ``cfg.mode`` and check them against the model's label sizes.
 
     With ``check_images`` every image is decoded once (results cached per file, see
@@ -140,12 +143,12 @@ def open_v1_data(cfg: V1DataConfig, model: V1ModelConfig, check_images: bool = T
     if cfg.mode == "both":
         _require(cfg.rafd_root, "data.rafd_root", folders)
     if cfg.mode == "celeba":
-        splits = [_open_celeba(cfg, model, check_images)]
+        splits = [_open_celeba(cfg, model, check_images, progress)]
     elif cfg.mode == "folders":
-        splits = [_open_folders(cfg, cfg.root, "c_dim", model.c_dim, check_images)]
+        splits = [_open_folders(cfg, cfg.root, "c_dim", model.c_dim, check_images, progress)]
     else:
-        splits = [_open_celeba(cfg, model, check_images),
-                  _open_folders(cfg, cfg.rafd_root, "c2_dim", model.c2_dim, check_images)]
+        splits = [_open_celeba(cfg, model, check_images, progress),
+                  _open_folders(cfg, cfg.rafd_root, "c2_dim", model.c2_dim, check_images, progress)]
     return V1Data(train=tuple(train for train, _ in splits), test=tuple(test for _, test in splits))
 
 

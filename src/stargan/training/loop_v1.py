@@ -25,9 +25,9 @@ PROGRESS_KEYS = {"D/real": "D_real", "D/fake": "D_fake", "D/cls": "D_cls", "D/gp
                  "G/fake": "G_fake", "G/cls": "G_cls", "G/rec": "rec"}
 
 
-def resolve_v1_data(config: V1Config) -> tuple[V1Config, V1Data]:
+def resolve_v1_data(config: V1Config, progress: bool = True) -> tuple[V1Config, V1Data]:
     """Open and check the datasets; return the config with the folder domain names filled in."""
-    data = open_v1_data(config.data, config.model)
+    data = open_v1_data(config.data, config.model, progress=progress)
     folders = [images for images in data.train if not images.multi_label]
     if folders:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, domains=folders[0].names))
@@ -47,7 +47,7 @@ def train_v1(config: V1Config, run_dir: Path, resume: bool = False, show_progres
     config = dataclasses.replace(config, train=dataclasses.replace(
         config.train, **{k: plain for k, plain in v2_only.items() if k != "augment"}))
     check_run_dir(run_dir, config, resume)
-    config, data = resolve_v1_data(config)
+    config, data = resolve_v1_data(config, progress=show_progress)
     device = resolve_device(device_for(world, config.train.device))
     with training_run(run_dir, world):
         return _train_v1(config, data, run_dir, resume, device, show_progress, world)

@@ -29,12 +29,13 @@ PROGRESS_KEYS = {"D/latent_real": "D_real", "D/latent_fake": "D_fake", "G/latent
                  "G/latent_sty": "sty", "G/latent_ds": "ds", "G/latent_cyc": "cyc"}
 
 
-def resolve_data(config: Config) -> tuple[Config, ImageFolder, ImageFolder]:
+def resolve_data(config: Config, progress: bool = True) -> tuple[Config, ImageFolder, ImageFolder]:
     """Scan and check the dataset; return the config with the domain names and count filled in."""
     if not config.data.root:
         raise ValueError("no dataset given: pass --data DIR (a folder with train/<domain>/ and "
                          "val/<domain>/) or set data.root")
-    train_set, val_set = open_dataset(config.data.root, skip_bad_images=config.data.skip_bad_images)
+    train_set, val_set = open_dataset(config.data.root, skip_bad_images=config.data.skip_bad_images,
+                                      progress=progress)
     if config.data.domains and tuple(config.data.domains) != tuple(train_set.domains):
         raise ValueError(f"the run expects domains {list(config.data.domains)} but {config.data.root} "
                          f"has {list(train_set.domains)}")
@@ -86,7 +87,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
     A model with w_hpf > 0 needs the FAN weights for its face masks (or ``model.masks: false``).
     """
     check_run_dir(run_dir, config, resume)
-    config, train_set, val_set = resolve_data(config)
+    config, train_set, val_set = resolve_data(config, progress=show_progress)
     device = resolve_device(device_for(world, config.train.device))
     mask_fn = load_mask_fn(config.model, device, run=run_dir)  # a missing wing.ckpt stops here
     if opt_out_note(config.model) and world.is_main:
