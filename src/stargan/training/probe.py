@@ -176,8 +176,10 @@ def resolve_speed(config: Config, device: torch.device,
                                else "") + ")", flush=True)
         measured, path, cached = cached_probe(request, probe, fresh)
         chosen = choose(measured)
-        figures = ", ".join(f"{m.candidate.label} " + (f"{m.seconds:.3f} s/it" if m.seconds is not None
-                                                       else f"failed ({m.problem})") for m in measured)
+        figures = ", ".join(f"{m.candidate.label} " + (
+            f"{m.seconds:.3f} s/it" if m.seconds is not None
+            else f"skipped ({m.problem})" if m.problem.startswith("not compiled")
+            else f"failed ({m.problem})") for m in measured)
         how = "cached" if cached else f"measured in {time.monotonic() - started:.0f} s"
         all_failed = chosen is None  # only compiled candidates can fail: the eager step is ours
         if all_failed:
@@ -185,7 +187,8 @@ def resolve_speed(config: Config, device: torch.device,
         lines.append(f"speed ({precision}, batch {config.data.batch_size}, {torch.get_num_threads()} "
                      f"threads; {how}, {path}): {figures} -> channels_last={str(chosen.channels_last).lower()}, "
                      f"compile={str(chosen.compile).lower()}")
-        failed = [m for m in measured if m.candidate.compile and m.seconds is None]
+        failed = [m for m in measured if m.candidate.compile and m.seconds is None
+                  and not m.problem.startswith("not compiled")]
         if failed and (t.compile is True or all_failed):
             warns.append(f"train.compile={str(t.compile).lower()}: {failed[0].problem}; training runs eagerly")
     resolved = dataclasses.replace(t, precision=precision, channels_last=chosen.channels_last,
