@@ -114,9 +114,9 @@ def choose_speed(config: Config, device: torch.device, world: World) -> Config:
 
 
 def check_compiled(state: TrainState, speed: Speed, batch: dict[str, torch.Tensor], mask_fn: MaskFn | None,
-                   world: World) -> None:
+                   world: World) -> bool:
     """Compare the compiled passes with eager on the first batch, before any optimizer step; on any
-    failure the run goes on eagerly (one warning naming the passes)."""
+    failure the run goes on eagerly (one warning naming the passes). Returns whether it passed."""
     failed = verify_compiled(state.nets, speed, batch, mask_fn)
     if failed:
         speed.compiled = {}
@@ -124,6 +124,7 @@ def check_compiled(state: TrainState, speed: Speed, batch: dict[str, torch.Tenso
             warnings.warn("train.compile: " + "; ".join(f"the compiled {name} {why}" for name, why in
                                                         failed.items()) + "; training continues eagerly",
                           stacklevel=2)
+    return not failed
 
 
 def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir: Path, resume: bool,
@@ -166,7 +167,10 @@ def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir
     loader = train_loader(batches, state.step, config.data.num_workers)
     if speed.compiled:
         first = next(loader)
-        check_compiled(state, speed, {k: v.to(device) for k, v in first.items()}, mask_fn, world)
+        if not check_compiled(state, speed, {k: v.to(device) for k, v in first.items()}, mask_fn, world):
+            config = dataclasses.replace(config, train=dataclasses.replace(config.train, compile=False))
+            if world.is_main:  # what the run does, in config.yaml and the checkpoints
+                config.save_yaml(run_dir / "config.yaml")
         loader = itertools.chain([first], loader)
     return run_loop(state, config, run_dir, loader,
                     step_fn=lambda batch: train_step(state, batch, config.loss,

@@ -38,9 +38,11 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # of its parameter gradients (all together). fp32: at most VERIFY_TOLERANCE from eager fp32 (rounding
 # in another order; measured below 1e-5 on the test networks). bf16/fp16: eager autocast itself moves
 # the values from fp32 by some distance d (the gradients of the cpu-small decoder by about 0.1); the
-# compiled pass may be at most LOW_PRECISION_SLACK * d (and at least VERIFY_TOLERANCE) from fp32: no
-# worse than the eager step it replaces, within rounding. A broken pass is off by O(1) or non-finite.
-VERIFY_TOLERANCE = 1e-4
+# compiled pass may be LOW_PRECISION_SLACK * d from fp32, and at least the precision's floor (D's
+# output is one logit per image: on a batch of 2, d itself is a noisy estimate; a compiled D was
+# 0.013 from fp32 there). No worse than the eager step it replaces, within rounding; a broken pass is
+# off by O(1) or non-finite.
+VERIFY_TOLERANCE = {"fp32": 1e-4, "bf16": 0.05, "fp16": 0.01}
 LOW_PRECISION_SLACK = 2.0
 COMPILED_PASSES = ("generator.encode_image", "generator.decode_from", "mapping_network", "style_encoder",
                    "discriminator")
@@ -215,15 +217,15 @@ def _difference(got: list[tuple[str, torch.Tensor]], expected: list[tuple[str, t
 
     for kind in ("output", "gradient"):
         error = distance(got, kind)
+        floor = VERIFY_TOLERANCE[precision]
         if precision == "fp32":
-            if error > VERIFY_TOLERANCE:
-                return f"its {kind}s differ from eager by {error:.2g} relative (tolerance {VERIFY_TOLERANCE:g})"
+            if error > floor:
+                return f"differs from eager in its {kind}s by {error:.2g} relative (tolerance {floor:g})"
             continue
         eager = distance(expected, kind)
-        allowed = max(LOW_PRECISION_SLACK * eager, VERIFY_TOLERANCE)
-        if error > allowed:
-            return (f"its {kind}s are {error:.2g} (relative) from fp32 where eager {precision} is {eager:.2g}: "
-                    f"over {LOW_PRECISION_SLACK:g}x")
+        if error > max(LOW_PRECISION_SLACK * eager, floor):
+            return (f"is {error:.2g} (relative) from fp32 in its {kind}s where eager {precision} is "
+                    f"{eager:.2g}: over {LOW_PRECISION_SLACK:g}x and over {floor:g}")
     return None
 
 
