@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from stargan.data import generated
 from stargan.data.folders import DataError
+from stargan.data import style_sets
 from stargan.data.style_sets import SPLITS, Origin, colour, gradient, make_folders, write_readme
 
 
@@ -69,13 +70,7 @@ class GlyphParams:
 
 def parse_styles(names: str | Sequence[str]) -> list[str]:
     """Style names from ``sans,serif,script`` (or a list): at least two, all known, no repeats."""
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    unknown = [n for n in names if n not in STYLES]
-    if unknown or len(names) < 2 or len(set(names)) != len(names):
-        raise DataError(f"--styles needs at least two different font styles, got {list(names)}"
-                        f"{f' (unknown: {unknown})' if unknown else ''}; valid names: {', '.join(STYLES)}")
-    return list(names)
+    return style_sets.parse_domains(names, list(STYLES), "--styles", "font styles")
 
 
 def find_font(style: str, font_dirs: Sequence[Path] = FONT_DIRS) -> Path:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from stargan.data import generated
 from stargan.data.folders import DataError
+from stargan.data import style_sets
 from stargan.data.style_sets import SPLITS, Origin, colour, gradient, make_folders, write_readme
 
 
@@ -52,13 +53,7 @@ ABOUT = ("Icon themes: each file name is one icon (its subject, position, size a
 
 def parse_themes(names: str | Sequence[str]) -> list[str]:
     """Theme names from ``tango,gnome,elementary`` (or a list): at least two, all known, no repeats."""
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    unknown = [n for n in names if n not in THEMES]
-    if unknown or len(names) < 2 or len(set(names)) != len(names):
-        raise DataError(f"--themes needs at least two different icon themes, got {list(names)}"
-                        f"{f' (unknown: {unknown})' if unknown else ''}; valid names: {', '.join(THEMES)}")
-    return list(names)
+    return style_sets.parse_domains(names, list(THEMES), "--themes", "icon themes")
 
 
 def theme_icons(theme: str, icons_dir: Path = ICONS_DIR) -> dict[str, Path]:

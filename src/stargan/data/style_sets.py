@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from stargan.data.images import DataError
+
 SPLITS = ("train", "val")
 DEBIAN_DOCS = Path("/usr/share/doc")
 
@@ -28,6 +30,18 @@ class Origin:
     name: str
     package: str
     licence: str
+
+
+def parse_domains(names: str | Sequence[str], known: Sequence[str], option: str, what: str) -> list[str]:
+    """Domain names from ``a,b,c`` (or a list): at least two, all in ``known``, no repeats; else an error
+    naming ``option`` (``--styles``) and ``what`` (``font styles``)."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or len(names) < 2 or len(set(names)) != len(names):
+        raise DataError(f"{option} needs at least two different {what}, got {list(names)}"
+                        f"{f' (unknown: {unknown})' if unknown else ''}; valid names: {', '.join(known)}")
+    return list(names)
 
 
 def colour(rng: np.random.Generator, s: tuple[float, float], v: tuple[float, float]) -> tuple[int, int, int]:
