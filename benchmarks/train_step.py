@@ -40,6 +40,7 @@ from torch.utils.flop_counter import flop_registry
 
 from stargan.config import load_preset
 from stargan.nets.v2 import build_networks
+from stargan.training import probe
 from stargan.training.speed import Speed, prepare_networks
 from stargan.training.step_v2 import make_train_state, train_step
 
@@ -47,13 +48,8 @@ PHASES = ("D/latent", "D/ref", "G/latent", "G/ref", "EMA")
 
 
 def random_batch(cfg, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    size, n = cfg.model.img_size, cfg.model.num_domains
-    x = lambda: torch.rand(batch, 3, size, size, generator=g) * 2 - 1  # noqa: E731
-    y = lambda: torch.randint(0, n, (batch,), generator=g)  # noqa: E731
-    z = lambda: torch.randn(batch, cfg.model.latent_dim, generator=g)  # noqa: E731
-    out = {"x_real": x(), "y_org": y(), "x_ref": x(), "x_ref2": x(), "y_trg": y(), "z_trg": z(), "z_trg2": z()}
-    return {k: v.to(device) for k, v in out.items()}
+    """The speed probe's random batch (same draws): the benchmark times what `auto` measures."""
+    return probe.random_batch(cfg.model, batch, device)
 
 
 def make_variant(name: str, cfg, args, device: torch.device):
