@@ -73,6 +73,16 @@ def cmd_data_icon_themes(args: argparse.Namespace) -> None:
           "reference-guided outputs are from the true translation (paired_l1)")
 
 
+def _add_style_set_options(p) -> None:
+    """The options the paired style datasets (font-styles, icon-themes) share."""
+    p.add_argument("--out", required=True, help="dataset folder to write (train/, val/, README.txt, LICENSES/)")
+    p.add_argument("--img-size", type=int, default=32)
+    p.add_argument("--train-per-domain", type=int, default=1000)
+    p.add_argument("--val-per-domain", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("import-official", help="turn official StarGAN v2 (or v1) checkpoints into a run")
     p.add_argument("checkpoint", nargs="+", help="v2: NNNNNN_nets_ema.ckpt; v1: NNNNNN-G.ckpt [NNNNNN-D.ckpt]")
@@ -108,12 +118,7 @@ def add_commands(sub) -> None:
     p.add_argument("--styles", default="sans,serif,script",
                    help="comma-separated styles (sans: fonts-dejavu-core, serif: fonts-liberation2, "
                    "script: fonts-dancingscript)")
-    p.add_argument("--out", required=True, help="dataset folder to write (train/, val/, README.txt, LICENSES/)")
-    p.add_argument("--img-size", type=int, default=32)
-    p.add_argument("--train-per-domain", type=int, default=1000)
-    p.add_argument("--val-per-domain", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    _add_style_set_options(p)
     p.set_defaults(func=cmd_data_font_styles)
     p = data_sub.add_parser("icon-themes", help="one desktop icon per file name, drawn by several Debian icon "
                             "themes: a style dataset of colour pictures paired by name")
@@ -121,10 +126,5 @@ def add_commands(sub) -> None:
                    help="comma-separated themes (tango: tango-icon-theme, gnome: gnome-icon-theme, "
                    "elementary: elementary-xfce-icon-theme)")
     p.add_argument("--icons-dir", default="/usr/share/icons", help="where the themes are installed")
-    p.add_argument("--out", required=True, help="dataset folder to write (train/, val/, README.txt, LICENSES/)")
-    p.add_argument("--img-size", type=int, default=32)
-    p.add_argument("--train-per-domain", type=int, default=1000)
-    p.add_argument("--val-per-domain", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    _add_style_set_options(p)
     p.set_defaults(func=cmd_data_icon_themes)
