@@ -102,3 +102,25 @@ def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pa
     print(f"{kills} kills in {rounds} runs, {stale_seen} of them during a checkpoint write, "
           f"{time.monotonic() - started:.0f} s")
     assert kills >= KILLS and rounds >= 1
+
+
+def test_kill_9_with_a_data_loader_worker_then_an_immediate_resume_is_not_refused(tmp_path):
+    """The run's lock belongs to the training process: its forked data-loader worker, alive for a moment
+    after ``kill -9``, must not make ``--resume`` fail with "being trained by another process"."""
+    data = make_demo_dataset(tmp_path / "data", img_size=16, train_per_domain=4, val_per_domain=2)
+    run = tmp_path / "run"
+    tiny = [a if a != "data.num_workers=0" else "data.num_workers=1" for a in TINY]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "stargan.cli", "train", "--no-progress", "--preset", "demo",
+                             "--data", str(data), "--run-dir", str(run), *[a for i in tiny for a in ("--set", i)]],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and logged_steps(run) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run([sys.executable, "-m", "stargan.cli", "train", "--no-progress", "--resume", str(run)],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert logged_steps(run) == TOTAL

@@ -312,5 +312,43 @@ def test_a_second_process_cannot_train_the_same_run(demo_data, tmp_path):
 
     with run_lock(tmp_path):
         config, train, _ = ARCHS["v2"]
-        with pytest.raises(ValueError, match=f"being trained by another process \\(pid {os.getpid()}\\)"):
+        with pytest.raises(ValueError, match=f"being trained already, by this process \\(pid {os.getpid()}\\)"):
             train(config(demo_data, "train.total_iters=1"), tmp_path, show_progress=False)
+
+
+HOLD_AND_FORK = """
+import os, sys, time
+from pathlib import Path
+from stargan.training.runner import run_lock
+with run_lock(Path(sys.argv[1])):
+    if os.fork() == 0:  # a child that outlives its parent, as a data-loader worker does for a while
+        time.sleep(30)
+        os._exit(0)
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_another_process_holding_the_lock_is_refused_and_its_kill_frees_the_lock_at_once(tmp_path):
+    """The lock belongs to the training process alone: a forked child (data-loader worker) that lives on
+    after ``kill -9`` of its parent does not keep an immediate ``--resume`` out."""
+    import subprocess
+    import sys
+
+    from stargan.training.runner import run_lock
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_FORK, str(tmp_path)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ValueError, match=f"being trained by another process \\(pid {holder.pid}\\)"):
+            with run_lock(tmp_path):
+                pass
+        holder.kill()
+        holder.wait()
+        with run_lock(tmp_path):  # at once: the child still lives (sleeping), the lock died with its parent
+            # (read by another process: closing any descriptor of the file in this one would drop the lock)
+            assert subprocess.check_output(["cat", str(tmp_path / ".lock")], text=True) == str(os.getpid())
+    finally:
+        holder.kill()
+        holder.wait()

@@ -71,25 +71,41 @@ def check_new_run_dir(run_dir: Path) -> None:
 
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold ``RUN/.lock`` while training, so that two processes never write into one run."""
+    """Hold ``RUN/.lock`` while training, so that two processes never write into one run.
+
+    A POSIX record lock (``lockf``): it belongs to this process alone. Forked children (data-loader
+    workers) do not inherit it, so when the training process dies (kill -9) the lock dies with it and an
+    immediate ``--resume`` may take it; an ``flock`` would live on in a worker until the worker noticed.
+    Record locks do not exclude the process that holds them, and closing any descriptor of the file
+    drops them: a second lock in the same process is refused before the file is opened again."""
     import fcntl
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    key = (run_dir / ".lock").resolve()
+    if key in _HELD_IN_THIS_PROCESS:
+        raise ValueError(f"{run_dir} is being trained already, by this process (pid {os.getpid()}); "
+                         "wait for it to finish or stop it first")
     with open(run_dir / ".lock", "a+") as fh:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             fh.seek(0)
             raise ValueError(f"{run_dir} is being trained by another process (pid {fh.read().strip() or '?'});"
                              " wait for it to finish or stop it first") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
+        _HELD_IN_THIS_PROCESS.add(key)
         try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(str(os.getpid()))
+            fh.flush()
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            _HELD_IN_THIS_PROCESS.discard(key)
+            fcntl.lockf(fh, fcntl.LOCK_UN)
+
+
+# The run locks this process holds (record locks cannot tell a second taker in the same process).
+_HELD_IN_THIS_PROCESS: set[Path] = set()
 
 
 def remove_stale_files(run_dir: Path) -> list[Path]:
