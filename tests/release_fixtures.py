@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("root")
     parser.add_argument("--hub", help="where wing.ckpt and celeba_lm_mean.npz go (default: torch hub's)")
     args = parser.parse_args()
-    from stargan.metrics.weights import hub_dir
+    from stargan.hub import hub_dir
 
     written = write_release(Path(args.root), Path(args.hub) if args.hub else hub_dir())
     print("\n".join(f"{key}: {value}" for key, value in written.items()))

@@ -37,6 +37,7 @@ def test_missing_file_says_what_where_and_how(hub):
     assert "pt_inception-2015-12-05-6726825d.pth" in message
     assert str(hub) in message
     assert REGISTRY["inception-tf"].url in message
+    assert "`stargan download inception-tf`" in message and "STARGAN_OFFLINE=1 or --offline" in message
     assert isinstance(info.value, FileNotFoundError)
 
 

@@ -11,10 +11,10 @@ from PIL import Image
 
 from stargan.api import Translator
 from stargan.config import V1ModelConfig
-from stargan.download import LICENCE_PREFIX
+from stargan.hub import LICENCE_PREFIX, RELEASES
 from stargan.nets.v1 import build_v1_networks
 from stargan.official import import_official_v1
-from stargan.serve.model import ServedModel
+from stargan.serve.model import ServedModel, release_licence
 from stargan.serve.page import Handlers
 
 
@@ -48,6 +48,11 @@ def test_describe_shows_metrics_and_licence(tiny_run: Path, tmp_path: Path) -> N
     text = ServedModel(run).describe()
     assert "latent/fid 12.500" in text and "latent/lpips 0.250" in text
     assert "licence: CC BY-NC 4.0 (NAVER Corp.)" in text
+
+
+def test_a_model_imported_from_a_released_file_has_its_licence() -> None:
+    assert release_licence("official:stargan-v2-afhq-100000_nets_ema.ckpt") == RELEASES["afhq"].licence
+    assert release_licence("official:100000_nets_ema.ckpt") == "" and release_licence("demo") == ""
 
 
 def test_upload_translate_equals_the_translator(handlers: Handlers, tiny_run: Path, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.simplefilter("default")
     if getattr(args, "offline", False):
-        os.environ["STARGAN_OFFLINE"] = "1"  # read by stargan.download wherever a file would be fetched
+        os.environ["STARGAN_OFFLINE"] = "1"  # read by stargan.hub wherever a file would be fetched
     from stargan.checkpoints import CheckpointWriteError
     from stargan.threads import choose_threads
     from stargan.training.runner import TrainingFailed, TrainingStopped

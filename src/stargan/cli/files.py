@@ -39,7 +39,7 @@ def cmd_download(args: argparse.Namespace) -> None:
     for name in args.names:
         made = download.download(name, args.dir, args.runs, data=args.data, progress=not args.no_progress)
         print("\n".join(str(path) for path in made))
-        if download.CATALOG[name].model:
+        if download.release(name).model:
             print(f"try it: stargan serve {made[-1]}")
 
 

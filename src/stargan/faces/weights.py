@@ -1,14 +1,14 @@
 """The StarGAN v2 release's face files: FAN weights (``wing.ckpt``) and mean CelebA-HQ landmarks.
 
-Nothing here downloads. A file is taken from an explicit path (an argument or a config field), or else
-from the weights folder the metrics use (torch.hub's ``checkpoints`` folder). ``wing.ckpt`` is a torch
+Nothing here downloads (``stargan download wing`` does). The two files are records of
+:mod:`stargan.hub`. A file is taken from an explicit path (an argument or a config field), or else from
+the weights folder the metrics use (torch.hub's ``checkpoints`` folder). ``wing.ckpt`` is a torch
 pickle: it is read with ``weights_only=True`` (tensors only, no code) and written once beside itself as
 ``wing.safetensors``, which later loads use instead. The release publishes no checksums.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,39 +16,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from stargan.faces.fan import FAN, NUM_LANDMARKS
-from stargan.metrics.weights import WeightsError, hub_dir, missing_weights_error
+from stargan.hub import FAN_WEIGHTS, MEAN_LANDMARKS, ReleasedFile, WeightsError, hub_dir, missing_file_error
 
 RELEASE_NAME = "wing"               # `stargan download wing` fetches both files into the weights folder
 FAN_CACHE_SUFFIX = ".safetensors"
 RUN_FAN_FILE = "fan.safetensors"  # FAN weights kept inside a run directory (imported releases)
+FAN_HOW_TO_PASS = ("--fan-weights PATH; in a config, model.fan_weights. A w_hpf > 0 model runs without "
+                   "masks only with --no-masks (model.masks: false), which is not the paper's model")
+MEAN_LANDMARKS_HOW_TO_PASS = "--mean-landmarks PATH"
 
 
-@dataclass(frozen=True)
-class ReleaseFile:
-    filename: str
-    url: str        # where the release publishes it (text only: never fetched)
-    source: str     # one line on what it is and who needs it
-    how_to_pass: str
-
-
-FAN_WEIGHTS = ReleaseFile(
-    filename="wing.ckpt",
-    url="https://www.dropbox.com/s/tjxpypwpt38926e/wing.ckpt?dl=1",
-    source="FAN face landmark network of the StarGAN v2 release (CC BY-NC 4.0); models with "
-           "w_hpf > 0 (CelebA-HQ) compute their high-pass face masks with it",
-    how_to_pass="--fan-weights PATH; in a config, model.fan_weights. A w_hpf > 0 model runs without "
-                "masks only with --no-masks (model.masks: false), which is not the paper's model",
-)
-MEAN_LANDMARKS = ReleaseFile(
-    filename="celeba_lm_mean.npz",
-    url="https://www.dropbox.com/s/91fth49gyb7xksk/celeba_lm_mean.npz?dl=1",
-    source="mean CelebA-HQ face landmarks of the StarGAN v2 release (CC BY-NC 4.0), the target of "
-           "'stargan align'",
-    how_to_pass="--mean-landmarks PATH",
-)
-
-
-def _locate(spec: ReleaseFile, path: str | Path | None, cached_name: str | None = None) -> Path:
+def _locate(file: ReleasedFile, path: str | Path | None, how_to_pass: str, cached_name: str | None = None) -> Path:
     """An explicit file (or folder holding it), else the weights folder; raises when it is missing.
 
     In a folder, the safetensors copy ``cached_name`` counts as the file when the file itself is gone.
@@ -56,14 +34,14 @@ def _locate(spec: ReleaseFile, path: str | Path | None, cached_name: str | None 
     explicit = path is not None and str(path) != ""
     candidate = Path(path).expanduser() if explicit else hub_dir()
     if not explicit or candidate.is_dir():
-        for name in (spec.filename, cached_name):
+        for name in (file.filename, cached_name):
             if name and (candidate / name).is_file():
                 return candidate / name
-        candidate = candidate / spec.filename
+        candidate = candidate / file.filename
     if not candidate.is_file():
-        raise missing_weights_error(spec.filename, spec.source, spec.url, candidate, explicit,
-                                    spec.how_to_pass, how_to_fetch=f"Fetch it with `stargan download "
-                                    f"{RELEASE_NAME}` (both face files of the release), or get it")
+        raise missing_file_error(file, candidate, explicit, how_to_pass=how_to_pass,
+                                 how_to_fetch=f"Fetch it with `stargan download {RELEASE_NAME}` (both face "
+                                 "files of the release), or get it")
     return candidate
 
 
@@ -72,7 +50,7 @@ def find_fan_weights(path: str | Path | None = None) -> Path:
 
     Raises :class:`WeightsError`, naming the file, the release's link and where to put it.
     """
-    found = _locate(FAN_WEIGHTS, path, cached_name="wing" + FAN_CACHE_SUFFIX)
+    found = _locate(FAN_WEIGHTS, path, FAN_HOW_TO_PASS, cached_name="wing" + FAN_CACHE_SUFFIX)
     cached = found.with_suffix(FAN_CACHE_SUFFIX)
     if cached != found and cached.is_file() and cached.stat().st_mtime >= found.stat().st_mtime:
         return cached  # the safetensors copy written by an earlier load (no pickle to read)
@@ -143,7 +121,7 @@ def load_fan(path: str | Path | None = None, device: torch.device | str = "cpu")
 
 def load_mean_landmarks(path: str | Path | None = None) -> np.ndarray:
     """The release's mean CelebA-HQ landmarks: 98 x 2 (x, y) pixel positions in a 256 px image."""
-    found = _locate(MEAN_LANDMARKS, path)
+    found = _locate(MEAN_LANDMARKS, path, MEAN_LANDMARKS_HOW_TO_PASS)
     try:
         with np.load(found, allow_pickle=False) as data:
             mean = data["mean"]

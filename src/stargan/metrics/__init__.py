@@ -1,7 +1,8 @@
 """Evaluation metrics: FID, KID and LPIPS, their feature extractors and pretrained weights.
 
-Nothing here downloads: weight files are found by :func:`resolve_weights` (an explicit path, or
-torch.hub's checkpoint folder) and verified by SHA-256.
+Weight files are found by :func:`resolve_weights` (an explicit path, or torch.hub's checkpoint folder,
+where a missing file is fetched on first use by :func:`stargan.hub.fetch` unless offline) and verified
+by SHA-256.
 """
 from stargan.metrics.backbones import (EXTRACTORS, FeatureExtractor, build_extractor, clean_resize, describe,
                                        tf_inception_input, to_pixels)

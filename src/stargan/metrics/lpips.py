@@ -1,7 +1,7 @@
 """LPIPS (Zhang et al., 2018) with the AlexNet trunk and v0.1 linear heads, and StarGAN v2's diversity score.
 
 The linear heads ship inside the ``lpips`` package; the AlexNet trunk is torchvision's ImageNet file,
-resolved and verified by :func:`stargan.metrics.weights.resolve_weights` (never downloaded).
+resolved and verified by :func:`stargan.metrics.weights.resolve_weights` (fetched on first use when missing).
 """
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from stargan.metrics.weights import (RANDOM_INIT, WeightsError, load_into, load_state_dict,
-                                     resolve_weights, seeded_init, sha256_file)
+from stargan.hub import sha256_file
+from stargan.metrics.weights import (RANDOM_INIT, WeightsError, load_into, load_state_dict, resolve_weights,
+                                     seeded_init)
 
 PAIR_BATCH = 64  # image pairs per pass of the linear heads in mean_pairwise_lpips
 MIN_SIZE = 32    # AlexNet's pooling leaves nothing of smaller images: they are upsampled to this

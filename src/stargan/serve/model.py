@@ -18,7 +18,7 @@ from stargan import checkpoints
 from stargan.api import Translator
 from stargan.data import condition_vector, to_pil, v1_transform
 from stargan.data.folders import list_images
-from stargan.download import LICENCE_PREFIX
+from stargan.hub import LICENCE_PREFIX, released_file
 
 MAX_STYLES = 8             # outputs per latent-guided request
 GIF_FRAMES = 12            # frames per transition of the interpolation GIF (two transitions: A->B->A)
@@ -140,7 +140,7 @@ class ServedModel:
         metrics = latest_metrics(self.run_dir)
         if metrics:
             lines.append("latest metrics: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-        licence = recorded_licence(self.run_dir)
+        licence = release_licence(self.config.preset) or recorded_licence(self.run_dir)
         if licence:
             lines.append(f"licence: {licence}")
         elif self.config.preset.startswith("official:"):
@@ -185,8 +185,16 @@ def latest_metrics(run_dir: Path, limit: int = 6) -> dict[str, float]:
     return dict(list(means.items())[:limit])
 
 
+def release_licence(preset: str) -> str:
+    """The licence of the released file a run was imported from, when its preset names one
+    (``official:FILE``, as a v2 model imported by `stargan download`); empty otherwise."""
+    file = released_file(preset.removeprefix("official:")) if preset.startswith("official:") else None
+    return file.licence if file is not None else ""
+
+
 def recorded_licence(run_dir: Path) -> str:
-    """The licence line a download wrote into ``config.yaml`` (empty when none)."""
+    """The licence line a download wrote into ``config.yaml`` (empty when none): how the runs of the v1
+    releases, whose preset names the G file taken out of the zip, say theirs."""
     config = run_dir / "config.yaml"
     if not config.is_file():
         return ""
