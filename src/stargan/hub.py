@@ -49,11 +49,12 @@ class DownloadError(WeightsError):
 
 @dataclass(frozen=True)
 class ReleasedFile:
+    """One file a release publishes: what it is, where it comes from, how it is checked, where it goes."""
     filename: str          # its name in the hub folder (or the folder it is fetched into)
     url: str               # where it is published
-    sha256: str | None     # full digest, when reliably known; else the name's hex prefix, else `kind`, is checked
+    sha256: str | None     # full digest when reliably known; else the name's hex prefix, else `kind`, is checked
     about: str             # one line on what it is (named in messages)
-    licence: str
+    licence: str           # the publisher's terms (printed by `stargan download`, shown by `stargan serve`)
     kind: str = "torch"    # the format checked when no hash is known: "torch" (torch.save), "zip", "npz"
     size: str = "?"        # for `stargan download --list` (approximate; the releases publish no sizes)
 
@@ -86,6 +87,7 @@ class Release:
 
     @property
     def licence(self) -> str:
+        """The licence of its files (one per release)."""
         return self.files[0].licence
 
 
