@@ -43,6 +43,7 @@ def remote(server: Files, body: bytes, name: str = "w.pth", pin: bool = True) ->
 def test_release_entries_are_complete() -> None:
     for name, entry in RELEASES.items():
         assert isinstance(entry, Release) and entry.files and entry.licence and entry.source, name
+        assert {file.licence for file in entry.files} == {entry.licence}, name  # one licence per release
         for file in entry.files:
             assert file.filename and file.url.startswith("https://") and file.about and file.licence, name
             assert file.kind in ("torch", "zip", "npz"), name
