@@ -11,18 +11,18 @@ import torch
 from tqdm import tqdm
 
 from stargan import sampling_v2
-from stargan.imaging import save_grid
 from stargan.config import Config
 from stargan.data import ImageFolder, TrainBatches, fixed_batch, open_dataset, train_loader
 from stargan.distributed import World, broadcast, device_for
 from stargan.faces.masks import load_mask_fn, opt_out_note
+from stargan.imaging import save_grid
 from stargan.nets.v2 import MaskFn, build_networks
-from stargan.training.runner import (ScalarLog, check_run_dir, resolve_device, resume_and_record, run_loop,
-                                     training_run)
+from stargan.state import TrainState, make_train_state
 from stargan.training.augment import make_augment
 from stargan.training.probe import resolve_speed
+from stargan.training.runner import ScalarLog, check_run_dir, resolve_device, resume_and_record, run_loop, training_run
 from stargan.training.speed import Speed, make_speed, prepare_networks, verify_compiled
-from stargan.training.step_v2 import TrainState, ema_beta_at, make_train_state, train_step
+from stargan.training.step_v2 import ema_beta_at, train_step
 from stargan.training.watch import KEY, InputWatch, batch_source_kept, warning_text, watch_from
 
 PROGRESS_KEYS = {"D/latent_real": "D_real", "D/latent_fake": "D_fake", "G/latent_adv": "G_adv",

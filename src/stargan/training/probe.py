@@ -205,8 +205,9 @@ def _measure(request: dict[str, Any]) -> None:
     (compiling takes about a minute per format on 2 CPU cores), timed in turns with that eager twin.
     """
     from stargan.nets.v2 import build_networks
+    from stargan.state import make_train_state
     from stargan.training.speed import make_speed, prepare_networks, verify_compiled
-    from stargan.training.step_v2 import make_train_state, train_step
+    from stargan.training.step_v2 import train_step
 
     torch.set_num_threads(request["threads"])
     device = torch.device(request["device"])
