@@ -40,9 +40,10 @@ from torch.utils.flop_counter import flop_registry
 
 from stargan.config import load_preset
 from stargan.nets.v2 import build_networks
+from stargan.state import make_train_state
 from stargan.training import probe
 from stargan.training.speed import Speed, prepare_networks
-from stargan.training.step_v2 import make_train_state, train_step
+from stargan.training.step_v2 import train_step
 
 PHASES = ("D/latent", "D/ref", "G/latent", "G/ref", "EMA")
 

@@ -10,8 +10,7 @@ from stargan.checkpoints import CheckpointError, load_for_sampling, resolve_chec
 from stargan.config import Config, V1Config
 from stargan.nets.v1 import build_v1_networks
 from stargan.nets.v2 import build_networks
-from stargan.training.step_v2 import make_train_state
-from stargan.training.step_v1 import make_v1_train_state
+from stargan.state import make_train_state, make_v1_train_state
 
 CONFIG = Config().with_overrides([
     "model.img_size=16", "model.num_domains=2", "model.latent_dim=4", "model.style_dim=8",

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 
+import stargan
 from stargan.config import (Config, ConfigError, DataConfig, ModelConfig, OptimConfig, V1Config, available_presets,
-                            config_from_dict, load_preset)
+                            config_from_dict, load_config_yaml, load_preset)
 from stargan.config_rules import RULES
 from stargan.nets.v2 import build_networks
 
@@ -192,9 +194,22 @@ def test_every_field_of_every_section_has_a_rule_and_the_defaults_pass(config_cl
             assert RULES[type(section).__name__][name](getattr(section, name)) is None, name
 
 
-def test_every_preset_is_valid():
-    for name in available_presets():
-        load_preset(name)  # raises ConfigError otherwise
+def test_every_preset_is_valid_and_survives_a_round_trip_through_config_yaml(tmp_path):
+    """Each shipped preset loads (a bad value raises ConfigError) and the resolved config a run saves
+    reads back as the same config, every value in the YAML file being one the preset set or a default."""
+    import yaml
+
+    names = available_presets()
+    assert {"demo", "cpu-small", "afhq", "celeba_hq", "cpu-v1"} <= set(names)
+    for name in names:
+        config = load_preset(name)
+        config.save_yaml(tmp_path / f"{name}.yaml")
+        assert load_config_yaml(tmp_path / f"{name}.yaml") == config, name
+        written = yaml.safe_load((tmp_path / f"{name}.yaml").read_text())
+        shipped = yaml.safe_load((Path(stargan.__file__).parent / "presets" / f"{name}.yaml").read_text())
+        for section, values in shipped.items():
+            if isinstance(values, dict):
+                assert set(values) <= set(written[section]), (name, section)
 
 
 @pytest.mark.parametrize("override, expected", [

@@ -12,7 +12,8 @@ import torch
 
 from stargan.config import LossConfig, OptimConfig
 from stargan.nets.v2 import build_networks
-from stargan.training.step_v2 import make_train_state, train_step
+from stargan.state import make_train_state
+from stargan.training.step_v2 import train_step
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +22,8 @@ WORKER = textwrap.dedent('''
     from stargan.config import OptimConfig, LossConfig
     from stargan.distributed import init_from_env
     from stargan.nets.v2 import build_networks
-    from stargan.training.step_v2 import make_train_state, train_step
+    from stargan.training.step_v2 import train_step
+    from stargan.state import make_train_state
     sys.path.insert(0, sys.argv[2])
     from test_distributed_batches import MODEL, batch_for
     world = init_from_env()

@@ -17,14 +17,25 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stargan.checkpoints import (CheckpointError, checkpoint_dirs, load_config, load_for_sampling,
-                                 load_v1_for_sampling, restore_train_state)
+from stargan.checkpoints import (
+    CheckpointError,
+    checkpoint_dirs,
+    load_config,
+    load_for_sampling,
+    load_v1_for_sampling,
+    restore_train_state,
+)
 from stargan.config import Config, ModelConfig, V1Config, V1ModelConfig
 from stargan.nets.v1 import build_v1_networks
 from stargan.nets.v2 import build_networks
-from stargan.official import (RAFD_DOMAINS, import_official, import_official_v1, infer_model_config,
-                              infer_v1_model_config)
-from stargan.training.step_v1 import make_v1_train_state
+from stargan.official import (
+    RAFD_DOMAINS,
+    import_official,
+    import_official_v1,
+    infer_model_config,
+    infer_v1_model_config,
+)
+from stargan.state import make_v1_train_state
 from tests.release_fixtures import random_fan
 
 NARROW_HPF = ModelConfig(img_size=256, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=32,

@@ -25,15 +25,12 @@ from stargan.config import AnyConfig, Config, V1Config, config_changes, config_f
 from stargan.nets.v1 import Generator as V1Generator
 from stargan.nets.v1 import V1Networks, build_v1_networks
 from stargan.nets.v2 import Networks, build_networks
-from stargan.training import step_v1, step_v2
-from stargan.training.step_v1 import V1TrainState
-from stargan.training.step_v2 import TrainState
+from stargan.state import TrainState, V1TrainState
 
 FORMAT = "stargan-v2-checkpoint/1"
 V1_FORMAT = "stargan-v1-checkpoint/1"
 FORMATS = {"v2": FORMAT, "v1": V1_FORMAT}  # by config.arch
 STATE_TYPES = {"v2": TrainState, "v1": V1TrainState}
-OPTIMIZER_SETTINGS = {"v2": step_v2.optimizer_settings, "v1": step_v1.optimizer_settings}
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -288,7 +285,7 @@ def restore_train_state(path: str | Path, state: TrainState | V1TrainState, conf
         except (KeyError, ValueError) as err:
             raise CheckpointError(f"{ckpt / 'state.pt'}: the {name} optimizer state does not fit: {err}") from err
         for group in opt.param_groups:  # a resumed run trains with the config's rates, betas, decay
-            group.update(OPTIMIZER_SETTINGS[config.arch](name, config.optim))
+            group.update(config.optim.adam_settings(name))
     state.step = int(meta["step"])
     if getattr(state, "augment", None) is not None and meta.get("augment"):
         state.augment.load_state_dict(meta["augment"])  # its draws go on; a run without it starts fresh

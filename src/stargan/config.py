@@ -90,6 +90,11 @@ class OptimConfig(_Checked):
     ema_beta: float = 0.999    # moving average of G, F, E used for sampling
     ema_warmup: bool = False   # ramp the average's beta up from 0: min(ema_beta, (1 + t) / (10 + t))
 
+    def adam_settings(self, network: str) -> dict[str, Any]:
+        """Adam's settings for ``network`` (the mapping network has its own rate)."""
+        return {"lr": self.mapping_lr if network == "mapping_network" else self.lr,
+                "betas": (self.beta1, self.beta2), "weight_decay": self.weight_decay}
+
 
 @dataclass(frozen=True)
 class DataConfig(_Checked):
@@ -241,6 +246,11 @@ class V1OptimConfig(_Checked):
     beta2: float = 0.999
     n_critic: int = 5          # D updates per G update
     decay_start: int = 100_000 # the learning rates decay linearly to 0 from here to train.total_iters
+
+    def adam_settings(self, network: str) -> dict[str, Any]:
+        """Adam's settings for ``network`` (generator or discriminator); the learning rate is the
+        undecayed one (each iteration sets the decayed rate, see ``training.step_v1.learning_rates_at``)."""
+        return {"lr": self.g_lr if network == "generator" else self.d_lr, "betas": (self.beta1, self.beta2)}
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,7 @@ from stargan.config import Config, ModelConfig, V1Config, V1DataConfig, V1ModelC
 from stargan.faces.weights import RUN_FAN_FILE, fan_state, save_fan_state
 from stargan.nets.v1 import build_v1_networks
 from stargan.nets.v2 import Networks, build_networks
-from stargan.training.step_v2 import TrainState
-from stargan.training.step_v1 import V1TrainState
+from stargan.state import TrainState, V1TrainState
 
 NET_NAMES = ("generator", "mapping_network", "style_encoder", "discriminator")
 DEFAULT_DOMAINS = {2: ("female", "male"), 3: ("cat", "dog", "wild")}  # CelebA-HQ, AFHQ folder order

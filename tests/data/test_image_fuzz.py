@@ -32,7 +32,7 @@ from stargan.config import Config
 from stargan.data import DataError, eval_transform, load_rgb, open_dataset
 from stargan.data.image_check import find_bad_images
 from stargan.nets.v2 import build_networks
-from stargan.training.step_v2 import make_train_state
+from stargan.state import make_train_state
 
 from .hostile_images import make_corpus
 

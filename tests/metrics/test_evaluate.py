@@ -14,12 +14,12 @@ from stargan.cli import main
 from stargan.config import Config, EvalConfig
 from stargan.data import make_demo_dataset
 from stargan.metrics import evaluate
-from stargan.metrics.evaluate import Scorers, as_png, _Task, evaluate_run
+from stargan.metrics.evaluate import Scorers, _Task, as_png, evaluate_run
 from stargan.metrics.fid import FeatureStats, frechet_distance
 from stargan.metrics.paired import paired_note
 from stargan.metrics.weights import WeightsError
 from stargan.nets.v2 import build_networks
-from stargan.training.step_v2 import make_train_state
+from stargan.state import make_train_state
 
 TINY = ["model.img_size=32", "model.base_dim=8", "model.max_conv_dim=16", "model.hidden_dim=16",
         "model.style_dim=8", "model.latent_dim=4", "model.w_hpf=0"]

@@ -19,10 +19,9 @@ from stargan.data.demo import make_demo_dataset
 from stargan.distributed import World
 from stargan.nets.v1 import build_v1_networks
 from stargan.nets.v2 import build_networks
+from stargan.state import make_train_state, make_v1_train_state
 from stargan.training import loop_v1, loop_v2
 from stargan.training.runner import TrainingFailed, TrainingStopped, resume_and_record
-from stargan.training.step_v1 import make_v1_train_state
-from stargan.training.step_v2 import make_train_state
 
 V2_TINY = ["model.img_size=16", "model.latent_dim=4", "model.style_dim=8", "model.hidden_dim=16",
            "model.max_conv_dim=16", "model.base_dim=8", "model.w_hpf=0", "data.batch_size=2",

@@ -20,8 +20,8 @@ from stargan.config import V1Config, V1ModelConfig
 from stargan.data import make_demo_dataset
 from stargan.data.v1 import V1Batches, condition_vector, open_v1_data
 from stargan.nets.v1 import build_v1_networks
-from stargan.training.step_v1 import (domain_logits, generator_loss, learning_rates_at, make_v1_train_state,
-                                      train_step_v1)
+from stargan.state import make_v1_train_state
+from stargan.training.step_v1 import domain_logits, generator_loss, learning_rates_at, train_step_v1
 
 MODEL = V1ModelConfig(img_size=16, c_dim=3, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=3)
 MODELS = {"celeba": replace(MODEL, c_dim=5), "folders": MODEL, "both": replace(MODEL, c_dim=5, c2_dim=3)}

@@ -21,9 +21,9 @@ from torch import nn
 
 from stargan.config import LossConfig, ModelConfig, OptimConfig
 from stargan.nets.v2 import Networks, build_networks
+from stargan.state import make_train_state
 from stargan.training.speed import Speed
-from stargan.training.step_v2 import (discriminator_loss, frozen, generator_loss, make_train_state, train_step,
-                                   update_ema)
+from stargan.training.step_v2 import discriminator_loss, frozen, generator_loss, train_step, update_ema
 
 PAPER = Speed(shared_passes=False)  # the phases as written: every phase computes what it needs
 SHARED = Speed(shared_passes=True)  # the default: passes shared across phases where the networks are equal

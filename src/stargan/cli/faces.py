@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from stargan.cli.inputs import input_images
+
 
 def add_mask_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fan-weights", help="FAN weights (the release's wing.ckpt) for the face masks of "
@@ -58,7 +60,6 @@ def report_import_masks(run: Path) -> None:
 def cmd_align(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from stargan.cli.sampling import input_images
     from stargan.faces.align import align_images, cv2_module, fan_landmark_fn
     from stargan.faces.weights import load_fan, load_mean_landmarks
 

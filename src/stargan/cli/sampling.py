@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from stargan.cli.faces import masks_choice, note_masks
+from stargan.cli.inputs import input_images
 from stargan.cli.options import add_model_options, add_offline, add_threads
 
 
@@ -51,18 +52,6 @@ def _sample_v1(args: argparse.Namespace) -> None:
     written = sampling_v1.sample_run(generator, config, Path(args.out or Path(args.run) / "samples"),
                                      num_images=args.num_images, seed=args.seed)
     print("\n".join(str(p) for p in written))
-
-
-def input_images(path: Path) -> list[Path]:
-    """``path`` itself, or the images under a folder (recursively); none is a one-line error."""
-    from stargan.data.folders import IMAGE_EXTENSIONS, list_images
-
-    if path.is_file():
-        return [path]
-    files = list_images(path)
-    if not files:
-        raise SystemExit(f"error: no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}")
-    return files
 
 
 def cmd_translate(args: argparse.Namespace) -> None:

@@ -267,70 +267,26 @@ def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, d
     check_settings(settings)
     started = time.perf_counter()
     root = data_root or config.data.root
-    if not root:
-        raise ValueError("no dataset to evaluate on: pass --data DIR (with train/ and val/)")
-    # every image is checked before work, as for training (cached: a file checked before is not decoded again)
-    train_set, val_set = open_dataset(root, skip_bad_images=config.data.skip_bad_images)
-    if config.data.domains and tuple(train_set.domains) != tuple(config.data.domains):
-        raise ValueError(f"the model was trained on domains {list(config.data.domains)} but {root} has "
-                         f"{list(train_set.domains)}")
+    train_set, val_set = _open_data(root, config)
     modes = MODES if settings.mode == "both" else (settings.mode,)
     _check_references(val_set, settings, modes)
     img_size = config.model.img_size
-    pairs = paired_by_name(val_set, img_size)
-    device = next(nets.generator.parameters()).device
-    scorers = Scorers.build(settings, img_size, device, random_init=random_init)
+    scorers = Scorers.build(settings, img_size, next(nets.generator.parameters()).device, random_init=random_init)
     if scorers.classifier is not None and tuple(scorers.classifier.domains) != tuple(train_set.domains):
         raise ValueError(f"the classifier {settings.classifier} was trained on domains "
                          f"{list(scorers.classifier.domains)} but {root} has {list(train_set.domains)}")
-    domains = list(train_set.domains)
-    tasks = [(src, trg) for trg in range(len(domains)) for src in range(len(domains)) if src != trg]
-
-    real: dict[int, dict[str, FeatureStats]] = {
-        trg: {name: cached_real_stats(train_set.files_of(trg), img_size, extractor, cache_dir,
-                                      batch_size=settings.batch_size, progress=progress)
-              for name, extractor in scorers.extractors.items()}
-        for trg in range(len(domains))} if scorers.extractors else {}
-
-    inputs = {src: _inputs(val_set, src, settings.max_inputs) for src in range(len(domains))}
-    outs_of = {(mode, trg): outputs_per_input(settings, mode, len(val_set.indices_of(trg)))
-               for mode in modes for trg in range(len(domains))}
-    total = sum(len(inputs[src]) * outs_of[mode, trg] for src, trg in tasks for mode in modes)
-    results: dict[str, Any] = {}
+    run = _Evaluation(nets, settings, scorers, val_set, paired_by_name(val_set, img_size), img_size, mask_fn,
+                      Path(image_dir) if image_dir is not None else None)
+    real = _real_statistics(train_set, scorers, settings, img_size, cache_dir, progress)
+    inputs = {src: _inputs(val_set, src, settings.max_inputs) for src in range(len(val_set.domains))}
+    total = sum(len(inputs[src]) * run.outputs_per_input(mode, trg) for src, trg in run.tasks() for mode in modes)
     with tqdm(total=total, desc="eval", unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        for mode in modes:
-            generator = torch.Generator().manual_seed(seed)
-            kept_generator = torch.Generator().manual_seed(seed + 1)  # source_kept's own draws
-            per_task = {}
-            for src, trg in tasks:
-                task = _Task(scorers, trg)
-                files, refs = inputs[src], val_set.files_of(trg)
-                for start in range(0, len(files), settings.batch_size):
-                    chunk = files[start:start + settings.batch_size]
-                    x = eval_images(chunk, img_size).to(device)
-                    masks = masks_of(mask_fn, x)
-                    picks = (reference_picks(len(refs), len(chunk), outs_of[mode, trg], generator)
-                             if mode == "reference" else None)
-                    outs = _outputs(nets, x, trg, mode, outs_of[mode, trg], refs, img_size, generator, masks,
-                                    picks)
-                    task.add(outs)
-                    if pairs is not None and picks is not None:
-                        truth, scored = _true_translations(val_set, pairs, src, trg, chunk, picks, img_size)
-                        task.add_paired(outs, x, truth.to(device), scored)
-                    if start == 0 and len(chunk) >= 2:  # on the first batch of inputs
-                        task.source_kept = source_kept(nets, x, trg, mode, refs, img_size, kept_generator,
-                                                       masks)
-                    if image_dir is not None:
-                        _save_outputs(outs, chunk, Path(image_dir) / mode / f"{domains[src]}_to_{domains[trg]}")
-                    bar.update(len(chunk) * outs_of[mode, trg])
-                per_task[f"{domains[src]}->{domains[trg]}"] = task.result(real.get(trg, {}), seed)
-            results[mode] = {"tasks": per_task, "mean": _mean(per_task)}
-
+        results = {mode: _evaluate_mode(run, mode, inputs, real, seed, bar) for mode in modes}
     summary: dict[str, Any] = {
         "format": FORMAT,
         "settings": {**dataclasses.asdict(settings), "seed": seed, "data": str(root),
-                     "inputs_per_domain": {domains[s]: len(inputs[s]) for s in inputs},
-                     "random_init": random_init, "paired_by_name": pairs is not None,
+                     "inputs_per_domain": {val_set.domains[s]: len(inputs[s]) for s in inputs},
+                     "random_init": random_init, "paired_by_name": run.pairs is not None,
                      "face_masks": "fan" if mask_fn is not None else "none"},
         "scorers": scorers.describe(),
         **results,
@@ -342,6 +298,87 @@ def evaluate_networks(nets: Networks, config: Config, settings: EvalConfig, *, d
                                                                   settings.batch_size)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return summary
+
+
+@dataclasses.dataclass
+class _Evaluation:
+    """What every task of one evaluation shares."""
+
+    nets: Networks
+    settings: EvalConfig
+    scorers: Scorers
+    val_set: ImageFolder
+    pairs: list[dict[str, Path]] | None   # the validation sets paired by name, or None
+    img_size: int
+    mask_fn: MaskFn | None
+    image_dir: Path | None
+
+    def tasks(self) -> list[tuple[int, int]]:
+        n = len(self.val_set.domains)
+        return [(src, trg) for trg in range(n) for src in range(n) if src != trg]
+
+    def outputs_per_input(self, mode: str, trg: int) -> int:
+        return outputs_per_input(self.settings, mode, len(self.val_set.indices_of(trg)))
+
+
+def _open_data(root: str, config: Config) -> tuple[ImageFolder, ImageFolder]:
+    """The train and validation sets, every image checked before work as for training (cached: a file
+    checked before is not decoded again), on the domains the model was trained on."""
+    if not root:
+        raise ValueError("no dataset to evaluate on: pass --data DIR (with train/ and val/)")
+    train_set, val_set = open_dataset(root, skip_bad_images=config.data.skip_bad_images)
+    if config.data.domains and tuple(train_set.domains) != tuple(config.data.domains):
+        raise ValueError(f"the model was trained on domains {list(config.data.domains)} but {root} has "
+                         f"{list(train_set.domains)}")
+    return train_set, val_set
+
+
+def _real_statistics(train_set: ImageFolder, scorers: Scorers, settings: EvalConfig, img_size: int,
+                     cache_dir: str | None, progress: bool) -> dict[int, dict[str, FeatureStats]]:
+    """Per target domain and backbone: the feature statistics of its training images (cached on disk)."""
+    return {trg: {name: cached_real_stats(train_set.files_of(trg), img_size, extractor, cache_dir,
+                                          batch_size=settings.batch_size, progress=progress)
+                  for name, extractor in scorers.extractors.items()}
+            for trg in range(len(train_set.domains))}
+
+
+def _evaluate_mode(run: _Evaluation, mode: str, inputs: dict[int, list[Path]],
+                   real: dict[int, dict[str, FeatureStats]], seed: int, bar: tqdm) -> dict[str, Any]:
+    """Every task in one mode: its scores per task and their mean. The draws start from ``seed`` in each
+    mode (``source_kept`` has its own)."""
+    generator = torch.Generator().manual_seed(seed)
+    kept_generator = torch.Generator().manual_seed(seed + 1)
+    domains = run.val_set.domains
+    per_task = {}
+    for src, trg in run.tasks():
+        task = _Task(run.scorers, trg)
+        for start in range(0, len(inputs[src]), run.settings.batch_size):
+            chunk = inputs[src][start:start + run.settings.batch_size]
+            _score_batch(run, task, mode, src, chunk, generator, kept_generator if start == 0 else None)
+            bar.update(len(chunk) * run.outputs_per_input(mode, trg))
+        per_task[f"{domains[src]}->{domains[trg]}"] = task.result(real.get(trg, {}), seed)
+    return {"tasks": per_task, "mean": _mean(per_task)}
+
+
+def _score_batch(run: _Evaluation, task: _Task, mode: str, src: int, chunk: list[Path],
+                 generator: torch.Generator, kept_generator: torch.Generator | None) -> None:
+    """Translate one batch of inputs of ``src`` into ``task.trg`` and add the outputs to the task's scores
+    (``kept_generator``: on the first batch, also measure ``source_kept``); save them when asked."""
+    trg, refs = task.trg, run.val_set.files_of(task.trg)
+    num_outs = run.outputs_per_input(mode, trg)
+    x = eval_images(chunk, run.img_size).to(next(run.nets.generator.parameters()).device)
+    masks = masks_of(run.mask_fn, x)
+    picks = reference_picks(len(refs), len(chunk), num_outs, generator) if mode == "reference" else None
+    outs = _outputs(run.nets, x, trg, mode, num_outs, refs, run.img_size, generator, masks, picks)
+    task.add(outs)
+    if run.pairs is not None and picks is not None:
+        truth, scored = _true_translations(run.val_set, run.pairs, src, trg, chunk, picks, run.img_size)
+        task.add_paired(outs, x, truth.to(x.device), scored)
+    if kept_generator is not None and len(chunk) >= 2:
+        task.source_kept = source_kept(run.nets, x, trg, mode, refs, run.img_size, kept_generator, masks)
+    if run.image_dir is not None:
+        domains = run.val_set.domains
+        _save_outputs(outs, chunk, run.image_dir / mode / f"{domains[src]}_to_{domains[trg]}")
 
 
 def _inputs(val_set: ImageFolder, src: int, max_inputs: int) -> list[Path]:

@@ -17,9 +17,10 @@ from stargan.data import train_loader
 from stargan.data.v1 import V1Batches, V1Data, open_v1_data
 from stargan.distributed import World, device_for
 from stargan.nets.v1 import build_v1_networks
+from stargan.state import make_v1_train_state
 from stargan.training.runner import (ScalarLog, check_run_dir, resolve_device, resume_and_record, run_loop,
                                      training_run)
-from stargan.training.step_v1 import make_v1_train_state, train_step_v1
+from stargan.training.step_v1 import train_step_v1
 
 PROGRESS_KEYS = {"D/real": "D_real", "D/fake": "D_fake", "D/cls": "D_cls", "D/gp": "gp",
                  "G/fake": "G_fake", "G/cls": "G_cls", "G/rec": "rec"}

@@ -5,24 +5,26 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from stargan import sampling_v2
-from stargan.imaging import save_grid
 from stargan.config import Config
 from stargan.data import ImageFolder, TrainBatches, fixed_batch, open_dataset, train_loader
 from stargan.distributed import World, broadcast, device_for
 from stargan.faces.masks import load_mask_fn, opt_out_note
+from stargan.imaging import save_grid
 from stargan.nets.v2 import MaskFn, build_networks
-from stargan.training.runner import (ScalarLog, check_run_dir, resolve_device, resume_and_record, run_loop,
-                                     training_run)
+from stargan.state import TrainState, make_train_state
 from stargan.training.augment import make_augment
 from stargan.training.probe import resolve_speed
+from stargan.training.runner import (ScalarLog, check_run_dir, resolve_device, resume_and_record, run_loop,
+                                     training_run)
 from stargan.training.speed import Speed, make_speed, prepare_networks, verify_compiled
-from stargan.training.step_v2 import TrainState, ema_beta_at, make_train_state, train_step
+from stargan.training.step_v2 import ema_beta_at, train_step
 from stargan.training.watch import KEY, InputWatch, batch_source_kept, warning_text, watch_from
 
 PROGRESS_KEYS = {"D/latent_real": "D_real", "D/latent_fake": "D_fake", "G/latent_adv": "G_adv",
@@ -129,12 +131,7 @@ def check_compiled(state: TrainState, speed: Speed, batch: dict[str, torch.Tenso
 
 def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir: Path, resume: bool,
            device: torch.device, show_progress: bool, world: World, mask_fn: MaskFn | None) -> Path:
-    torch.manual_seed(config.train.seed)
-    state = make_train_state(build_networks(config.model).to(device), config.optim, world.world_size,
-                             fused=device.type == "cuda" and config.train.precision == "fp16")
-    t = config.train
-    state.augment = make_augment(t.augment, t.ada_target, t.ada_kimg, t.ada_interval, config.data.batch_size,
-                                 device, seed=t.seed + world.rank)  # own draws per process
+    state = _new_state(config, device, world)
     resume_and_record(state, config, run_dir, resume, world)
     speed = make_speed(config.train.precision, device, config.train.shared_passes, config.train.channels_last)
     prepare_networks(state.nets, speed, compile_nets=config.train.compile)
@@ -166,12 +163,7 @@ def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir
 
     loader = train_loader(batches, state.step, config.data.num_workers)
     if speed.compiled:
-        first = next(loader)
-        if not check_compiled(state, speed, {k: v.to(device) for k, v in first.items()}, mask_fn, world):
-            config = dataclasses.replace(config, train=dataclasses.replace(config.train, compile=False))
-            if world.is_main:  # what the run does, in config.yaml and the checkpoints
-                config.save_yaml(run_dir / "config.yaml")
-        loader = itertools.chain([first], loader)
+        config, loader = _checked_compile(state, speed, config, loader, run_dir, device, world, mask_fn)
     return run_loop(state, config, run_dir, loader,
                     step_fn=lambda batch: train_step(state, batch, config.loss,
                                                      ema_beta_at(state.step, config.optim),
@@ -180,3 +172,24 @@ def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir
                     show_progress=show_progress, slow_step=evaluates_at, measure=measure)
 
 
+def _new_state(config: Config, device: torch.device, world: World) -> TrainState:
+    """Networks drawn from ``train.seed``, their optimizers and moving averages, and D's augmentation."""
+    torch.manual_seed(config.train.seed)
+    state = make_train_state(build_networks(config.model).to(device), config.optim, world.world_size,
+                             fused=device.type == "cuda" and config.train.precision == "fp16")
+    t = config.train
+    state.augment = make_augment(t.augment, t.ada_target, t.ada_kimg, t.ada_interval, config.data.batch_size,
+                                 device, seed=t.seed + world.rank)  # own draws per process
+    return state
+
+
+def _checked_compile(state: TrainState, speed: Speed, config: Config, loader: Iterator, run_dir: Path,
+                     device: torch.device, world: World, mask_fn: MaskFn | None) -> tuple[Config, Iterator]:
+    """Check the compiled passes on the first batch (:func:`check_compiled`); when they fail, the run goes
+    on eagerly and says so in config.yaml (and so in its checkpoints). The batch is still trained on."""
+    first = next(loader)
+    if not check_compiled(state, speed, {k: v.to(device) for k, v in first.items()}, mask_fn, world):
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, compile=False))
+        if world.is_main:
+            config.save_yaml(run_dir / "config.yaml")
+    return config, itertools.chain([first], loader)

@@ -204,66 +204,90 @@ def _measure(request: dict[str, Any]) -> None:
     Eager candidates first, in turns; then torch.compile with the memory format that was faster eagerly
     (compiling takes about a minute per format on 2 CPU cores), timed in turns with that eager twin.
     """
-    from stargan.nets.v2 import build_networks
-    from stargan.training.speed import make_speed, prepare_networks, verify_compiled
-    from stargan.training.step_v2 import make_train_state, train_step
-
-    torch.set_num_threads(request["threads"])
-    device = torch.device(request["device"])
-    model = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in request["model"].items()})
-    loss = LossConfig(**request["loss"])
-    batch = random_batch(model, request["batch_size"], device)
+    bench = _Bench(request)
     cands = [Candidate(**c) for c in request["candidates"]]
+    eager = {cand: bench.setup(cand) for cand in cands if not cand.compile}
+    for state, speed in eager.values():
+        bench.step(state, speed)  # warm-up
+    eager_times = bench.timed(eager)
+    for cand, seconds in eager_times.items():
+        _emit(cand, seconds, "" if seconds is not None else "non-finite losses")
+    for cand in _compiled_to_measure(cands, eager_times):
+        _measure_compiled(bench, cand, eager)
 
-    def setup(cand: Candidate):
+
+class _Bench:
+    """Networks, a random batch and the step of the request, and a timer that runs candidates in turns."""
+
+    def __init__(self, request: dict[str, Any]):
+        torch.set_num_threads(request["threads"])
+        self.request, self.device = request, torch.device(request["device"])
+        self.model = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in request["model"].items()})
+        self.loss = LossConfig(**request["loss"])
+        self.batch = random_batch(self.model, request["batch_size"], self.device)
+
+    def setup(self, cand: Candidate) -> tuple[Any, Any]:
+        from stargan.nets.v2 import build_networks
+        from stargan.state import make_train_state
+        from stargan.training.speed import make_speed, prepare_networks
+
         torch.manual_seed(0)
-        state = make_train_state(build_networks(model).to(device), Config().optim)
-        speed = make_speed(request["precision"], device, channels_last=cand.channels_last)
+        state = make_train_state(build_networks(self.model).to(self.device), Config().optim)
+        speed = make_speed(self.request["precision"], self.device, channels_last=cand.channels_last)
         prepare_networks(state.nets, speed, compile_nets=cand.compile)
         return state, speed
 
-    def timed(runs: dict[Candidate, tuple]) -> dict[Candidate, float | None]:
+    def step(self, state, speed) -> dict[str, torch.Tensor]:
+        from stargan.training.step_v2 import train_step
+
+        return train_step(state, self.batch, self.loss, 0.999, speed=speed)
+
+    def timed(self, runs: dict[Candidate, tuple]) -> dict[Candidate, float | None]:
+        """The median seconds per step of each candidate (None when a step's losses were non-finite)."""
         times: dict[Candidate, list[float]] = {cand: [] for cand in runs}
-        for _ in range(request["iters"]):
+        for _ in range(self.request["iters"]):
             for cand, (state, speed) in runs.items():  # in turns: a busy spell slows all alike
-                _sync(device)
+                _sync(self.device)
                 start = time.perf_counter()
-                logs = train_step(state, batch, loss, 0.999, speed=speed)
-                _sync(device)
+                logs = self.step(state, speed)
+                _sync(self.device)
                 finite = all(bool(torch.isfinite(v).all()) for v in logs.values())
                 times[cand].append(time.perf_counter() - start if finite else float("nan"))
         return {cand: (None if any(t != t for t in ts) else sorted(ts)[len(ts) // 2])
                 for cand, ts in times.items()}
 
-    eager = {cand: setup(cand) for cand in cands if not cand.compile}
-    for state, speed in eager.values():
-        train_step(state, batch, loss, 0.999, speed=speed)  # warm-up
-    eager_times = timed(eager)
-    for cand, seconds in eager_times.items():
-        _emit(cand, seconds, "" if seconds is not None else "non-finite losses")
+
+def _compiled_to_measure(cands: list[Candidate], eager_times: dict[Candidate, float | None]) -> list[Candidate]:
+    """The compiled candidates worth compiling: only the memory format that won eagerly (the others are
+    reported as skipped)."""
     compiled = [c for c in cands if c.compile]
-    if len(compiled) > 1:  # compile the memory format that won eagerly
-        best = min((c for c, s in eager_times.items() if s is not None), key=eager_times.get, default=None)
-        keep = next((c for c in compiled if best is not None and c.channels_last == best.channels_last),
-                    compiled[0])
-        for cand in compiled:
-            if cand != keep:
-                _emit(cand, None, f"not compiled: {keep.label.split('+')[0]} was faster eagerly")
-        compiled = [keep]
+    if len(compiled) <= 1:
+        return compiled
+    best = min((c for c, s in eager_times.items() if s is not None), key=eager_times.get, default=None)
+    keep = next((c for c in compiled if best is not None and c.channels_last == best.channels_last), compiled[0])
     for cand in compiled:
-        state, speed = setup(cand)
-        failed = verify_compiled(state.nets, speed, batch)
-        if failed:
-            _emit(cand, None, "; ".join(f"{name}: {why}" for name, why in failed.items()))
-            continue
-        for _ in range(2):  # warm-up: compiles the graphs of the step's other calls too
-            train_step(state, batch, loss, 0.999, speed=speed)
-        twin = Candidate(cand.channels_last, False)
-        runs = {cand: (state, speed), **({twin: eager[twin]} if twin in eager else {})}
-        seconds = timed(runs)
-        _emit(cand, seconds[cand], "" if seconds[cand] is not None else "non-finite losses")
-        if twin in eager and seconds[twin] is not None:  # timed beside the compiled step: comparable
-            _emit(twin, seconds[twin], "")
+        if cand != keep:
+            _emit(cand, None, f"not compiled: {keep.label.split('+')[0]} was faster eagerly")
+    return [keep]
+
+
+def _measure_compiled(bench: _Bench, cand: Candidate, eager: dict[Candidate, tuple]) -> None:
+    """Check the compiled passes against eager; if they pass, time the compiled step in turns with its
+    eager twin (timed beside it: comparable) and report both."""
+    from stargan.training.speed import verify_compiled
+
+    state, speed = bench.setup(cand)
+    failed = verify_compiled(state.nets, speed, bench.batch)
+    if failed:
+        _emit(cand, None, "; ".join(f"{name}: {why}" for name, why in failed.items()))
+        return
+    for _ in range(2):  # warm-up: compiles the graphs of the step's other calls too
+        bench.step(state, speed)
+    twin = Candidate(cand.channels_last, False)
+    seconds = bench.timed({cand: (state, speed), **({twin: eager[twin]} if twin in eager else {})})
+    _emit(cand, seconds[cand], "" if seconds[cand] is not None else "non-finite losses")
+    if twin in eager and seconds[twin] is not None:
+        _emit(twin, seconds[twin], "")
 
 
 def random_batch(model: ModelConfig, batch: int, device: torch.device) -> dict[str, torch.Tensor]:

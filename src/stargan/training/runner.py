@@ -272,61 +272,25 @@ def run_loop(state: Any, config: AnyConfig, run_dir: Path, batch_iter: Iterator[
     ``slow_step(step)`` says that ``on_step`` may take long at that step (an evaluation): the other
     ranks then wait for rank 0 without a collective timeout (see distributed.wait_for_main).
     """
-    total, train_cfg = config.train.total_iters, config.train
     log = ScalarLog(run_dir / "logs", resume_step=state.step) if world.is_main else None
-    guard = _NonFiniteGuard()
-    last_ckpt = checkpoints.checkpoint_path(run_dir, state.step) if checkpoints.checkpoint_dirs(run_dir) else None
-    progress = tqdm(total=total, initial=state.step, desc="train", unit="it", dynamic_ncols=True,
-                    disable=not (show_progress and world.is_main))
-
-    def check_finite() -> None:
-        problem = guard.check()
-        if problem and train_cfg.stop_on_nonfinite:
-            raise TrainingFailed(f"{problem}; no checkpoint was written of these weights. "
-                                 f"{_last_good(last_ckpt, run_dir)} Lower the learning rates, or "
-                                 "--set train.stop_on_nonfinite=false to train on regardless")
-        if problem:
-            tqdm.write(f"warning: {problem} (train.stop_on_nonfinite=false: training goes on)")
-            guard.reset()
-
-    def save() -> Path:
-        nonlocal last_ckpt
-        check_finite()
-        last_ckpt = checkpoints.save_checkpoint(run_dir, state, config, train_cfg.keep_last)
-        return last_ckpt
-
-    def save_unless_saved() -> None:  # the iterations done so far are whole: keep them
-        if world.is_main and last_ckpt != checkpoints.checkpoint_path(run_dir, state.step):
-            save()
-
+    saver = _Saver(state, config, run_dir)
+    progress = tqdm(total=config.train.total_iters, initial=state.step, desc="train", unit="it",
+                    dynamic_ncols=True, disable=not (show_progress and world.is_main))
     try:
         with _StopSignals() as stop:
-            while state.step < total:
+            while state.step < config.train.total_iters:
                 if any_rank(stop.signum is not None, world):
                     signum = stop.signum or signal.SIGTERM  # another rank was signalled
-                    save_unless_saved()
-                    raise TrainingStopped(signum, state.step, last_ckpt, run_dir)
-                try:
-                    batch = {k: v.to(device, non_blocking=True) for k, v in next(batch_iter).items()}
-                except Exception as err:
-                    save_unless_saved()
-                    raise TrainingFailed(f"loading the batch of iteration {state.step + 1} failed "
-                                         f"({type(err).__name__}: {err}); "
-                                         f"{_last_good(last_ckpt, run_dir)}") from err
-                try:
-                    logs = step_fn(batch)
-                except Exception as err:
-                    raise TrainingFailed(f"iteration {state.step + 1} failed ({type(err).__name__}: {err}); "
-                                         "no checkpoint was written (the networks may be half-updated). "
-                                         f"{_last_good(last_ckpt, run_dir)}") from err
+                    saver.save_unless_saved(world)
+                    raise TrainingStopped(signum, state.step, saver.last, run_dir)
+                logs = _one_iteration(state, step_fn, _next_batch(batch_iter, device, saver, world), saver)
                 progress.update(1)
-                step = state.step
                 if world.is_main:  # only rank 0 logs and saves, so only it watches for NaN/Inf
-                    guard.observe(step, logs)
-                    _log_and_save(step, logs, measure(step), log, progress, progress_keys, config, check_finite,
-                                  save)
-                    on_step(step, log)
-                if slow_step(step):
+                    saver.guard.observe(state.step, logs)
+                    _log_and_save(state.step, logs, measure(state.step), log, progress, progress_keys, config,
+                                  saver)
+                    on_step(state.step, log)
+                if slow_step(state.step):
                     wait_for_main(world)
     finally:
         progress.close()
@@ -334,15 +298,67 @@ def run_loop(state: Any, config: AnyConfig, run_dir: Path, batch_iter: Iterator[
             log.close()
     if not world.is_main:
         return checkpoints.checkpoint_path(run_dir, state.step)
-    return last_ckpt or checkpoints.resolve_checkpoint(run_dir)
+    return saver.last or checkpoints.resolve_checkpoint(run_dir)
+
+
+class _Saver:
+    """Writes the run's checkpoints, never one of non-finite weights, and knows the last one written."""
+
+    def __init__(self, state: Any, config: AnyConfig, run_dir: Path):
+        self.state, self.config, self.run_dir = state, config, run_dir
+        self.guard = _NonFiniteGuard()
+        self.last = (checkpoints.checkpoint_path(run_dir, state.step) if checkpoints.checkpoint_dirs(run_dir)
+                     else None)
+
+    def last_good(self) -> str:
+        return _last_good(self.last, self.run_dir)
+
+    def check_finite(self) -> None:
+        problem = self.guard.check()
+        if problem and self.config.train.stop_on_nonfinite:
+            raise TrainingFailed(f"{problem}; no checkpoint was written of these weights. "
+                                 f"{self.last_good()} Lower the learning rates, or "
+                                 "--set train.stop_on_nonfinite=false to train on regardless")
+        if problem:
+            tqdm.write(f"warning: {problem} (train.stop_on_nonfinite=false: training goes on)")
+            self.guard.reset()
+
+    def save(self) -> Path:
+        self.check_finite()
+        self.last = checkpoints.save_checkpoint(self.run_dir, self.state, self.config, self.config.train.keep_last)
+        return self.last
+
+    def save_unless_saved(self, world: World) -> None:
+        """The iterations done so far are whole: keep them (rank 0)."""
+        if world.is_main and self.last != checkpoints.checkpoint_path(self.run_dir, self.state.step):
+            self.save()
+
+
+def _next_batch(batch_iter: Iterator[dict[str, torch.Tensor]], device: torch.device, saver: _Saver,
+                world: World) -> dict[str, torch.Tensor]:
+    try:
+        return {k: v.to(device, non_blocking=True) for k, v in next(batch_iter).items()}
+    except Exception as err:
+        saver.save_unless_saved(world)
+        raise TrainingFailed(f"loading the batch of iteration {saver.state.step + 1} failed "
+                             f"({type(err).__name__}: {err}); {saver.last_good()}") from err
+
+
+def _one_iteration(state: Any, step_fn: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+                   batch: dict[str, torch.Tensor], saver: _Saver) -> dict[str, torch.Tensor]:
+    try:
+        return step_fn(batch)
+    except Exception as err:
+        raise TrainingFailed(f"iteration {state.step + 1} failed ({type(err).__name__}: {err}); "
+                             "no checkpoint was written (the networks may be half-updated). "
+                             f"{saver.last_good()}") from err
 
 
 def _log_and_save(step: int, logs: dict[str, torch.Tensor], measured: dict[str, float], log: ScalarLog,
-                  progress: tqdm, progress_keys: dict[str, str], config: AnyConfig,
-                  check_finite: Callable[[], None], save: Callable[[], Path]) -> None:
+                  progress: tqdm, progress_keys: dict[str, str], config: AnyConfig, saver: _Saver) -> None:
     total, train_cfg = config.train.total_iters, config.train
     if step % train_cfg.log_every == 0 or step == total:
-        check_finite()
+        saver.check_finite()
         scalars = {k: float(v) for k, v in logs.items()}
         log.write(step, {**scalars, **measured})
         progress.set_postfix({short: f"{scalars[k]:.3f}" for k, short in progress_keys.items()
@@ -350,7 +366,7 @@ def _log_and_save(step: int, logs: dict[str, torch.Tensor], measured: dict[str, 
     elif measured:
         log.write(step, measured)
     if step % train_cfg.save_every == 0 or step == total:
-        save()
+        saver.save()
 
 
 def _last_good(last_ckpt: Path | None, run_dir: Path) -> str:

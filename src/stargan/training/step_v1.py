@@ -20,38 +20,13 @@ once every 1,000 iterations, so its rates end at 99% of where they started.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from typing import Any
-
 import torch
 
 from stargan import losses
 from stargan.config import V1Config, V1ModelConfig, V1OptimConfig
 from stargan.nets.v1 import V1Networks
+from stargan.state import V1TrainState
 from stargan.training.updates import frozen, update
-
-
-@dataclass
-class V1TrainState:
-    """Everything that changes while training; a checkpoint stores all of it."""
-
-    nets: V1Networks
-    optimizers: dict[str, torch.optim.Optimizer]   # "generator", "discriminator"
-    step: int = 0                  # number of iterations done
-    world_size: int = 1            # processes whose gradients are averaged (see distributed.py)
-
-
-def optimizer_settings(name: str, optim: V1OptimConfig) -> dict[str, Any]:
-    """Adam's settings for ``name`` (generator or discriminator) from the config; the learning rate is
-    the undecayed one (each iteration sets the decayed rate, see :func:`learning_rates_at`)."""
-    return {"lr": optim.g_lr if name == "generator" else optim.d_lr, "betas": (optim.beta1, optim.beta2)}
-
-
-def make_v1_train_state(nets: V1Networks, optim: V1OptimConfig, world_size: int = 1) -> V1TrainState:
-    optimizers = {name: torch.optim.Adam(net.parameters(), **optimizer_settings(name, optim))
-                  for name, net in nets.items()}
-    return V1TrainState(nets=nets, optimizers=optimizers, world_size=world_size)
 
 
 def learning_rates_at(step: int, optim: V1OptimConfig, total_iters: int) -> tuple[float, float]:

@@ -17,10 +17,6 @@ phases as written, through :func:`discriminator_loss` and :func:`generator_loss`
 """
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
-from typing import Any
-
 import torch
 from torch import nn
 from torch.profiler import record_function
@@ -28,21 +24,10 @@ from torch.profiler import record_function
 from stargan import losses
 from stargan.config import LossConfig, OptimConfig
 from stargan.nets.v2 import MaskFn, Masks, Networks
+from stargan.state import TrainState
 from stargan.training.augment import DiffAugment
 from stargan.training.speed import Speed
 from stargan.training.updates import frozen, update
-
-
-@dataclass
-class TrainState:
-    """Everything that changes while training; a checkpoint stores all of it."""
-
-    nets: Networks
-    ema: Networks                  # moving averages of G, F, E (no discriminator)
-    optimizers: dict[str, torch.optim.Optimizer]
-    step: int = 0                  # number of iterations done
-    world_size: int = 1            # processes whose gradients are averaged (see distributed.py)
-    augment: DiffAugment | None = None  # what D sees is augment(image); ADA's p is saved with the rest
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -62,26 +47,6 @@ def ema_beta_at(step: int, optim: OptimConfig) -> float:
     if not optim.ema_warmup:
         return optim.ema_beta
     return min(optim.ema_beta, (1 + step) / (10 + step))
-
-
-def optimizer_settings(name: str, optim: OptimConfig) -> dict[str, Any]:
-    """Adam's settings for network ``name`` from the config (the mapping network has its own rate)."""
-    return {"lr": optim.mapping_lr if name == "mapping_network" else optim.lr,
-            "betas": (optim.beta1, optim.beta2), "weight_decay": optim.weight_decay}
-
-
-def make_train_state(nets: Networks, optim: OptimConfig, world_size: int = 1, fused: bool = False
-                     ) -> TrainState:
-    """``fused`` (CUDA): Adam's fused kernels, which also let fp16's loss scaler skip steps on overflow
-    without a host sync (a non-fused optimizer makes ``GradScaler.step`` read a flag back per step)."""
-    ema = Networks(copy.deepcopy(nets.generator), copy.deepcopy(nets.mapping_network),
-                   copy.deepcopy(nets.style_encoder))
-    for _, net in ema.items():
-        net.requires_grad_(False).eval()
-    optimizers = {name: torch.optim.Adam(net.parameters(), **optimizer_settings(name, optim),
-                                         **({"fused": True} if fused else {}))
-                  for name, net in nets.items()}
-    return TrainState(nets=nets, ema=ema, optimizers=optimizers, world_size=world_size)
 
 
 def discriminator_loss(nets: Networks, cfg: LossConfig, x_real: torch.Tensor, y_org: torch.Tensor,
