@@ -131,11 +131,11 @@ class _Iteration:
     """What the phases of one iteration read: the state, the networks as ``Speed`` runs them, the batch."""
 
     state: TrainState
-    nets: Passes                  # G's halves, F, E and D: precision, memory format, compiled passes
+    nets: Passes                  # G's halves, F, E and D as Speed runs them (precision, compiled)
     speed: Speed
     cfg: LossConfig
     lambda_ds: float              # the diversity weight of Eq. 5 at this iteration
-    x_real: torch.Tensor
+    x_real: torch.Tensor          # images in Speed's memory format
     y_org: torch.Tensor
     y_trg: torch.Tensor
     z_trgs: tuple[torch.Tensor, torch.Tensor]
@@ -183,6 +183,7 @@ class _Shared:
     x_fake_ref: torch.Tensor      # phase 2's fake
 
     def d_fake(self, source: str) -> torch.Tensor:
+        """The fake of D's phase for ``source``, without a graph."""
         return self.latent.x_fake.detach() if source == "latent" else self.x_fake_ref
 
 
