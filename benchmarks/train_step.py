@@ -6,9 +6,11 @@
 
 Variants (each its own networks from the same seed, on the same random batch; timed in turns, one
 iteration of each per round, so that a busy machine slows them alike):
-    plain    the step as written (train.shared_passes=false, fp32): the step of main at d58d7a9
+    plain    every phase as written, fp32: the paper-form step of tests/training/reference_step.py
+             (skipping discarded gradients), the step of main at d58d7a9
     autocast the same step inside a plain ``torch.autocast`` (what a user would add)
     exact    the default step (shared passes, fp32): equal to plain within rounding
+    unshared the step with train.shared_passes=false (fp32): each phase makes its own fakes
     fast     shared passes + --precision (bf16) [+ channels_last] [+ compile]
     compiled fast with torch.compile whatever --compile says (fast and compiled side by side)
 Peak memory: each variant in a subprocess: its resident set after building the networks, and its peak
@@ -33,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -44,6 +47,11 @@ from stargan.state import make_train_state
 from stargan.training import probe
 from stargan.training.speed import Speed, prepare_networks
 from stargan.training.step_v2 import train_step
+
+# the paper-form step lives with the tests, as their float64 reference (a file: site-packages may hold
+# another package named `tests`)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "training"))
+from reference_step import reference_step
 
 PHASES = ("D/latent", "D/ref", "G/latent", "G/ref", "EMA")
 
@@ -57,11 +65,10 @@ def make_variant(name: str, cfg, args, device: torch.device):
     """(state, step function) of a variant."""
     torch.manual_seed(0)
     state = make_train_state(build_networks(cfg.model).to(device), cfg.optim)
-    if name == "plain" or name == "autocast":
-        speed = Speed(shared_passes=False, device_type=device.type)
-    elif name == "exact":
-        speed = Speed(device_type=device.type)
-    else:
+    speed = None  # plain, autocast: the reference step
+    if name in ("exact", "unshared"):
+        speed = Speed(shared_passes=name == "exact", device_type=device.type)
+    elif name in ("fast", "compiled"):
         speed = Speed(precision=args.precision, channels_last=args.channels_last, device_type=device.type)
         prepare_networks(state.nets, speed, compile_nets=args.compile or name == "compiled")
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float16
@@ -70,6 +77,8 @@ def make_variant(name: str, cfg, args, device: torch.device):
 
     def step(batch):
         with wrap():
+            if speed is None:
+                return reference_step(state, batch, cfg.loss, cfg.optim.ema_beta, skip_discarded=True)
             return train_step(state, batch, cfg.loss, cfg.optim.ema_beta, speed=speed)
 
     return state, step
@@ -187,7 +196,7 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="fast mode: channels_last")
     parser.add_argument("--compile", action="store_true", help="fast mode: torch.compile")
     parser.add_argument("--variants", default="plain,autocast,exact,fast",
-                        help="comma-separated: plain, autocast, exact, fast, compiled")
+                        help="comma-separated: plain, autocast, exact, unshared, fast, compiled")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, as for `stargan train` (e.g. model.g_downsamples=2)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")

@@ -123,7 +123,8 @@ class TrainConfig(_Checked):
     channels_last: bool | str = False  # v2: NHWC memory format for networks and images; auto: measured
     compile: bool | str = False  # v2: torch.compile G, F, E and D's passes without double backward;
                                  # auto: on where a probe on this machine shows it correct and faster
-    shared_passes: bool = True # v2: reuse passes across phases where the networks are unchanged (exact)
+    shared_passes: bool = True # v2: reuse passes across phases where the networks are unchanged (exact);
+                               # false: each phase computes its own, in every precision
     augment: str = "none"      # v2: none | diffaugment | ada: transform every image D sees (few images)
     ada_target: float = 0.6    # ada: keep E[sign(D(real))] near this
     ada_kimg: float = 500.0    # ada: thousands of images over which p can move from 0 to 1

@@ -10,9 +10,10 @@ from torch import nn
 
 from stargan.config import OptimConfig, load_preset
 from stargan.training import augment as A
-from stargan.training.step_v2 import discriminator_loss, ema_beta_at, train_step
+from stargan.training.step_v2 import ema_beta_at, train_step
 
-from .test_step_v2 import LOSS, PAPER, SHARED, _assert_same_state, make_batch, make_state
+from .reference_step import d_loss, reference_step
+from .test_step_v2 import LOSS, SHARED, UNSHARED, _assert_same_state, make_batch, make_state
 
 SIMPLE = [A.brightness, A.saturation, A.contrast, A.translation, A.cutout, A.xflip, A.diff_augment]
 
@@ -165,35 +166,41 @@ def test_r1_is_taken_with_respect_to_the_real_images_before_augmentation():
     """loss_reg = 0.5 * E|grad_x D(T(x))|^2, the gradient going through T (here, with the same draws)."""
     state = make_state(dtype=torch.float64)
     b = make_batch(dtype=torch.float64)
-    _, terms = discriminator_loss(state.nets, LOSS, b["x_real"], b["y_org"], b["y_trg"], z_trg=b["z_trg"],
-                                  augment=A.DiffAugment(seed=7))
+    _, terms = d_loss(state.nets, LOSS, b, "latent", augment=A.DiffAugment(seed=7))
     x = b["x_real"].clone().requires_grad_(True)
     out = state.nets.discriminator(A.diff_augment(x, torch.Generator().manual_seed(7)), b["y_org"])
     (grad,) = torch.autograd.grad(out.sum(), x)
     assert terms["reg"].item() == pytest.approx(0.5 * grad.pow(2).sum((1, 2, 3)).mean().item(), rel=1e-12)
     # ... and differs from the penalty on the images as they are
-    _, plain = discriminator_loss(state.nets, LOSS, b["x_real"], b["y_org"], b["y_trg"], z_trg=b["z_trg"])
+    _, plain = d_loss(state.nets, LOSS, b, "latent")
     assert terms["reg"].item() != pytest.approx(plain["reg"].item(), rel=1e-3)
 
 
 @pytest.mark.parametrize("mode", ["diffaugment", "ada"])
-def test_shared_passes_augment_exactly_like_the_paper_phases(mode):
-    """Every image D sees is augmented, in the same order, by both steps: the same transforms and the
-    same networks (float64) after two iterations; and augmentation did change the result."""
+def test_the_step_augments_exactly_like_the_reference(mode):
+    """Every image D sees is augmented, in the same order, by the step (with and without shared passes)
+    and by the paper-form reference: the same transforms and the same networks (float64) after two
+    iterations; and augmentation did change the result."""
     f64 = torch.float64
     states = {}
-    for name, speed, aug in (("paper", PAPER, mode), ("shared", SHARED, mode), ("none", SHARED, "none")):
+    for name, speed, aug in (("reference", None, mode), ("unshared", UNSHARED, mode), ("shared", SHARED, mode),
+                             ("none", SHARED, "none")):
         state = make_state(dtype=f64)
         state.augment = A.make_augment(aug, kimg=0.01, interval=1, batch_size=4)
         if isinstance(state.augment, A.AdaptiveAugment):
             state.augment.p = torch.tensor(0.5)
         torch.manual_seed(11)
         for it in range(2):
-            train_step(state, make_batch(seed=it, dtype=f64), LOSS, ema_beta=0.9, speed=speed)
+            batch = make_batch(seed=it, dtype=f64)
+            if speed is None:
+                reference_step(state, batch, LOSS, ema_beta=0.9)
+            else:
+                train_step(state, batch, LOSS, ema_beta=0.9, speed=speed)
         states[name] = state
-    _assert_same_state(states["paper"], states["shared"])
-    if mode == "ada":
-        assert torch.equal(states["paper"].augment.p, states["shared"].augment.p)
+    for name in ("unshared", "shared"):
+        _assert_same_state(states[name], states["reference"])
+        if mode == "ada":
+            assert torch.equal(states[name].augment.p, states["reference"].augment.p)
     d = lambda s: torch.cat([p.flatten() for p in s.nets.discriminator.parameters()])  # noqa: E731
     assert not torch.allclose(d(states["shared"]), d(states["none"]))
 

@@ -1,6 +1,7 @@
 """Speed options of the v2 step: bf16/fp16 autocast, channels_last, torch.compile with eager fallback.
 
-The exact (fp32) shared-pass step is checked against the naive reference in test_step_v2.py.
+The fp32 step (with and without shared passes, channels_last, and the precision path's wrappers with
+autocast made the identity) is checked against the naive reference in test_step_v2.py.
 """
 from __future__ import annotations
 
@@ -69,6 +70,24 @@ def test_bf16_keeps_weights_optimizer_and_ema_in_fp32_and_lands_near_fp32():
         assert value.dtype == torch.float32 and torch.isfinite(value), key
     assert_first_losses_close(logs, reference_logs, rel=0.05)
     assert_close_to_fp32(state, reference, min_cosine=0.8)
+
+
+def test_the_networks_passes_give_the_step_fp32_outputs_in_every_precision():
+    """Speed.passes runs the networks in bf16 and gives their outputs back in fp32: the step's own
+    arithmetic (losses, augmentation, R1's gradient) is never bf16. G's encoder features stay bf16 (only
+    G's decoder reads them). In fp32 the passes are the networks' own methods."""
+    state, b = make_state(), make_batch()
+    nets = Speed(precision="bf16").passes(state.nets)
+    features = nets.encode(b["x_real"], None)
+    assert features[0].dtype == torch.bfloat16
+    s = nets.mapping_network(b["z_trg"], b["y_trg"])
+    outputs = [s, nets.style_encoder(b["x_ref"], b["y_trg"]), nets.decode(features, s, None),
+               nets.discriminator(b["x_real"], b["y_org"]), nets.discriminator_for_r1(b["x_real"], b["y_org"])]
+    assert all(out.dtype == torch.float32 for out in outputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # ... computed in bf16
+        assert torch.equal(outputs[-1], state.nets.discriminator(b["x_real"], b["y_org"]).float())
+    fp32 = Speed().passes(state.nets)
+    assert fp32.style_encoder is state.nets.style_encoder and fp32.decode == state.nets.generator.decode_from
 
 
 def test_channels_last_equals_contiguous_in_fp32():

@@ -4,9 +4,10 @@ None of it is saved: weights, optimizer states and moving averages stay fp32 in 
 written contiguous), so a checkpoint is the same whatever the options, and a run can resume under others.
 
 - ``bf16`` (CPU and CUDA) and ``fp16`` (CUDA only) run the networks' forward and backward passes under
-  ``torch.autocast``; every loss is reduced in fp32 (outputs are cast back first), and the R1 penalty's
-  gradient w.r.t. the real images is an fp32 tensor squared and summed in fp32 (the convolutions of
-  its double backward run in the autocast dtype, like every other backward convolution).
+  ``torch.autocast``, through the wrappers of :meth:`Speed.passes`, which give every output back in
+  fp32: the losses, the augmentation and the R1 penalty's gradient w.r.t. the real images are fp32
+  arithmetic (the convolutions of R1's double backward run in the autocast dtype, like every other
+  backward convolution).
 - ``fp16`` scales each phase's loss with its own ``GradScaler`` (four phases, so a phase whose gradients
   overflow lowers only its own scale); the R1 gradient is taken of the scaled output and unscaled.
 - ``channels_last`` converts the networks and the images to NHWC once; the weights keep their values.
@@ -24,13 +25,15 @@ import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from stargan import hardware
+from stargan import hardware, losses
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -51,7 +54,7 @@ COMPILED_PASSES = ("generator.encode_image", "generator.decode_from", "mapping_n
 @dataclass
 class Speed:
     precision: str = "fp32"        # fp32 | bf16 | fp16
-    shared_passes: bool = True     # reuse G's encoder and no-grad passes across phases (exact)
+    shared_passes: bool = True     # compute once the passes several phases reuse (exact; see step_v2)
     channels_last: bool = False
     device_type: str = "cpu"
     scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)  # fp16: one per phase
@@ -85,6 +88,59 @@ class Speed:
             return self.compiled[name]
         net, _, method = name.partition(".")
         return getattr(getattr(nets, net), method) if method else getattr(nets, net)
+
+    def passes(self, nets) -> Passes:
+        """The passes of the v2 networks ``nets`` as the training step calls them (see :class:`Passes`)."""
+        dtype = next(nets.generator.parameters()).dtype
+
+        def run(fn, back_to: torch.dtype | None = dtype):
+            return fn if self.precision == "fp32" else _InPrecision(self, fn, back_to)
+
+        return Passes(encode=run(self.fn(nets, "generator.encode_image"), back_to=None),
+                      decode=run(self.fn(nets, "generator.decode_from")),
+                      mapping_network=run(self.fn(nets, "mapping_network")),
+                      style_encoder=run(self.fn(nets, "style_encoder")),
+                      discriminator=run(self.fn(nets, "discriminator")),
+                      discriminator_for_r1=run(nets.discriminator))
+
+    def r1_penalty(self, phase: str, d_out: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
+        """:func:`stargan.losses.r1_penalty`; under fp16's loss scaling, of the output scaled by the
+        phase's scale (so that the half-precision gradients do not underflow), divided by its square."""
+        scaler = self.scaler(phase)
+        if scaler is None:
+            return losses.r1_penalty(d_out, x_real)
+        scale = scaler.scale(torch.ones((), device=d_out.device))  # a tensor: no host sync
+        return losses.r1_penalty(d_out * scale, x_real) / scale**2
+
+
+@dataclass(frozen=True)
+class Passes:
+    """The v2 networks' passes as the training step calls them, run the way a :class:`Speed` says.
+
+    In bf16/fp16 each runs under autocast and gives its outputs back in the weights' dtype (fp32), so
+    that the step's own arithmetic is never half precision; G's encoder features stay in the autocast
+    dtype (only G's decoder reads them). Compiled where :func:`prepare_networks` compiled them.
+    In fp32 eager, the networks' own methods.
+    """
+
+    encode: Callable[..., Any]                      # G's encoder half: (x, masks) -> features
+    decode: Callable[..., torch.Tensor]             # G's styled half: (features, s, masks) -> image
+    mapping_network: Callable[..., torch.Tensor]    # F: (z, y) -> s
+    style_encoder: Callable[..., torch.Tensor]      # E: (x, y) -> s
+    discriminator: Callable[..., torch.Tensor]      # D on fake images: compiled when asked
+    discriminator_for_r1: Callable[..., torch.Tensor]  # D on real images: eager (R1 differentiates it twice)
+
+
+class _InPrecision:
+    """``fn`` under the speed's autocast, its floating outputs cast to ``back_to`` (None: as they are)."""
+
+    def __init__(self, speed: Speed, fn, back_to: torch.dtype | None) -> None:
+        self.speed, self.fn, self.back_to = speed, fn, back_to
+
+    def __call__(self, *args):
+        with self.speed.autocast():
+            out = self.fn(*args)
+        return out if self.back_to is None else _cast(out, self.back_to)
 
 
 def make_speed(precision: str = "fp32", device: torch.device | str = "cpu", shared_passes: bool = True,
@@ -168,12 +224,17 @@ def verify_compiled(nets, speed: Speed, batch: dict[str, torch.Tensor], mask_fn=
 
 
 def _fp32(value):
+    return _cast(value, torch.float32)
+
+
+def _cast(value, dtype: torch.dtype):
+    """The floating tensors of ``value`` (a tensor, or a tuple, list or dict of them) in ``dtype``."""
     if isinstance(value, torch.Tensor):
-        return value.float() if value.is_floating_point() else value
+        return value.to(dtype) if value.is_floating_point() else value
     if isinstance(value, dict):
-        return {k: _fp32(v) for k, v in value.items()}
+        return {k: _cast(v, dtype) for k, v in value.items()}
     if isinstance(value, (tuple, list)):
-        return type(value)(_fp32(v) for v in value)
+        return type(value)(_cast(v, dtype) for v in value)
     return value
 
 

@@ -1,37 +1,36 @@
-"""One StarGAN v2 training iteration, written to be read next to the paper (Section 2, Eq. 1-7).
+"""One StarGAN v2 training iteration, written to be read next to the paper (Section 2, Eq. 1-5).
 
 Per iteration, on a batch (x_real, y_org), reference images (x_ref, x_ref2) of domain y_trg and
-latent codes (z_trg, z_trg2):
-    1. D step, fake images styled by F(z_trg, y_trg)
-    2. D step, fake images styled by E(x_ref, y_trg)
-    3. G step with latent styles      -> updates G, F and E
-    4. G step with reference styles   -> updates G only
+latent codes (z_trg, z_trg2), the phases of :func:`train_step`:
+    1. D step, fake images styled by F(z_trg, y_trg)        _d_phase, ending in L_D
+    2. D step, fake images styled by E(x_ref, y_trg)        _d_phase
+    3. G step with latent styles    -> updates G, F and E   _g_phase, ending in Eq. 5
+    4. G step with reference styles -> updates G only       _g_phase
     5. exponential moving average of G, F and E
 
+The passes that several phases reuse are computed once, in :func:`_shared_passes`
+(``train.shared_passes``, the default); with it off each phase makes its own fakes, in every precision.
+Either way the result is the paper's iteration: tests/training/reference_step.py writes it naively,
+and the tests hold this step equal to it in float64.
+
+The networks run through ``Speed``'s passes (:meth:`stargan.training.speed.Speed.passes`): precision,
+memory format and compilation are applied there, and the arithmetic here sees the weights' dtype.
 ``state.augment`` (``train.augment``, off in the paper's presets) transforms every image D sees, real
 and fake, in the D and G steps (see :mod:`stargan.training.augment`).
-
-:func:`train_step` shares work across the phases where the networks have not changed in between
-(``Speed.shared_passes``, the default; exact, see :func:`_shared_train_step`); with it off it runs the
-phases as written, through :func:`discriminator_loss` and :func:`generator_loss`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from torch import nn
 from torch.profiler import record_function
 
 from stargan import losses
 from stargan.config import LossConfig, OptimConfig
 from stargan.nets.v2 import MaskFn, Masks, Networks
 from stargan.state import TrainState
-from stargan.training.augment import DiffAugment
-from stargan.training.speed import Speed
+from stargan.training.speed import Passes, Speed
 from stargan.training.updates import frozen, update
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
 
 
 def ema_beta_at(step: int, optim: OptimConfig) -> float:
@@ -47,68 +46,6 @@ def ema_beta_at(step: int, optim: OptimConfig) -> float:
     if not optim.ema_warmup:
         return optim.ema_beta
     return min(optim.ema_beta, (1 + step) / (10 + step))
-
-
-def discriminator_loss(nets: Networks, cfg: LossConfig, x_real: torch.Tensor, y_org: torch.Tensor,
-                       y_trg: torch.Tensor, z_trg: torch.Tensor | None = None,
-                       x_ref: torch.Tensor | None = None, masks: Masks = None,
-                       augment: DiffAugment | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """L_D = -L_adv + lambda_reg * R1, with the style taken from z_trg (latent) or x_ref (reference).
-
-    With ``augment`` D sees augment(x) for real and fake x; R1 is taken w.r.t. x_real before it.
-    """
-    aug = augment or _identity
-    x_real = x_real.detach().requires_grad_(True)
-    out = nets.discriminator(aug(x_real), y_org)
-    if augment is not None:
-        augment.observe(out)
-    loss_real = losses.adversarial(out, 1.0)
-    with record_function("R1"):
-        loss_reg = losses.r1_penalty(out, x_real)
-
-    with torch.no_grad():
-        s_trg = (nets.mapping_network(z_trg, y_trg) if z_trg is not None
-                 else nets.style_encoder(x_ref, y_trg))
-        x_fake = nets.generator(x_real, s_trg, masks=masks)
-    loss_fake = losses.adversarial(nets.discriminator(aug(x_fake), y_trg), 0.0)
-
-    loss = loss_real + loss_fake + cfg.lambda_reg * loss_reg
-    return loss, {"real": loss_real.detach(), "fake": loss_fake.detach(), "reg": loss_reg.detach()}
-
-
-def generator_loss(nets: Networks, cfg: LossConfig, lambda_ds: float, x_real: torch.Tensor,
-                   y_org: torch.Tensor, y_trg: torch.Tensor,
-                   z_trgs: tuple[torch.Tensor, torch.Tensor] | None = None,
-                   x_refs: tuple[torch.Tensor, torch.Tensor] | None = None, masks: Masks = None,
-                   mask_fn: MaskFn | None = None, augment: DiffAugment | None = None
-                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """L_G = L_adv + lambda_sty * L_sty - lambda_ds * L_ds + lambda_cyc * L_cyc (Eq. 5).
-
-    ``masks`` are the face masks of x_real; the cycle reconstruction, whose input is x_fake, uses
-    ``mask_fn(x_fake)`` instead (as released). With ``augment``, L_adv is taken on D(augment(x_fake)).
-    """
-    aug = augment or _identity
-    G, F, E, D = nets.generator, nets.mapping_network, nets.style_encoder, nets.discriminator
-
-    def style(i: int) -> torch.Tensor:
-        return F(z_trgs[i], y_trg) if z_trgs is not None else E(x_refs[i], y_trg)
-
-    s_trg = style(0)
-    x_fake = G(x_real, s_trg, masks=masks)
-    loss_adv = losses.adversarial(D(aug(x_fake), y_trg), 1.0)
-    loss_sty = losses.style_reconstruction(E(x_fake, y_trg), s_trg)
-
-    x_fake2 = G(x_real, style(1), masks=masks)
-    loss_ds = losses.diversity_sensitive(x_fake, x_fake2)
-
-    s_org = E(x_real, y_org)
-    masks_fake = mask_fn(x_fake.detach()) if mask_fn is not None else None
-    x_rec = G(x_fake, s_org, masks=masks_fake)
-    loss_cyc = losses.cycle_consistency(x_rec, x_real)
-
-    loss = loss_adv + cfg.lambda_sty * loss_sty - lambda_ds * loss_ds + cfg.lambda_cyc * loss_cyc
-    return loss, {"adv": loss_adv.detach(), "sty": loss_sty.detach(), "ds": loss_ds.detach(),
-                  "cyc": loss_cyc.detach()}
 
 
 @torch.no_grad()
@@ -130,137 +67,20 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_cfg: Loss
     ``mask_fn`` (w_hpf > 0) gives the face masks of images: those of x_real serve every generator
     call on x_real (computed once: x_real and the mask network do not change within the iteration),
     the cycle reconstruction recomputes them from x_fake.
-    ``speed`` sets precision, memory format and shared passes (default: fp32, shared passes).
+    ``speed`` sets precision, memory format, compiled passes and shared passes (default: fp32, shared).
     Returns the detached loss terms, keyed like ``D/latent_real`` or ``G/ref_cyc``.
     """
-    speed = speed or Speed()
-    if speed.shared_passes or speed.precision != "fp32" or speed.channels_last or speed.compiled:
-        return _shared_train_step(state, batch, loss_cfg, ema_beta, mask_fn, speed)
-    return _paper_train_step(state, batch, loss_cfg, ema_beta, mask_fn)
-
-
-def _paper_train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_cfg: LossConfig,
-                      ema_beta: float, mask_fn: MaskFn | None) -> dict[str, torch.Tensor]:
-    """The five phases as written (fp32, eager): each phase computes everything it needs."""
-    nets = state.nets
-    x_real, y_org, y_trg = batch["x_real"], batch["y_org"], batch["y_trg"]
-    z_trgs = (batch["z_trg"], batch["z_trg2"])
-    x_refs = (batch["x_ref"], batch["x_ref2"])
-    lambda_ds = losses.lambda_ds_at(state.step, loss_cfg.lambda_ds, loss_cfg.ds_iter)
-    masks = mask_fn(x_real) if mask_fn is not None else None
+    it = _Iteration.start(state, batch, loss_cfg, mask_fn, speed or Speed())
     logs: dict[str, torch.Tensor] = {}
+    shared = _shared_passes(it) if it.speed.shared_passes else None  # None: each phase makes its own
 
     # 1-2. Discriminator, with latent-guided then reference-guided fakes.
-    for mode, kwargs in (("latent", {"z_trg": z_trgs[0]}), ("ref", {"x_ref": x_refs[0]})):
-        with record_function(f"phase D/{mode}"):
-            d_loss, terms = discriminator_loss(nets, loss_cfg, x_real, y_org, y_trg, masks=masks,
-                                               augment=state.augment, **kwargs)
-            update(state, d_loss, ("discriminator",))
-        logs.update({f"D/{mode}_{k}": v for k, v in terms.items()})
-
+    for source in ("latent", "ref"):
+        logs |= _d_phase(it, source, shared.d_fake(source) if shared else None)
     # 3. Generator, mapping network and style encoder, with latent-guided styles.
-    with frozen(nets.discriminator), record_function("phase G/latent"):
-        g_loss, terms = generator_loss(nets, loss_cfg, lambda_ds, x_real, y_org, y_trg,
-                                       z_trgs=z_trgs, masks=masks, mask_fn=mask_fn, augment=state.augment)
-        update(state, g_loss, ("generator", "mapping_network", "style_encoder"))
-    logs.update({f"G/latent_{k}": v for k, v in terms.items()})
-
-    # 4. Generator only, with reference-guided styles.
-    with (frozen(nets.discriminator, nets.style_encoder, nets.mapping_network),
-          record_function("phase G/ref")):
-        g_loss, terms = generator_loss(nets, loss_cfg, lambda_ds, x_real, y_org, y_trg,
-                                       x_refs=x_refs, masks=masks, mask_fn=mask_fn, augment=state.augment)
-        update(state, g_loss, ("generator",))
-    logs.update({f"G/ref_{k}": v for k, v in terms.items()})
-
-    return _finish_iteration(state, ema_beta, lambda_ds, logs)
-
-
-def _shared_train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_cfg: LossConfig,
-                       ema_beta: float, mask_fn: MaskFn | None, speed: Speed) -> dict[str, torch.Tensor]:
-    """The same five phases, computing once what several phases compute with unchanged networks.
-
-    G, F and E change only at the updates of phases 3 and 4, so before phase 3's update:
-    - phase 3's first fake G(x_real, F(z_trg)) is computed (with its graph) before phase 1, whose fake
-      is the same tensor detached;
-    - phase 2's fake G(x_real, E(x_ref)) and phase 3's second fake G(x_real, F(z_trg2)) (L_ds detaches
-      it, so it needs no graph) reuse that pass's encoder features of x_real and decode as one batch;
-    - phase 3's two style-encoder passes, E(x_fake) and E(x_real), run as one batch.
-    In phase 4 the encoder features of x_real serve both fakes, and E's three passes that need no
-    gradient (E frozen, inputs without gradient) run as one batch. No layer couples the samples of a
-    batch (instance norm and AdaIN are per sample), so batching changes no value; R1 stays on the real
-    images only. tests/training/test_step_v2.py checks the result against the naive reference.
-    """
-    nets = state.nets
-    G_encode, G_decode = speed.fn(nets, "generator.encode_image"), speed.fn(nets, "generator.decode_from")
-    Fm, E = speed.fn(nets, "mapping_network"), speed.fn(nets, "style_encoder")
-    D_fake = speed.fn(nets, "discriminator")  # compiled when asked: no double backward goes through it
-    aug = state.augment or _identity  # drawn in the order of the paper's phases: the same transforms
-    x_real, x_ref, x_ref2 = (speed.images(batch[k]) for k in ("x_real", "x_ref", "x_ref2"))
-    y_org, y_trg, z_trg, z_trg2 = batch["y_org"], batch["y_trg"], batch["z_trg"], batch["z_trg2"]
-    lambda_ds = losses.lambda_ds_at(state.step, loss_cfg.lambda_ds, loss_cfg.ds_iter)
-    masks = mask_fn(x_real) if mask_fn is not None else None
-    masks2 = None if masks is None else tuple(torch.cat([m, m]) for m in masks)
-    logs: dict[str, torch.Tensor] = {}
-
-    # Phase 3's first fake, and without gradients phase 2's fake and phase 3's second fake.
-    with record_function("phase G/latent"), speed.autocast():
-        s_latent = Fm(z_trg, y_trg)
-        features = G_encode(x_real, masks)
-        x_fake_latent = G_decode(features, s_latent, masks)
-        with torch.no_grad():
-            s_others = torch.cat([E(x_ref, y_trg), Fm(z_trg2, y_trg)])
-            x_fake_ref, x_fake2_latent = G_decode(_repeat(features, 2), s_others, masks2).chunk(2)
-
-    # 1-2. Discriminator, with latent-guided then reference-guided fakes.
-    for mode, x_fake in (("latent", x_fake_latent.detach()), ("ref", x_fake_ref)):
-        with record_function(f"phase D/{mode}"):
-            scaler = speed.scaler(f"D/{mode}")
-            d_loss, terms = _discriminator_loss(nets.discriminator, D_fake, loss_cfg, x_real, y_org,
-                                                x_fake, y_trg, speed, scaler, state.augment)
-            update(state, d_loss, ("discriminator",), scaler=scaler)
-        logs.update({f"D/{mode}_{k}": v for k, v in terms.items()})
-
-    # 3. Generator, mapping network and style encoder, with latent-guided styles.
-    with frozen(nets.discriminator), record_function("phase G/latent"):
-        masks_fake = mask_fn(x_fake_latent.detach().to(x_real.dtype)) if mask_fn is not None else None
-        with speed.autocast():
-            d_out = D_fake(aug(x_fake_latent), y_trg)
-            s_pred, s_org = E(torch.cat([x_fake_latent, x_real.to(x_fake_latent.dtype)]),
-                              torch.cat([y_trg, y_org])).chunk(2)
-            x_rec = G_decode(G_encode(x_fake_latent, masks_fake), s_org, masks_fake)
-        g_loss, terms = _generator_loss(loss_cfg, lambda_ds, d_out, s_pred, s_latent, x_fake_latent,
-                                        x_fake2_latent, x_rec, x_real)
-        update(state, g_loss, ("generator", "mapping_network", "style_encoder"),
-               scaler=speed.scaler("G/latent"))
-    logs.update({f"G/latent_{k}": v for k, v in terms.items()})
-
-    # 4. Generator only, with reference-guided styles.
-    with (frozen(nets.discriminator, nets.style_encoder, nets.mapping_network),
-          record_function("phase G/ref")):
-        with speed.autocast():
-            with torch.no_grad():
-                s_ref, s_ref2, s_org = E(torch.cat([x_ref, x_ref2, x_real]),
-                                         torch.cat([y_trg, y_trg, y_org])).chunk(3)
-            features = G_encode(x_real, masks)
-            x_fake = G_decode(features, s_ref, masks)
-            with torch.no_grad():
-                x_fake2 = G_decode(features, s_ref2, masks)
-        masks_fake = mask_fn(x_fake.detach().to(x_real.dtype)) if mask_fn is not None else None
-        with speed.autocast():
-            d_out = D_fake(aug(x_fake), y_trg)
-            s_pred = E(x_fake, y_trg)
-            x_rec = G_decode(G_encode(x_fake, masks_fake), s_org, masks_fake)
-        g_loss, terms = _generator_loss(loss_cfg, lambda_ds, d_out, s_pred, s_ref, x_fake, x_fake2,
-                                        x_rec, x_real)
-        update(state, g_loss, ("generator",), scaler=speed.scaler("G/ref"))
-    logs.update({f"G/ref_{k}": v for k, v in terms.items()})
-
-    return _finish_iteration(state, ema_beta, lambda_ds, logs)
-
-
-def _finish_iteration(state: TrainState, ema_beta: float, lambda_ds: float,
-                      logs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    logs |= _g_phase(it, "latent", shared.latent if shared else None)
+    # 4. Generator only, with reference-guided styles (G changed in 3: nothing carries over).
+    logs |= _g_phase(it, "ref", None)
     # 5. Moving averages used for sampling and evaluation.
     with record_function("phase EMA"):
         update_ema(state.ema, state.nets, ema_beta)
@@ -268,57 +88,187 @@ def _finish_iteration(state: TrainState, ema_beta: float, lambda_ds: float,
         state.augment.after_step(state.world_size)
         logs.update(state.augment.logs())
     state.step += 1
-    logs["G/lambda_ds"] = torch.tensor(lambda_ds)
+    logs["G/lambda_ds"] = torch.tensor(it.lambda_ds)
     return logs
 
 
-def _repeat(features: tuple[torch.Tensor, dict[int, torch.Tensor]], n: int
-            ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """G's encoder features of a batch, repeated n times along the batch (for n styles at once)."""
-    x, cache = features
-    return torch.cat([x] * n), {size: torch.cat([f] * n) for size, f in cache.items()}
+@dataclass(frozen=True)
+class _Iteration:
+    """What the phases of one iteration read: the state, the networks as ``Speed`` runs them, the batch."""
+
+    state: TrainState
+    nets: Passes                  # G's halves, F, E and D as Speed runs them (precision, compiled)
+    speed: Speed
+    cfg: LossConfig
+    lambda_ds: float              # the diversity weight of Eq. 5 at this iteration
+    x_real: torch.Tensor          # images in Speed's memory format
+    y_org: torch.Tensor
+    y_trg: torch.Tensor
+    z_trgs: tuple[torch.Tensor, torch.Tensor]
+    x_refs: tuple[torch.Tensor, torch.Tensor]
+    masks: Masks                  # face masks of x_real (w_hpf > 0), else None
+    mask_fn: MaskFn | None
+
+    @staticmethod
+    def start(state: TrainState, batch: dict[str, torch.Tensor], cfg: LossConfig, mask_fn: MaskFn | None,
+              speed: Speed) -> _Iteration:
+        x_real = speed.images(batch["x_real"])
+        return _Iteration(state=state, nets=speed.passes(state.nets), speed=speed, cfg=cfg,
+                          lambda_ds=losses.lambda_ds_at(state.step, cfg.lambda_ds, cfg.ds_iter),
+                          x_real=x_real, y_org=batch["y_org"], y_trg=batch["y_trg"],
+                          z_trgs=(batch["z_trg"], batch["z_trg2"]),
+                          x_refs=(speed.images(batch["x_ref"]), speed.images(batch["x_ref2"])),
+                          masks=mask_fn(x_real) if mask_fn is not None else None, mask_fn=mask_fn)
+
+    def seen_by_d(self, x: torch.Tensor) -> torch.Tensor:
+        """What D sees of image x: x, or augment(x) with ``train.augment``."""
+        return x if self.state.augment is None else self.state.augment(x)
+
+    def style(self, source: str, i: int) -> torch.Tensor:
+        """The i-th style (0 or 1) of a source: F(z_trg_i, y_trg) (latent) or E(x_ref_i, y_trg) (ref)."""
+        if source == "latent":
+            return self.nets.mapping_network(self.z_trgs[i], self.y_trg)
+        return self.nets.style_encoder(self.x_refs[i], self.y_trg)
 
 
-def _discriminator_loss(D: nn.Module, D_fake: nn.Module, cfg: LossConfig, x_real: torch.Tensor,
-                        y_org: torch.Tensor, x_fake: torch.Tensor, y_trg: torch.Tensor, speed: Speed,
-                        scaler: torch.amp.GradScaler | None, augment: DiffAugment | None = None
-                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """:func:`discriminator_loss` for a given fake; losses and the R1 gradient in the images' dtype (fp32).
+@dataclass(frozen=True)
+class _Fakes:
+    """A G phase's styles and images on x_real: x_fake = G(x_real, s_trg), x_fake2 = G(x_real, s_trg2)."""
 
-    With loss scaling (fp16), R1 differentiates the scaled output, so that the half-precision
-    gradients do not underflow, and divides the penalty by the squared scale.
+    s_trg: torch.Tensor           # with its graph to F where F learns (phase 3)
+    x_fake: torch.Tensor          # with its graph to G (and to F)
+    x_fake2: torch.Tensor         # without a graph: L_ds does not back-propagate through it
+    s_org: torch.Tensor | None    # E(x_real, y_org) when computed with the styles (phase 4), else None
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """The passes phases 1-3 share (see :func:`_shared_passes`)."""
+
+    latent: _Fakes                # phase 3's styles and fakes
+    x_fake_ref: torch.Tensor      # phase 2's fake
+
+    def d_fake(self, source: str) -> torch.Tensor:
+        """The fake of D's phase for ``source``, without a graph."""
+        return self.latent.x_fake.detach() if source == "latent" else self.x_fake_ref
+
+
+def _shared_passes(it: _Iteration) -> _Shared:
+    """The passes several phases reuse, computed once: G, F and E do not change before phase 3's update.
+
+    - phase 3's first fake G(x_real, F(z_trg)), with its graph, is phase 1's fake (detached);
+    - phase 2's fake G(x_real, E(x_ref)) and phase 3's second fake G(x_real, F(z_trg2)) need no graph
+      and decode as one batch;
+    - all three decode the same encoding of x_real.
+    No layer couples the samples of a batch (instance norm and AdaIN are per sample), so batching
+    changes no value: the step is exact with or without this (``train.shared_passes``).
     """
-    aug = augment or _identity
-    x_real = x_real.detach().requires_grad_(True)
-    x_seen = aug(x_real)  # augmented outside autocast: the transforms run in fp32
-    with speed.autocast():
-        out = D(x_seen, y_org).to(x_real.dtype)
-    if augment is not None:
-        augment.observe(out)
-    loss_real = losses.adversarial(out, 1.0)
-    with record_function("R1"):
-        if scaler is None:
-            loss_reg = losses.r1_penalty(out, x_real)
-        else:
-            scale = scaler.scale(torch.ones((), device=out.device))  # a tensor: no host sync
-            loss_reg = losses.r1_penalty(out * scale, x_real) / scale**2
-    x_fake = aug(x_fake)
-    with speed.autocast():
-        out_fake = D_fake(x_fake, y_trg).to(x_real.dtype)
-    loss_fake = losses.adversarial(out_fake, 0.0)
-    loss = loss_real + loss_fake + cfg.lambda_reg * loss_reg
-    return loss, {"real": loss_real.detach(), "fake": loss_fake.detach(), "reg": loss_reg.detach()}
+    nets, masks = it.nets, it.masks
+    with record_function("phase G/latent"):
+        s_trg = it.style("latent", 0)
+        features = nets.encode(it.x_real, masks)
+        x_fake = nets.decode(features, s_trg, masks)
+        with torch.no_grad():
+            styles = torch.cat([it.style("ref", 0), it.style("latent", 1)])
+            x_fake_ref, x_fake2 = nets.decode(_repeat(features, 2), styles, _repeat(masks, 2)).chunk(2)
+    return _Shared(_Fakes(s_trg, x_fake, x_fake2, s_org=None), x_fake_ref)
 
 
-def _generator_loss(cfg: LossConfig, lambda_ds: float, d_out: torch.Tensor, s_pred: torch.Tensor,
-                    s_trg: torch.Tensor, x_fake: torch.Tensor, x_fake2: torch.Tensor, x_rec: torch.Tensor,
-                    x_real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Eq. 5 from the outputs of :func:`generator_loss`'s passes, reduced in the images' dtype (fp32)."""
-    full = x_real.dtype
-    loss_adv = losses.adversarial(d_out.to(full), 1.0)
-    loss_sty = losses.style_reconstruction(s_pred.to(full), s_trg.to(full))
-    loss_ds = losses.diversity_sensitive(x_fake.to(full), x_fake2.to(full))
-    loss_cyc = losses.cycle_consistency(x_rec.to(full), x_real)
-    loss = loss_adv + cfg.lambda_sty * loss_sty - lambda_ds * loss_ds + cfg.lambda_cyc * loss_cyc
-    return loss, {"adv": loss_adv.detach(), "sty": loss_sty.detach(), "ds": loss_ds.detach(),
-                  "cyc": loss_cyc.detach()}
+def _d_phase(it: _Iteration, source: str, x_fake: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Phases 1-2: D maximises L_adv (Eq. 1) against fakes styled by ``source``, with R1 on the real images:
+    L_D = -L_adv + lambda_reg * R1.
+
+    ``x_fake``: from the shared passes, or None: made here. R1 is taken w.r.t. x_real before augmentation.
+    """
+    phase = f"D/{source}"
+    with record_function(f"phase {phase}"):
+        if x_fake is None:
+            with torch.no_grad():
+                x_fake = it.nets.decode(it.nets.encode(it.x_real, it.masks), it.style(source, 0), it.masks)
+        x_real = it.x_real.detach().requires_grad_(True)
+        out_real = it.nets.discriminator_for_r1(it.seen_by_d(x_real), it.y_org)
+        if it.state.augment is not None:
+            it.state.augment.observe(out_real)
+        with record_function("R1"):
+            loss_reg = it.speed.r1_penalty(phase, out_real, x_real)
+        out_fake = it.nets.discriminator(it.seen_by_d(x_fake), it.y_trg)
+
+        loss_real, loss_fake = losses.adversarial(out_real, 1.0), losses.adversarial(out_fake, 0.0)
+        loss = loss_real + loss_fake + it.cfg.lambda_reg * loss_reg    # -L_adv (Eq. 1) + lambda_reg R1
+        update(it.state, loss, ("discriminator",), scaler=it.speed.scaler(phase))
+    return {f"{phase}_real": loss_real.detach(), f"{phase}_fake": loss_fake.detach(),
+            f"{phase}_reg": loss_reg.detach()}
+
+
+# The networks a G phase updates: with latent styles G, F and E; with reference styles G alone.
+_UPDATED = {"latent": ("generator", "mapping_network", "style_encoder"), "ref": ("generator",)}
+
+
+def _g_phase(it: _Iteration, source: str, fakes: _Fakes | None) -> dict[str, torch.Tensor]:
+    """Phases 3-4: with styles from ``source``, G (and in phase 3 F and E) minimise Eq. 5,
+    L_G = L_adv + lambda_sty * L_sty - lambda_ds * L_ds + lambda_cyc * L_cyc.
+
+    ``fakes``: from the shared passes, or None: made here. The cycle reconstruction, whose input is
+    x_fake, uses the face masks of x_fake (as released).
+    """
+    phase, trained = f"G/{source}", _UPDATED[source]
+    with (frozen(*[net for name, net in it.state.nets.items() if name not in trained]),
+          record_function(f"phase {phase}")):
+        f = fakes if fakes is not None else _fakes(it, source)
+        masks_fake = it.mask_fn(f.x_fake.detach()) if it.mask_fn is not None else None
+        out = it.nets.discriminator(it.seen_by_d(f.x_fake), it.y_trg)
+        s_pred, s_org = _styles_of_fake_and_real(it, f)
+        x_rec = it.nets.decode(it.nets.encode(f.x_fake, masks_fake), s_org, masks_fake)
+
+        loss_adv = losses.adversarial(out, 1.0)                       # Eq. 1, G's side
+        loss_sty = losses.style_reconstruction(s_pred, f.s_trg)        # Eq. 2
+        loss_ds = losses.diversity_sensitive(f.x_fake, f.x_fake2)      # Eq. 3
+        loss_cyc = losses.cycle_consistency(x_rec, it.x_real)          # Eq. 4
+        loss = (loss_adv + it.cfg.lambda_sty * loss_sty - it.lambda_ds * loss_ds
+                + it.cfg.lambda_cyc * loss_cyc)                         # Eq. 5
+        update(it.state, loss, trained, scaler=it.speed.scaler(phase))
+    return {f"{phase}_adv": loss_adv.detach(), f"{phase}_sty": loss_sty.detach(),
+            f"{phase}_ds": loss_ds.detach(), f"{phase}_cyc": loss_cyc.detach()}
+
+
+def _fakes(it: _Iteration, source: str) -> _Fakes:
+    """A G phase's own styles and fakes, both fakes from one encoding of x_real.
+
+    Phase 4 (``ref``) trains G alone: E is frozen and x_ref needs no gradient, so its two reference
+    styles and E(x_real, y_org) of the cycle come from one pass of E without a graph.
+    """
+    if source == "ref":
+        with torch.no_grad():
+            s_trg, s_trg2, s_org = it.nets.style_encoder(torch.cat([*it.x_refs, it.x_real]),
+                                                         torch.cat([it.y_trg, it.y_trg, it.y_org])).chunk(3)
+    else:
+        s_trg, s_org = it.style(source, 0), None
+        with torch.no_grad():
+            s_trg2 = it.style(source, 1)
+    features = it.nets.encode(it.x_real, it.masks)
+    x_fake = it.nets.decode(features, s_trg, it.masks)
+    with torch.no_grad():
+        x_fake2 = it.nets.decode(features, s_trg2, it.masks)
+    return _Fakes(s_trg, x_fake, x_fake2, s_org)
+
+
+def _styles_of_fake_and_real(it: _Iteration, f: _Fakes) -> tuple[torch.Tensor, torch.Tensor]:
+    """E(x_fake, y_trg), which L_sty compares with s_trg, and E(x_real, y_org), the style the cycle
+    restores: as one batch, unless the latter came with phase 4's reference styles."""
+    if f.s_org is not None:
+        return it.nets.style_encoder(f.x_fake, it.y_trg), f.s_org
+    s_pred, s_org = it.nets.style_encoder(torch.cat([f.x_fake, it.x_real]),
+                                          torch.cat([it.y_trg, it.y_org])).chunk(2)
+    return s_pred, s_org
+
+
+def _repeat(value, n: int):
+    """A tensor, or a tuple or dict of them (G's encoder features, face masks), or None, repeated n
+    times along the batch (to decode n styles at once)."""
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        return torch.cat([value] * n)
+    if isinstance(value, dict):
+        return {key: _repeat(v, n) for key, v in value.items()}
+    return tuple(_repeat(v, n) for v in value)
