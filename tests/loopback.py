@@ -9,9 +9,12 @@ import http.server
 import io
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 import torch
 
+from stargan import hub
 from stargan.hub import ReleasedFile
 
 
@@ -85,3 +88,18 @@ def fake_weights(size: int = 300_000) -> bytes:
     buffer = io.BytesIO()
     torch.save({"weight": torch.arange(size // 4, dtype=torch.float32)}, buffer)
     return buffer.getvalue()
+
+
+@pytest.fixture
+def server() -> Iterator[Files]:
+    """A loopback server for the test (import this fixture into a test module to use it)."""
+    with serving() as files:
+        yield files
+
+
+@pytest.fixture
+def online(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Downloads allowed, into a torch.hub folder of the test's own, with a short timeout."""
+    monkeypatch.delenv(hub.OFFLINE_ENV, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # torch.hub's folder, per test
+    monkeypatch.setattr(hub, "TIMEOUT_S", 5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,20 +21,12 @@ from stargan.hub import RELEASES
 from stargan.metrics import weights
 from stargan.nets.v1 import build_v1_networks
 from stargan.nets.v2 import build_networks
-from tests.loopback import Files, fake_weights, served, serving
-
-
-@pytest.fixture
-def server() -> Iterator[Files]:
-    with serving() as files:
-        yield files
+from tests.loopback import Files, fake_weights, online, server, served, serving  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(autouse=True)
-def online(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("STARGAN_OFFLINE", raising=False)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # torch.hub's folder, per test
-    monkeypatch.setattr(hub, "TIMEOUT_S", 5)
+def _online(online) -> None:
+    """Every test here may fetch (see tests.loopback.online)."""
 
 
 def serve_as(monkeypatch: pytest.MonkeyPatch, server: Files, name: str, contents: list[bytes],

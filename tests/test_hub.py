@@ -9,27 +9,18 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from stargan import hub
 from stargan.hub import RELEASES, DownloadError, Release, ReleasedFile, fetch, verify
-from tests.loopback import Files, fake_weights, serving
-
-
-@pytest.fixture
-def server() -> Iterator[Files]:
-    with serving() as files:
-        yield files
+from tests.loopback import Files, fake_weights, online, server, serving  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(autouse=True)
-def online(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(hub.OFFLINE_ENV, raising=False)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # torch.hub's folder, per test
-    monkeypatch.setattr(hub, "TIMEOUT_S", 5)
+def _online(online) -> None:
+    """Every test here may fetch (see tests.loopback.online)."""
 
 
 def remote(server: Files, body: bytes, name: str = "w.pth", pin: bool = True) -> ReleasedFile:
