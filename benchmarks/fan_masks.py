@@ -24,7 +24,7 @@ from stargan.config import load_preset
 from stargan.faces import FAN
 from stargan.nets.v2 import build_networks
 from stargan.state import make_train_state
-from stargan.training.step_v2 import train_step
+from stargan.training.v2.step import train_step
 
 MASKED_IMAGES_PER_SAMPLE = 3  # x_real, and x_fake of the latent and the reference generator steps
 

@@ -6,7 +6,7 @@
 
 Variants (each its own networks from the same seed, on the same random batch; timed in turns, one
 iteration of each per round, so that a busy machine slows them alike):
-    plain    every phase as written, fp32: the paper-form step of tests/training/reference_step.py
+    plain    every phase as written, fp32: the paper-form step of tests/training/v2/reference_step.py
              (skipping discarded gradients), the step of main at d58d7a9
     autocast the same step inside a plain ``torch.autocast`` (what a user would add)
     exact    the default step (shared passes, fp32): equal to plain within rounding
@@ -44,13 +44,13 @@ from torch.utils.flop_counter import flop_registry
 from stargan.config import load_preset
 from stargan.nets.v2 import build_networks
 from stargan.state import make_train_state
-from stargan.training import probe
-from stargan.training.speed import Speed, prepare_networks
-from stargan.training.step_v2 import train_step
+from stargan.training.v2 import probe
+from stargan.training.v2.speed import Speed, prepare_networks
+from stargan.training.v2.step import train_step
 
 # the paper-form step lives with the tests, as their float64 reference (a file: site-packages may hold
 # another package named `tests`)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "training"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "training" / "v2"))
 from reference_step import reference_step
 
 PHASES = ("D/latent", "D/ref", "G/latent", "G/ref", "EMA")

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from stargan import checkpoints
 from stargan.checkpoints import CheckpointError, load_for_sampling, resolve_checkpoint, save_checkpoint
 from stargan.config import Config, V1Config
-from stargan.nets.v1 import build_v1_networks
+from stargan.nets.v1 import build_networks as build_v1_networks
 from stargan.nets.v2 import build_networks
 from stargan.state import make_train_state, make_v1_train_state
 

@@ -264,6 +264,16 @@ def test_v1_with_a_v2_preset_is_a_one_line_error(trained_v1, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+
+@pytest.mark.parametrize("flags", [["--precision", "bf16"], ["--set", "train.compile=true"]])
+def test_v1_with_a_v2_only_setting_is_a_one_line_error_before_any_file(trained_v1, tmp_path, capsys, flags):
+    data, _ = trained_v1
+    assert main(["train", "--model", "v1", "--data", str(data), "--runs", str(tmp_path / "runs"), *flags]) == 2
+    err = capsys.readouterr().err
+    key = "precision" if "--precision" in flags else "compile"
+    assert err.startswith(f"error: --set.train: unknown key '{key}' in V1TrainConfig (a StarGAN v2 setting")
+    assert err.count("\n") == 1 and not (tmp_path / "runs").exists()
+
 def test_presets_lists_both_architectures(capsys):
     assert main(["presets"]) == 0
     rows = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())

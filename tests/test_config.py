@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import stargan
 from stargan.config import (Config, ConfigError, DataConfig, ModelConfig, OptimConfig, V1Config, available_presets,
-                            config_from_dict, load_config_yaml, load_preset)
+                            config_from_dict, load_config_yaml, load_preset, V2_ONLY_TRAIN)
 from stargan.config_rules import RULES
 from stargan.nets.v2 import build_networks
 
@@ -270,3 +271,30 @@ def test_fan_weights_may_move_on_resume_but_masks_are_part_of_the_run():
 
     assert not fixed_on_resume("model.fan_weights")
     assert fixed_on_resume("model.masks") and fixed_on_resume("model.w_hpf")
+
+
+@pytest.mark.parametrize("key,value", [("precision", "bf16"), ("precision", "fp32"), ("channels_last", "true"),
+                                       ("compile", "auto"), ("shared_passes", "false"), ("psi", "0.7"),
+                                       ("augment", "ada"), ("ada_target", "0.5"), ("ada_kimg", "10"),
+                                       ("ada_interval", "2")])
+def test_v1_refuses_every_v2_only_training_setting_naming_it(key, value):
+    assert set(V2_ONLY_TRAIN) == {"precision", "channels_last", "compile", "shared_passes", "psi", "augment",
+                                  "ada_target", "ada_kimg", "ada_interval"}
+    with pytest.raises(ValueError, match=rf"unknown key '{key}' in V1TrainConfig \(a StarGAN v2 setting"):
+        load_preset("cpu-v1").with_overrides([f"train.{key}={value}"])
+    assert getattr(load_preset("cpu").with_overrides([f"train.{key}={value}"]).train, key) is not None  # v2: fine
+
+
+def test_a_v1_config_yaml_of_an_earlier_release_still_loads_but_a_used_v2_setting_is_refused(tmp_path):
+    """Earlier releases wrote every v2 training setting, unused, into v1 runs' config.yaml: with the values
+    they always held, such a file loads (resume keeps working); a value that was set is refused."""
+    old = V1Config().to_dict()
+    old["train"].update(V2_ONLY_TRAIN)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(old))
+    config = load_config_yaml(path)
+    assert config == V1Config() and set(config.to_dict()["train"]).isdisjoint(V2_ONLY_TRAIN)
+    old["train"]["precision"] = "bf16"
+    path.write_text(yaml.safe_dump(old))
+    with pytest.raises(ValueError, match="unknown key 'precision' in V1TrainConfig"):
+        load_config_yaml(path)

@@ -13,7 +13,7 @@ import torch
 from stargan.config import LossConfig, OptimConfig
 from stargan.nets.v2 import build_networks
 from stargan.state import make_train_state
-from stargan.training.step_v2 import train_step
+from stargan.training.v2.step import train_step
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ WORKER = textwrap.dedent('''
     from stargan.config import OptimConfig, LossConfig
     from stargan.distributed import init_from_env
     from stargan.nets.v2 import build_networks
-    from stargan.training.step_v2 import train_step
+    from stargan.training.v2.step import train_step
     from stargan.state import make_train_state
     sys.path.insert(0, sys.argv[2])
     from test_distributed_batches import MODEL, batch_for
@@ -115,7 +115,7 @@ SLOW_EVAL = textwrap.dedent('''
     import torch.distributed as dist
     from stargan.config import Config
     from stargan.distributed import init_from_env
-    from stargan.training import loop_v2
+    from stargan.training.v2 import loop
 
     # the default group gets a short timeout, shorter than the evaluation below
     dist.init_process_group(backend="gloo", timeout=timedelta(seconds=6))
@@ -124,13 +124,13 @@ SLOW_EVAL = textwrap.dedent('''
         if state.step == 2:  # mid-run: step 3's gradient all-reduce comes next
             time.sleep(15)
         return Path(run_dir) / "metrics" / "fake.json"
-    loop_v2.evaluate_and_log = slow_evaluation
+    loop.evaluate_and_log = slow_evaluation
     config = Config().with_overrides(sys.argv[3:])
     if sys.argv[2] == "no-wait":  # the check has teeth: without the waits the job dies
         import stargan.training.runner as runner
         runner.wait_for_main = lambda world: None
         runner.any_rank = lambda flag, world: flag  # the per-iteration stop vote also waits, on the same group
-    loop_v2.train(config, Path(sys.argv[1]), show_progress=False, world=world)
+    loop.train(config, Path(sys.argv[1]), show_progress=False, world=world)
     # a marker file per rank: the two ranks' stdout lines can interleave in the shared pipe
     (Path(sys.argv[1]).parent / f"finished-{world.rank}").touch()
 ''')

@@ -19,7 +19,7 @@ from stargan.cli import main
 from stargan.config import ModelConfig, V1ModelConfig
 from stargan.hub import RELEASES
 from stargan.metrics import weights
-from stargan.nets.v1 import build_v1_networks
+from stargan.nets.v1 import build_networks as build_v1_networks
 from stargan.nets.v2 import build_networks
 from tests.loopback import Files, fake_weights, online, server, served, serving  # noqa: F401 (fixtures)
 

@@ -26,12 +26,12 @@ from stargan.checkpoints import (
     restore_train_state,
 )
 from stargan.config import Config, ModelConfig, V1Config, V1ModelConfig
-from stargan.nets.v1 import build_v1_networks
+from stargan.nets.v1 import build_networks as build_v1_networks
 from stargan.nets.v2 import build_networks
 from stargan.official import (
     RAFD_DOMAINS,
     import_official,
-    import_official_v1,
+    import_v1_official,
     infer_model_config,
     infer_v1_model_config,
 )
@@ -309,7 +309,7 @@ def _v1_files(tmp_path, model: V1ModelConfig, seed: int = 0, step: str = "200000
 
 def test_v1_import_of_g_and_d_rebuilds_the_released_run(tmp_path):
     nets, g, d = _v1_files(tmp_path, NARROW_V1)
-    ckpt = import_official_v1(g, d, out_dir=tmp_path / "run")
+    ckpt = import_v1_official(g, d, out_dir=tmp_path / "run")
     assert ckpt == tmp_path / "run" / "checkpoints" / "step-200000"
     config = load_config(tmp_path / "run")
     assert isinstance(config, V1Config) and config.model == NARROW_V1   # img_size from D's head kernel
@@ -331,7 +331,7 @@ def test_v1_import_of_g_and_d_rebuilds_the_released_run(tmp_path):
 
 def test_v1_import_of_g_alone_assumes_128_pixels(tmp_path):
     nets, g, _ = _v1_files(tmp_path, NARROW_V1)
-    ckpt = import_official_v1(g, out_dir=tmp_path / "run")
+    ckpt = import_v1_official(g, out_dir=tmp_path / "run")
     config = load_config(ckpt)
     assert config.model == replace(NARROW_V1, img_size=128, d_conv_dim=64, d_repeat_num=6)
     assert not any(k.startswith("discriminator.") for k in load_file(str(ckpt / "networks.safetensors")))
@@ -339,34 +339,34 @@ def test_v1_import_of_g_alone_assumes_128_pixels(tmp_path):
 
 def test_v1_import_of_a_two_dataset_model(tmp_path):
     _, g, d = _v1_files(tmp_path, NARROW_V1_BOTH)
-    config = load_config(import_official_v1(g, d, out_dir=tmp_path / "a"))
+    config = load_config(import_v1_official(g, d, out_dir=tmp_path / "a"))
     assert config.model == NARROW_V1_BOTH   # D's 13 logits vs G's 15 labels; c_dim 5 as released
     assert config.data.mode == "both" and config.data.domains == RAFD_DOMAINS
     names = tuple("abcde") + tuple(f"e{i}" for i in range(8))
-    config = load_config(import_official_v1(g, out_dir=tmp_path / "b", c_dim=5, names=names))
+    config = load_config(import_v1_official(g, out_dir=tmp_path / "b", c_dim=5, names=names))
     assert config.model == replace(NARROW_V1_BOTH, img_size=128, d_conv_dim=64, d_repeat_num=6)
     assert config.data.attrs == names[:5] and config.data.domains == names[5:]
     with pytest.raises(ValueError, match="3 names"):
-        import_official_v1(g, d, out_dir=tmp_path / "c", names=("a", "b", "c"))
+        import_v1_official(g, d, out_dir=tmp_path / "c", names=("a", "b", "c"))
 
 
 def test_v1_import_errors_name_the_problem(tmp_path):
     _, g, d = _v1_files(tmp_path, NARROW_V1)
     with pytest.raises(CheckpointError, match="not found"):
-        import_official_v1(tmp_path / "nope-G.ckpt", out_dir=tmp_path / "run")
+        import_v1_official(tmp_path / "nope-G.ckpt", out_dir=tmp_path / "run")
     with pytest.raises(CheckpointError, match="is a discriminator; pass NNNNNN-G.ckpt first"):
-        import_official_v1(d, g, out_dir=tmp_path / "run")
+        import_v1_official(d, g, out_dir=tmp_path / "run")
     v2_file = tmp_path / "100000_nets_ema.ckpt"
     torch.save(_official_dicts(build_networks(NARROW_HPF, with_discriminator=False)), v2_file)
     with pytest.raises(CheckpointError, match="StarGAN v2 file.*without --model v1"):
-        import_official_v1(v2_file, out_dir=tmp_path / "run")
+        import_v1_official(v2_file, out_dir=tmp_path / "run")
     torch.save([1, 2], tmp_path / "list-G.ckpt")
     with pytest.raises(CheckpointError, match="not a bare state dict"):
-        import_official_v1(tmp_path / "list-G.ckpt", out_dir=tmp_path / "run")
+        import_v1_official(tmp_path / "list-G.ckpt", out_dir=tmp_path / "run")
     (tmp_path / "other").mkdir()
     _, _, other_d = _v1_files(tmp_path / "other", replace(NARROW_V1, c_dim=4))
     with pytest.raises(CheckpointError, match="same model"):
-        import_official_v1(g, other_d, out_dir=tmp_path / "run")
+        import_v1_official(g, other_d, out_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 

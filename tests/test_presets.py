@@ -34,8 +34,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from stargan.config import AnyConfig, available_presets, load_config_yaml, load_preset
-from stargan.training.loop_v1 import train_v1
-from stargan.training.loop_v2 import train
+from stargan.training.v1.loop import train as train_v1
+from stargan.training.v2.loop import train
 
 pytestmark = pytest.mark.slow
 

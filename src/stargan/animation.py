@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from stargan.nets.v2 import MaskFn, Networks
 from stargan.imaging import eval_mode, to_uint8, to_unit
-from stargan.sampling_v2 import check_images, device_of, domain_tensor, masks_of
+from stargan.sampling.v2 import check_images, device_of, domain_tensor, masks_of
 
 ANIMATION_SUFFIXES = (".gif", ".mp4")
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from stargan import animation, sampling_v2
+from stargan import animation
+from stargan.sampling import v2 as sampling
 from stargan.config import Config
 from stargan.data.images import load_rgb, rgb_image
 from stargan.data.transforms import eval_transform, to_pil
@@ -84,15 +85,15 @@ class Translator:
             if num_styles != 1:
                 raise ValueError(f"num_styles={num_styles} needs latent styles; a reference gives exactly "
                                  "one style, so leave num_styles=1 or drop reference")
-            out = sampling_v2.translate(self.nets, x, y, x_ref=self._load(reference), psi=psi,
-                                        mask_fn=self.mask_fn)
+            out = sampling.translate(self.nets, x, y, x_ref=self._load(reference), psi=psi,
+                                     mask_fn=self.mask_fn)
         else:
             if num_styles < 1:
                 raise ValueError(f"num_styles must be >= 1, got {num_styles}")
             generator = torch.Generator().manual_seed(seed) if seed is not None else None
             z = torch.randn(num_styles, self.config.model.latent_dim, generator=generator)
-            out = sampling_v2.translate(self.nets, x, y, z=z, psi=psi, generator=generator,
-                                        mask_fn=self.mask_fn)
+            out = sampling.translate(self.nets, x, y, z=z, psi=psi, generator=generator,
+                                     mask_fn=self.mask_fn)
         return [to_pil(t) for t in out]
 
     def interpolate(self, image: ImageInput | Sequence[ImageInput], references: Sequence[ImageInput],

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from stargan.config import AnyConfig, Config, V1Config, config_changes, config_from_dict, fixed_on_resume
 from stargan.nets.v1 import Generator as V1Generator
-from stargan.nets.v1 import V1Networks, build_v1_networks
+from stargan.nets.v1 import Networks as V1Networks, build_networks as build_v1_networks
 from stargan.nets.v2 import Networks, build_networks
 from stargan.state import TrainState, V1TrainState
 

@@ -21,7 +21,7 @@ from stargan.config_rules import RULES
 PRESET_DIR = Path(__file__).parent / "presets"
 # The name of each section in its config (for messages such as ``optim.ema_beta=2``).
 SECTION_NAMES = {"ModelConfig": "model", "LossConfig": "loss", "OptimConfig": "optim", "DataConfig": "data",
-                 "TrainConfig": "train", "EvalConfig": "eval", "V1ModelConfig": "model",
+                 "TrainConfig": "train", "EvalConfig": "eval", "V1ModelConfig": "model", "V1TrainConfig": "train",
                  "V1LossConfig": "loss", "V1OptimConfig": "optim", "V1DataConfig": "data"}
 
 
@@ -107,7 +107,9 @@ class DataConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class TrainConfig(_Checked):
+class V1TrainConfig(_Checked):
+    """The training settings of both versions: StarGAN v1's whole ``train`` section."""
+
     total_iters: int = 100_000
     seed: int = 777
     device: str = "auto"       # auto | cpu | cuda | cuda:N
@@ -116,19 +118,31 @@ class TrainConfig(_Checked):
     save_every: int = 10_000
     keep_last: int = 3         # checkpoints kept on disk
     num_samples: int = 8       # images per row of the sample grids
-    psi: float = 1.0           # truncation of latent-guided samples towards the mean style (v2)
     stop_on_nonfinite: bool = True  # a NaN/Inf loss stops training (else: logged, training goes on)
-    precision: str = "fp32"    # v2: fp32 | bf16 (CPU/CUDA autocast) | fp16 (CUDA, loss scaling) | auto
+
+
+@dataclass(frozen=True)
+class TrainConfig(V1TrainConfig):
+    """StarGAN v2's ``train`` section: the settings of both versions, then those only v2 has."""
+
+    psi: float = 1.0           # truncation of latent-guided samples towards the mean style
+    precision: str = "fp32"    # fp32 | bf16 (CPU/CUDA autocast) | fp16 (CUDA, loss scaling) | auto
                                # (bf16 where the hardware has it natively, else fp32); weights fp32
-    channels_last: bool | str = False  # v2: NHWC memory format for networks and images; auto: measured
-    compile: bool | str = False  # v2: torch.compile G, F, E and D's passes without double backward;
+    channels_last: bool | str = False  # NHWC memory format for networks and images; auto: measured
+    compile: bool | str = False  # torch.compile G, F, E and D's passes without double backward;
                                  # auto: on where a probe on this machine shows it correct and faster
-    shared_passes: bool = True # v2: reuse passes across phases where the networks are unchanged (exact);
+    shared_passes: bool = True # reuse passes across phases where the networks are unchanged (exact);
                                # false: each phase computes its own, in every precision
-    augment: str = "none"      # v2: none | diffaugment | ada: transform every image D sees (few images)
+    augment: str = "none"      # none | diffaugment | ada: transform every image D sees (few images)
     ada_target: float = 0.6    # ada: keep E[sign(D(real))] near this
     ada_kimg: float = 500.0    # ada: thousands of images over which p can move from 0 to 1
     ada_interval: int = 4      # ada: iterations between updates of p
+
+
+# The v2-only training settings, and the values that earlier releases wrote into v1 runs' config.yaml
+# (unused there): a v1 config holding exactly these still loads; any other value is refused.
+V2_ONLY_TRAIN = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                 if f.name not in {g.name for g in dataclasses.fields(V1TrainConfig)}}
 
 
 @dataclass(frozen=True)
@@ -250,7 +264,7 @@ class V1OptimConfig(_Checked):
 
     def adam_settings(self, network: str) -> dict[str, Any]:
         """Adam's settings for ``network`` (generator or discriminator); the learning rate is the
-        undecayed one (each iteration sets the decayed rate, see ``training.step_v1.learning_rates_at``)."""
+        undecayed one (each iteration sets the decayed rate, see ``training.v1.step.learning_rates_at``)."""
         return {"lr": self.g_lr if network == "generator" else self.d_lr, "betas": (self.beta1, self.beta2)}
 
 
@@ -285,10 +299,19 @@ class V1Config(_ConfigMethods):
     loss: V1LossConfig = field(default_factory=V1LossConfig)
     optim: V1OptimConfig = field(default_factory=V1OptimConfig)
     data: V1DataConfig = field(default_factory=V1DataConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(total_iters=200_000, sample_every=1000,
-                                                                   save_every=10_000))
+    train: V1TrainConfig = field(default_factory=lambda: V1TrainConfig(total_iters=200_000, sample_every=1000,
+                                                                       save_every=10_000))
     preset: str = ""
     arch: str = "v1"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """As for v2, except that the unused v2 settings older releases saved with v1 runs are dropped."""
+        data = dict(data)
+        if isinstance(data.get("train"), dict):
+            data["train"] = {k: v for k, v in data["train"].items()
+                             if not (k in V2_ONLY_TRAIN and v == V2_ONLY_TRAIN[k])}
+        return super().from_dict(data)
 
 
 ARCHS = {"v2": Config, "v1": V1Config}
@@ -356,8 +379,11 @@ def _merge(obj: Any, updates: dict[str, Any], where: str) -> Any:
         if name == "arch" and name in fields and value != getattr(obj, name):
             raise ValueError(f"{where}: arch cannot be changed from {getattr(obj, name)!r} to {value!r}")
         if name not in fields:
-            raise ValueError(f"{where}: unknown key {name!r} in {type(obj).__name__}; "
-                             f"valid keys: {', '.join(fields)}")
+            v2_only = type(obj) is V1TrainConfig and name in V2_ONLY_TRAIN
+            raise ValueError(f"{where}: unknown key {name!r} in {type(obj).__name__}"
+                             + (" (a StarGAN v2 setting: v1 trains in fp32, eager, on the images as they are)"
+                                if v2_only else "")
+                             + f"; valid keys: {', '.join(fields)}")
         current = getattr(obj, name)
         try:
             if dataclasses.is_dataclass(current):

@@ -72,6 +72,12 @@ COUNT = at_least(1)
 NON_NEGATIVE = at_least(0)
 ADAM_BETA = within(0, 1, high_open=True)
 
+_TRAIN_RULES: dict[str, Rule] = {  # both versions
+    "total_iters": COUNT, "seed": within(0, 2**32 - 1), "device": device, "log_every": INTERVAL,
+    "sample_every": INTERVAL, "save_every": INTERVAL, "keep_last": NON_NEGATIVE, "num_samples": COUNT,
+    "stop_on_nonfinite": boolean,
+}
+
 RULES: dict[str, dict[str, Rule]] = {
     "ModelConfig": {
         "img_size": power_of_two(16, 1024), "num_domains": COUNT, "latent_dim": COUNT, "style_dim": COUNT,
@@ -90,10 +96,10 @@ RULES: dict[str, dict[str, Rule]] = {
         "root": text, "domains": names, "batch_size": COUNT, "num_workers": NON_NEGATIVE,
         "crop_prob": within(0, 1), "skip_bad_images": boolean,
     },
+    "V1TrainConfig": _TRAIN_RULES,
     "TrainConfig": {
-        "total_iters": COUNT, "seed": within(0, 2**32 - 1), "device": device, "log_every": INTERVAL,
-        "sample_every": INTERVAL, "save_every": INTERVAL, "keep_last": NON_NEGATIVE, "num_samples": COUNT,
-        "psi": NON_NEGATIVE, "stop_on_nonfinite": boolean, "precision": one_of("fp32", "bf16", "fp16", "auto"),
+        **_TRAIN_RULES,
+        "psi": NON_NEGATIVE, "precision": one_of("fp32", "bf16", "fp16", "auto"),
         "channels_last": boolean_or_auto, "compile": boolean_or_auto, "shared_passes": boolean,
         "augment": one_of("none", "diffaugment", "ada"), "ada_target": within(0, 1), "ada_kimg": above(0),
         "ada_interval": INTERVAL,

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from stargan.data import generated
 from stargan.data.folders import IMAGE_EXTENSIONS
 from stargan.hub import CHUNK, LICENCE_PREFIX, RELEASES, DownloadError, Release, fetch, sha256_file
-from stargan.official import import_official, import_official_v1
+from stargan.official import import_official, import_v1_official
 
 
 def release(name: str) -> Release:
@@ -66,8 +66,8 @@ def download(name: str, folder: str | Path | None = None, runs: str | Path = "ru
         import_official(paths[0], run)
         _record_licence(run, entry)
     else:
-        g, d = _unzip_v1(paths[0], Path(str(paths[0]).removesuffix(".zip")))
-        import_official_v1(g, d, out_dir=run)
+        g, d = _unzip_v1_release(paths[0], Path(str(paths[0]).removesuffix(".zip")))
+        import_v1_official(g, d, out_dir=run)
         _record_licence(run, entry)
     return [*paths, run]
 
@@ -77,7 +77,7 @@ def _record_licence(run: Path, entry: Release) -> None:
     config.write_text(f"{LICENCE_PREFIX} {entry.licence}\n# source: {entry.source}\n{config.read_text()}")
 
 
-def _unzip_v1(archive: Path, out: Path) -> tuple[Path, Path]:
+def _unzip_v1_release(archive: Path, out: Path) -> tuple[Path, Path]:
     """The ``NNNNNN-G.ckpt`` and ``NNNNNN-D.ckpt`` members of a v1 release zip, written into ``out``.
 
     Only those two members are read, each written under its own base name: no path in the archive

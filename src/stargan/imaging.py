@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
-from stargan.nets.v1 import V1Networks
+from stargan.nets.v1 import Networks as V1Networks
 from stargan.nets.v2 import Networks
 
 GRID_PADDING = 2         # pixels between the cells of every grid

@@ -20,7 +20,7 @@ import torch
 from stargan.checkpoints import CheckpointError, save_checkpoint
 from stargan.config import Config, ModelConfig, V1Config, V1DataConfig, V1ModelConfig
 from stargan.faces.weights import RUN_FAN_FILE, fan_state, save_fan_state
-from stargan.nets.v1 import build_v1_networks
+from stargan.nets.v1 import build_networks as build_v1_networks
 from stargan.nets.v2 import Networks, build_networks
 from stargan.state import TrainState, V1TrainState
 
@@ -193,7 +193,7 @@ def _v1_data_config(model: V1ModelConfig, names: tuple[str, ...] | None) -> V1Da
                                domains=tuple(domains))
 
 
-def import_official_v1(g_ckpt: str | Path, d_ckpt: str | Path | None = None, *, out_dir: str | Path,
+def import_v1_official(g_ckpt: str | Path, d_ckpt: str | Path | None = None, *, out_dir: str | Path,
                        names: tuple[str, ...] | None = None, c_dim: int | None = None) -> Path:
     """Write ``out_dir`` (a run directory with one checkpoint) from the release's ``NNNNNN-G.ckpt``
     (and optionally ``NNNNNN-D.ckpt``).

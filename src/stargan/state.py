@@ -12,7 +12,7 @@ from typing import Protocol
 import torch
 
 from stargan.config import OptimConfig, V1OptimConfig
-from stargan.nets.v1 import V1Networks
+from stargan.nets.v1 import Networks as V1Networks
 from stargan.nets.v2 import Networks
 
 
@@ -33,7 +33,7 @@ class TrainState:
     optimizers: dict[str, torch.optim.Optimizer]
     step: int = 0                  # number of iterations done
     world_size: int = 1            # processes whose gradients are averaged (see distributed.py)
-    augment: Augmentation | None = None  # training.augment's DiffAugment or ADA, when train.augment is on
+    augment: Augmentation | None = None  # training.v2.augment's DiffAugment or ADA, when train.augment is on
 
 
 @dataclass

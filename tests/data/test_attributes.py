@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from stargan.data import DataError, LabeledImages, celeba_splits, read_celeba_attributes
-from stargan.data import test_targets as targets_for  # renamed: pytest would collect test_* names
+from stargan.data import DataError
+from stargan.data.attributes import LabeledImages, celeba_splits, read_celeba_attributes
+from stargan.data.attributes import test_targets as targets_for  # renamed: pytest would collect test_* names
 from stargan.data.attributes import exclusive_groups
 
 CELEBA_ATTRS = (

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from stargan.config import V1DataConfig, V1ModelConfig
-from stargan.data import DataError, image_check, open_dataset, open_v1_data, scan_split
+from stargan.data import DataError, image_check, open_dataset, scan_split
+from stargan.data.v1 import open_data as open_v1_data
 from stargan.data.image_check import CACHE_NAME, CheckCache, find_bad_images, user_cache_file
 
 from .test_attributes import make_celeba

@@ -6,8 +6,9 @@ import torch
 from PIL import Image
 
 from stargan.config import V1DataConfig, V1ModelConfig
-from stargan.data import (DataError, V1Batches, V1Data, condition_vector, fixed_test_batch, folder_splits,
-                          make_demo_dataset, open_v1_data, target_labels, train_loader, v1_transform)
+from stargan.data import DataError, make_demo_dataset, train_loader
+from stargan.data.v1 import (Batches, Data, condition_vector, fixed_test_batch, folder_splits, open_data,
+                             target_labels, transform)
 from stargan.data.v1 import default_attr_file
 
 from .test_attributes import CELEBA_ATTRS, SELECTED, image_color, make_celeba
@@ -27,14 +28,14 @@ def celeba(tmp_path_factory) -> tuple[Path, Path, list[list[int]]]:
 
 
 @pytest.fixture(scope="module")
-def both(celeba, demo) -> V1Data:
+def both(celeba, demo) -> Data:
     cfg = V1DataConfig(mode="both", root=str(celeba[0]), rafd_root=str(demo), test_size=4)
-    return open_v1_data(cfg, V1ModelConfig(c_dim=5, c2_dim=3))
+    return open_data(cfg, V1ModelConfig(c_dim=5, c2_dim=3))
 
 
 def test_open_celeba_finds_the_attribute_file_next_to_the_image_folder(celeba):
     image_dir, attr_file, _ = celeba
-    data = open_v1_data(V1DataConfig(mode="celeba", root=str(image_dir), test_size=4), V1ModelConfig(c_dim=5))
+    data = open_data(V1DataConfig(mode="celeba", root=str(image_dir), test_size=4), V1ModelConfig(c_dim=5))
     assert [len(d) for d in data.train] == [8] and [len(d) for d in data.test] == [4]
     assert data.train[0].names == SELECTED and data.sizes == (5,) and data.label_dim == 5
     assert default_attr_file(image_dir) == attr_file
@@ -48,7 +49,7 @@ def test_default_attribute_file_inside_the_image_folder(tmp_path):
 
 
 def test_open_folders_and_both(demo, both):
-    data = open_v1_data(V1DataConfig(mode="folders", root=str(demo)), V1ModelConfig(c_dim=3))
+    data = open_data(V1DataConfig(mode="folders", root=str(demo)), V1ModelConfig(c_dim=3))
     assert data.train[0].names == DEMO and not data.train[0].multi_label
     assert len(data.train[0]) == 12 and len(data.test[0]) == 6 and data.label_dim == 3
     assert [d.multi_label for d in both.train] == [True, False]
@@ -67,7 +68,7 @@ def test_label_sizes_and_mode_are_checked(celeba, demo, mode, model, message):
     root = demo if mode == "folders" else celeba[0]
     cfg = V1DataConfig(mode=mode, root=str(root), rafd_root=str(demo), test_size=4)
     with pytest.raises(ValueError, match=message):
-        open_v1_data(cfg, model)
+        open_data(cfg, model)
 
 
 def test_an_unknown_mode_is_refused_when_the_config_is_built():
@@ -77,14 +78,14 @@ def test_an_unknown_mode_is_refused_when_the_config_is_built():
 
 def test_open_errors_for_missing_roots_and_changed_domains(demo, tmp_path):
     with pytest.raises(ValueError, match="data.root is empty"):
-        open_v1_data(V1DataConfig(mode="celeba"), V1ModelConfig())
+        open_data(V1DataConfig(mode="celeba"), V1ModelConfig())
     with pytest.raises(DataError, match="CelebA image folder .*nowhere .*does not exist"):
-        open_v1_data(V1DataConfig(mode="celeba", root=str(tmp_path / "nowhere")), V1ModelConfig())
+        open_data(V1DataConfig(mode="celeba", root=str(tmp_path / "nowhere")), V1ModelConfig())
     with pytest.raises(ValueError, match="data.rafd_root is empty"):
-        open_v1_data(V1DataConfig(mode="both", root=str(tmp_path)), V1ModelConfig(c2_dim=3))
+        open_data(V1DataConfig(mode="both", root=str(tmp_path)), V1ModelConfig(c2_dim=3))
     cfg = V1DataConfig(mode="folders", root=str(demo), domains=("circle", "star", "triangle"))
     with pytest.raises(DataError, match=r"expects \['circle', 'star', 'triangle'\]"):
-        open_v1_data(cfg, V1ModelConfig(c_dim=3))
+        open_data(cfg, V1ModelConfig(c_dim=3))
 
 
 def test_folder_splits_skip_bad_images(tmp_path):
@@ -136,12 +137,12 @@ def assert_same(a: dict, b: dict) -> None:
 
 
 def test_batches_are_a_pure_function_of_seed_step_and_rank(both):
-    a = V1Batches(both, img_size=8, batch_size=6, seed=3, crop_size=0)
-    b = V1Batches(both, img_size=8, batch_size=6, seed=3, crop_size=0)
+    a = Batches(both, img_size=8, batch_size=6, seed=3, crop_size=0)
+    b = Batches(both, img_size=8, batch_size=6, seed=3, crop_size=0)
     assert_same(a[5], b[5])
     assert_same(a[4], b[4])
-    for other in (a[6], V1Batches(both, img_size=8, batch_size=6, seed=3, crop_size=0, rank=1)[4],
-                  V1Batches(both, img_size=8, batch_size=6, seed=4, crop_size=0)[4]):
+    for other in (a[6], Batches(both, img_size=8, batch_size=6, seed=3, crop_size=0, rank=1)[4],
+                  Batches(both, img_size=8, batch_size=6, seed=4, crop_size=0)[4]):
         assert not torch.equal(a[4]["x_real"], other["x_real"])
     loaded = train_loader(a, start_step=4, num_workers=0)
     assert_same(next(loaded), a[4])
@@ -149,7 +150,7 @@ def test_batches_are_a_pure_function_of_seed_step_and_rank(both):
 
 
 def test_both_alternates_datasets_by_parity(both):
-    batches = V1Batches(both, img_size=8, batch_size=6, seed=0, crop_size=(178, 256))
+    batches = Batches(both, img_size=8, batch_size=6, seed=0, crop_size=(178, 256))
     for step in range(4):
         batch = batches[step]
         assert batch["dataset"].dtype == torch.long and batch["dataset"].ndim == 0
@@ -177,8 +178,8 @@ def identify(x: torch.Tensor) -> list[int]:
 
 def test_batch_labels_belong_to_their_images(celeba):
     image_dir, _, values = celeba
-    data = open_v1_data(V1DataConfig(mode="celeba", root=str(image_dir), test_size=4), V1ModelConfig())
-    batch = V1Batches(data, img_size=8, batch_size=16, seed=0, crop_size=0)[0]
+    data = open_data(V1DataConfig(mode="celeba", root=str(image_dir), test_size=4), V1ModelConfig())
+    batch = Batches(data, img_size=8, batch_size=16, seed=0, crop_size=0)[0]
     columns = [CELEBA_ATTRS.index(a) for a in SELECTED]
     train_files = {f.name for f in data.train[0].files}
     for index, label in zip(identify(batch["x_real"]), batch["label_org"].tolist()):
@@ -189,23 +190,23 @@ def test_batch_labels_belong_to_their_images(celeba):
 def test_transform_crops_the_centre_then_resizes(tmp_path):
     img = Image.new("RGB", (24, 20), (255, 0, 0))
     img.paste((0, 0, 255), (6, 4, 18, 16))  # a 12 x 12 blue centre
-    x = v1_transform(img, 8, crop_size=12, flip=False)
+    x = transform(img, 8, crop_size=12, flip=False)
     assert x.shape == (3, 8, 8) and x.dtype == torch.float32
     assert torch.allclose(x, torch.tensor([-1.0, -1, 1]).view(3, 1, 1).expand(3, 8, 8))
-    uncropped = v1_transform(img, 8, crop_size=0, flip=False)
-    assert torch.equal(v1_transform(img, 8, crop_size=21, flip=False), uncropped)  # larger than a side: none
+    uncropped = transform(img, 8, crop_size=0, flip=False)
+    assert torch.equal(transform(img, 8, crop_size=21, flip=False), uncropped)  # larger than a side: none
     assert uncropped[0].max() == 1  # red border kept
 
 
 def test_transform_flip_follows_the_generator():
     img = Image.new("RGB", (8, 8), (0, 0, 0))
     img.paste((255, 255, 255), (0, 0, 4, 8))  # white left half
-    plain = v1_transform(img, 8, 0, flip=False)
-    seen = {torch.equal(v1_transform(img, 8, 0, True, torch.Generator().manual_seed(s)), plain.flip(-1))
+    plain = transform(img, 8, 0, flip=False)
+    seen = {torch.equal(transform(img, 8, 0, True, torch.Generator().manual_seed(s)), plain.flip(-1))
             for s in range(20)}
     assert seen == {True, False}
     with pytest.raises(ValueError, match="needs a generator"):
-        v1_transform(img, 8, 0, flip=True)
+        transform(img, 8, 0, flip=True)
 
 
 def test_fixed_test_batch(both):

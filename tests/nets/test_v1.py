@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stargan.config import V1ModelConfig
-from stargan.nets.v1 import Discriminator, Generator, InstanceNorm, ResidualBlock, build_v1_networks
+from stargan.nets.v1 import Discriminator, Generator, InstanceNorm, ResidualBlock, build_networks
 from stargan.v1 import Discriminator as PublicDiscriminator
 from stargan.v1 import Generator as PublicGenerator
 
@@ -64,7 +64,7 @@ def test_reference_file_has_both_released_configurations():
 @pytest.mark.parametrize("title", sorted(REFERENCE) or [pytest.param(None, marks=needs_tsv)])
 def test_state_dict_keys_shapes_and_counts_match_the_released_models(title):
     ref = REFERENCE[title]
-    nets = build_v1_networks(_config_of(title))
+    nets = build_networks(_config_of(title))
     for short, net in (("G", nets.generator), ("D", nets.discriminator)):
         ours = {k: tuple(v.shape) for k, v in net.state_dict().items()}
         assert ours == ref[short]["keys"], short
@@ -81,7 +81,7 @@ def test_public_api_names_the_networks():
                          ids=["one-dataset", "both", "img32"])
 def test_shapes(model):
     torch.manual_seed(0)
-    nets = build_v1_networks(model)
+    nets = build_networks(model)
     s = model.img_size
     x = torch.rand(2, 3, s, s) * 2 - 1
     c = torch.rand(2, model.label_dim)
@@ -112,16 +112,16 @@ def test_discriminator_rejects_an_image_size_its_head_cannot_cover():
     with pytest.raises(ValueError, match="multiple of 2\\*\\*d_repeat_num"):
         Discriminator(img_size=24, conv_dim=8, c_dim=3, repeat_num=4)
     with pytest.raises(ValueError, match="divisible by 4"):
-        build_v1_networks(replace(TINY, img_size=18, d_repeat_num=1))
+        build_networks(replace(TINY, img_size=18, d_repeat_num=1))
 
 
 def test_build_without_discriminator_and_seeded_default_init():
-    nets = build_v1_networks(TINY, with_discriminator=False)
+    nets = build_networks(TINY, with_discriminator=False)
     assert nets.discriminator is None and [n for n, _ in nets.items()] == ["generator"]
     torch.manual_seed(3)
-    a = build_v1_networks(TINY)
+    a = build_networks(TINY)
     torch.manual_seed(3)
-    b = build_v1_networks(TINY)
+    b = build_networks(TINY)
     for (_, na), (_, nb) in zip(a.items(), b.items()):
         for pa, pb in zip(na.state_dict().values(), nb.state_dict().values()):
             assert torch.equal(pa, pb)

@@ -12,8 +12,8 @@ from PIL import Image
 from stargan.api import Translator
 from stargan.config import V1ModelConfig
 from stargan.hub import LICENCE_PREFIX, RELEASES
-from stargan.nets.v1 import build_v1_networks
-from stargan.official import import_official_v1
+from stargan.nets.v1 import build_networks as build_v1_networks
+from stargan.official import import_v1_official
 from stargan.serve.model import ServedModel, release_licence
 from stargan.serve.page import Handlers
 
@@ -112,7 +112,7 @@ def v1_run(tmp_path: Path, c_dim: int, names: tuple[str, ...]) -> Path:
     nets = build_v1_networks(V1ModelConfig(img_size=16, c_dim=c_dim, g_conv_dim=8, g_repeat_num=1),
                              with_discriminator=False)  # imported without D: the release's 128 px
     torch.save(nets.generator.state_dict(), tmp_path / "200000-G.ckpt")
-    import_official_v1(tmp_path / "200000-G.ckpt", out_dir=tmp_path / "run", names=names)
+    import_v1_official(tmp_path / "200000-G.ckpt", out_dir=tmp_path / "run", names=names)
     return tmp_path / "run"
 
 

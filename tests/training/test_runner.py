@@ -17,10 +17,11 @@ from stargan.cli import main
 from stargan.config import Config, V1Config, load_config_yaml
 from stargan.data.demo import make_demo_dataset
 from stargan.distributed import World
-from stargan.nets.v1 import build_v1_networks
+from stargan.nets.v1 import build_networks as build_v1_networks
 from stargan.nets.v2 import build_networks
 from stargan.state import make_train_state, make_v1_train_state
-from stargan.training import loop_v1, loop_v2
+from stargan.training.v1 import loop as v1_loop
+from stargan.training.v2 import loop as v2_loop
 from stargan.training.runner import TrainingFailed, TrainingStopped, resume_and_record
 
 V2_TINY = ["model.img_size=16", "model.latent_dim=4", "model.style_dim=8", "model.hidden_dim=16",
@@ -41,12 +42,12 @@ def demo_data(tmp_path_factory):
 
 ARCHS = {
     "v2": (lambda data, *extra: Config().with_overrides(V2_TINY + [f"data.root={data}", *extra]),
-           loop_v2.train, "train_step"),
+           v2_loop.train, "train_step"),
     "v1": (lambda data, *extra: V1Config().with_overrides(V1_TINY + [f"data.root={data}", "model.c_dim=3",
-                                                                      *extra]),
-           loop_v1.train_v1, "train_step_v1"),
+                                                                     *extra]),
+           v1_loop.train, "train_step"),
 }
-LOOPS = {"v2": loop_v2, "v1": loop_v1}
+LOOPS = {"v2": v2_loop, "v1": v1_loop}
 
 
 def listing(root: Path) -> dict[str, tuple[int, int]]:
@@ -108,7 +109,7 @@ def _state(arch: str, config):
      {"generator": {"lr": 5e-4, "betas": (0.3, 0.9)}, "discriminator": {"betas": (0.3, 0.9)}}),
 ])
 def test_resume_applies_changed_settings_records_and_lists_them(demo_data, tmp_path, capsys, arch, overrides,
-                                                                 expected_groups):
+                                                                expected_groups):
     config, train, _ = ARCHS[arch]
     first = config(demo_data, "train.total_iters=2")
     train(first, tmp_path, show_progress=False)
@@ -167,7 +168,7 @@ def test_resume_with_a_new_rate_trains_like_a_run_that_had_it_from_that_step(dem
 @pytest.mark.parametrize("arch", ["v2", "v1"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_stop_signal_finishes_the_iteration_and_saves_a_checkpoint(demo_data, tmp_path, monkeypatch, arch,
-                                                                      signum):
+                                                                     signum):
     config, train, step_name = ARCHS[arch]
     real_step = getattr(LOOPS[arch], step_name)
     calls = []
@@ -254,14 +255,14 @@ def test_a_non_finite_loss_stops_training_without_saving_broken_weights(demo_dat
 
 def test_non_finite_losses_can_be_trained_through_when_asked(demo_data, tmp_path, monkeypatch, capsys):
     config, train, step_name = ARCHS["v2"]
-    real_step = loop_v2.train_step
+    real_step = v2_loop.train_step
 
     def step(state, *args, **kwargs):
         logs = real_step(state, *args, **kwargs)
         logs["G/latent_adv"] = torch.tensor(float("inf"))
         return logs
 
-    monkeypatch.setattr(loop_v2, "train_step", step)
+    monkeypatch.setattr(v2_loop, "train_step", step)
     train(config(demo_data, "train.total_iters=2", "train.stop_on_nonfinite=false"), tmp_path,
           show_progress=False)
     assert "non-finite loss at step 1: G/latent_adv" in capsys.readouterr().out
@@ -269,7 +270,7 @@ def test_non_finite_losses_can_be_trained_through_when_asked(demo_data, tmp_path
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_one_and_says_so_in_one_line(demo_data, tmp_path,
-                                                                                     monkeypatch, capsys):
+                                                                                  monkeypatch, capsys):
     real_save = checkpoints.save_file
     calls = []
 

@@ -9,12 +9,12 @@ from stargan.cli.options import add_offline
 
 
 def cmd_import_official(args: argparse.Namespace) -> None:
-    from stargan.official import import_official, import_official_v1
+    from stargan.official import import_official, import_v1_official
 
     if args.model == "v1":
         g_ckpt, d_ckpt = (args.checkpoint + [None])[:2]
         names = tuple(args.domains.split(",")) if args.domains else None
-        ckpt = import_official_v1(g_ckpt, d_ckpt, out_dir=args.out, names=names, c_dim=args.c_dim)
+        ckpt = import_v1_official(g_ckpt, d_ckpt, out_dir=args.out, names=names, c_dim=args.c_dim)
         print(f"imported {g_ckpt} -> {ckpt}\nsample with: stargan sample {args.out} --data DIR")
         return
     if len(args.checkpoint) != 1:

@@ -11,13 +11,14 @@ from stargan.cli.options import add_model_options, add_offline, add_threads
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from stargan import checkpoints, sampling_v2
+    from stargan import checkpoints
+    from stargan.sampling import v2 as sampling
     from stargan.imaging import save_grid
     from stargan.data import fixed_batch, open_dataset
     from stargan.data.folders import check_domains
 
     if checkpoints.load_config(args.run).arch == "v1":
-        return _sample_v1(args)
+        return _v1_sample(args)
     from stargan.faces.masks import load_mask_fn
 
     config, nets = checkpoints.load_for_sampling(args.run, args.device)
@@ -32,15 +33,16 @@ def cmd_sample(args: argparse.Namespace) -> None:
     check_domains(val_set.domains, config.data.domains, root)
     per_domain = -(-args.num_images // len(val_set.domains))
     x, y = fixed_batch(val_set, config.model.img_size, per_domain=per_domain, seed=args.seed)
-    grids = sampling_v2.sample_grids(nets, x, y, num_images=args.num_images, num_styles=args.num_styles,
-                                     psi=args.psi, seed=args.seed, mask_fn=mask_fn)
+    grids = sampling.sample_grids(nets, x, y, num_images=args.num_images, num_styles=args.num_styles,
+                                  psi=args.psi, seed=args.seed, mask_fn=mask_fn)
     out = Path(args.out or Path(args.run) / "samples")
     written = [save_grid(grid, out / f"{kind}.png") for kind, grid in grids.items()]
     print("\n".join(str(p) for p in written))
 
 
-def _sample_v1(args: argparse.Namespace) -> None:
-    from stargan import checkpoints, sampling_v1
+def _v1_sample(args: argparse.Namespace) -> None:
+    from stargan import checkpoints
+    from stargan.sampling import v1 as sampling
 
     if args.psi != 1.0 or args.num_styles != 4:
         raise ValueError("--psi and --num-styles are StarGAN v2 options (style codes); a v1 run has none")
@@ -49,8 +51,8 @@ def _sample_v1(args: argparse.Namespace) -> None:
         config = config.with_overrides([f"data.root={args.data}"])
     if not config.data.root:
         raise SystemExit("error: this run has no dataset recorded; pass --data DIR")
-    written = sampling_v1.sample_run(generator, config, Path(args.out or Path(args.run) / "samples"),
-                                     num_images=args.num_images, seed=args.seed)
+    written = sampling.sample_run(generator, config, Path(args.out or Path(args.run) / "samples"),
+                                  num_images=args.num_images, seed=args.seed)
     print("\n".join(str(p) for p in written))
 
 

@@ -42,9 +42,9 @@ def _precision_override(args: argparse.Namespace) -> list[str]:
 
 def cmd_train(args: argparse.Namespace) -> Path:
     from stargan.distributed import broadcast, init_from_env
-    from stargan.training.loop_v2 import train
     from stargan.training.runner import new_run_dir
-    from stargan.training.loop_v1 import train_v1
+    from stargan.training.v1 import loop as v1_loop
+    from stargan.training.v2 import loop as v2_loop
 
     world = init_from_env()  # several processes under torchrun, else one
 
@@ -69,9 +69,9 @@ def cmd_train(args: argparse.Namespace) -> Path:
         find_mask_weights(config.model, run=run_dir)  # w_hpf > 0 without FAN weights: stop before work
     if world.is_main:
         print(f"run directory: {run_dir}")
-    train_fn = train if config.arch == "v2" else train_v1
-    ckpt = train_fn(config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress,
-                    world=world)
+    loop = v2_loop if config.arch == "v2" else v1_loop
+    ckpt = loop.train(config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress,
+                      world=world)
     if world.is_main:
         _report(run_dir, ckpt)
     if world.is_distributed:
@@ -106,7 +106,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     import torch
 
     from stargan import hardware
-    from stargan.training.probe import resolve_speed
+    from stargan.training.v2.probe import resolve_speed
     from stargan.training.runner import resolve_device
 
     config = load_preset(args.preset).with_overrides(list(args.set or []) + _precision_override(args))

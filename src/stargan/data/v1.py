@@ -29,9 +29,9 @@ MODES = ("celeba", "folders", "both")
 ATTR_FILE_NAME = "list_attr_celeba.txt"
 
 __all__ = [
-    "LabeledImages", "V1Batches", "V1Data", "celeba_splits", "condition_vector", "exclusive_groups",
-    "fixed_test_batch", "folder_splits", "open_v1_data", "read_celeba_attributes", "target_labels",
-    "test_targets", "v1_transform",
+    "LabeledImages", "Batches", "Data", "celeba_splits", "condition_vector", "exclusive_groups",
+    "fixed_test_batch", "folder_splits", "open_data", "read_celeba_attributes", "target_labels",
+    "test_targets", "transform",
 ]
 
 
@@ -51,7 +51,7 @@ def folder_splits(root: str | Path, skip_bad_images: bool = False, check_images:
 
 
 @dataclass(frozen=True)
-class V1Data:
+class Data:
     """The splits of each training dataset: one, or (CelebA, folders) when training on both."""
 
     train: tuple[LabeledImages, ...]
@@ -122,8 +122,8 @@ def _open_folders(cfg: V1DataConfig, root: str, key: str, expected: int, check_i
     return train, test
 
 
-def open_v1_data(cfg: V1DataConfig, model: V1ModelConfig, check_images: bool = True,
-                 progress: bool = True) -> V1Data:
+def open_data(cfg: V1DataConfig, model: V1ModelConfig, check_images: bool = True,
+              progress: bool = True) -> Data:
     """Open the datasets of ``cfg.mode`` and check them against the model's label sizes.
 
     With ``check_images`` every image is decoded once (results cached per file, see
@@ -149,16 +149,16 @@ def open_v1_data(cfg: V1DataConfig, model: V1ModelConfig, check_images: bool = T
     else:
         splits = [_open_celeba(cfg, model, check_images, progress),
                   _open_folders(cfg, cfg.rafd_root, "c2_dim", model.c2_dim, check_images, progress)]
-    return V1Data(train=tuple(train for train, _ in splits), test=tuple(test for _, test in splits))
+    return Data(train=tuple(train for train, _ in splits), test=tuple(test for _, test in splits))
 
 
-def condition_vector(labels: Tensor, dataset: int, data: V1Data | Sequence[int]) -> Tensor:
+def condition_vector(labels: Tensor, dataset: int, data: Data | Sequence[int]) -> Tensor:
     """G's float ``[B, label_dim]`` input for ``labels`` of training dataset ``dataset``.
 
     Multi-label ``[B, c]`` labels stay multi-hot, class indices ``[B]`` become one-hot. With several
     datasets: ``[c_0, c_1, ..., mask]``, zeros for the other datasets and ``mask`` one-hot of ``dataset``.
     """
-    sizes = data.sizes if isinstance(data, V1Data) else tuple(data)
+    sizes = data.sizes if isinstance(data, Data) else tuple(data)
     if not 0 <= dataset < len(sizes):
         raise ValueError(f"dataset {dataset} out of range for {len(sizes)} datasets")
     size = sizes[dataset]
@@ -186,8 +186,8 @@ def target_labels(labels: Tensor, generator: torch.Generator | None = None) -> T
     return labels[order]
 
 
-def v1_transform(img: Image.Image, img_size: int, crop_size: int, flip: bool,
-                 generator: torch.Generator | None = None) -> Tensor:
+def transform(img: Image.Image, img_size: int, crop_size: int, flip: bool,
+              generator: torch.Generator | None = None) -> Tensor:
     """Center crop (when ``0 < crop_size <=`` both sides), resize, and with ``flip`` a horizontal flip
     with probability 0.5 drawn from ``generator``. Float32 ``[3, img_size, img_size]`` in [-1, 1]."""
     img = to_rgb(img)
@@ -196,13 +196,13 @@ def v1_transform(img: Image.Image, img_size: int, crop_size: int, flip: bool,
     img = F.resize(img, [img_size, img_size], antialias=True)
     if flip:
         if generator is None:
-            raise ValueError("v1_transform with flip=True needs a generator, so batches stay reproducible")
+            raise ValueError("transform with flip=True needs a generator, so batches stay reproducible")
         if torch.rand((), dtype=torch.float64, generator=generator).item() < 0.5:
             img = F.horizontal_flip(img)
     return to_tensor(img)
 
 
-class V1Batches(Dataset):
+class Batches(Dataset):
     """``batches[step]`` is the whole batch of iteration ``step``, a pure function of ``(seed, step, rank)``.
 
     Step ``step`` uses training dataset ``step % len(data.train)`` (with two: CelebA on even steps, the
@@ -210,7 +210,7 @@ class V1Batches(Dataset):
     permutation of the batch's labels. ``crop_size`` is one value, or one per training dataset.
     """
 
-    def __init__(self, data: V1Data, img_size: int, batch_size: int, seed: int,
+    def __init__(self, data: Data, img_size: int, batch_size: int, seed: int,
                  crop_size: int | Sequence[int], flip: bool = True, rank: int = 0):
         if img_size < 1 or batch_size < 1:
             raise ValueError(f"img_size and batch_size must be >= 1, got {img_size} and {batch_size}")
@@ -237,8 +237,8 @@ class V1Batches(Dataset):
         dataset = int(step) % len(self.data.train)
         images = self.data.train[dataset]
         picked = torch.randint(len(images), (self.batch_size,), generator=g)
-        x_real = torch.stack([v1_transform(load_rgb(images.files[i]), self.img_size, self.crops[dataset],
-                                           self.flip, g) for i in picked.tolist()])
+        x_real = torch.stack([transform(load_rgb(images.files[i]), self.img_size, self.crops[dataset],
+                                        self.flip, g) for i in picked.tolist()])
         label_org = images.labels[picked]
         label_trg = target_labels(label_org, g)
         return {
@@ -267,6 +267,6 @@ def fixed_test_batch(images: LabeledImages, img_size: int, crop_size: int, num: 
         picked = torch.arange(count)
     else:
         picked = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]
-    x = torch.stack([v1_transform(load_rgb(images.files[i]), img_size, crop_size, flip=False)
+    x = torch.stack([transform(load_rgb(images.files[i]), img_size, crop_size, flip=False)
                      for i in picked.tolist()])
     return x, images.labels[picked]

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from stargan.data import eval_images
 from stargan.nets.v2 import Masks, Networks
-from stargan.sampling_v2 import latent_dim_of
+from stargan.sampling.v2 import latent_dim_of
 
 
 def mean_pairwise_l1(outs: Tensor) -> Tensor:

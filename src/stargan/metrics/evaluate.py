@@ -46,7 +46,7 @@ from stargan.metrics.kid import kernel_inception_distance
 from stargan.metrics.paired import PairedDistances
 from stargan.metrics.stats_cache import cached_real_stats
 from stargan.nets.v2 import MaskFn, Masks, Networks
-from stargan.sampling_v2 import latent_dim_of, masks_of
+from stargan.sampling.v2 import latent_dim_of, masks_of
 
 FORMAT = "stargan-eval/1"
 MODES = ("latent", "reference")

@@ -107,7 +107,7 @@ class Discriminator(nn.Module):
 
 
 @dataclass
-class V1Networks:
+class Networks:
     """G and D. ``discriminator`` is None when only sampling."""
 
     generator: Generator
@@ -117,13 +117,13 @@ class V1Networks:
         names = ("generator", "discriminator")
         return [(n, getattr(self, n)) for n in names if getattr(self, n) is not None]
 
-    def to(self, device: torch.device | str) -> "V1Networks":
+    def to(self, device: torch.device | str) -> "Networks":
         for _, net in self.items():
             net.to(device)
         return self
 
 
-def build_v1_networks(cfg: V1ModelConfig, with_discriminator: bool = True) -> V1Networks:
+def build_networks(cfg: V1ModelConfig, with_discriminator: bool = True) -> Networks:
     """G with ``cfg.label_dim`` label channels and D with ``c_dim + c2_dim`` domain logits."""
     if cfg.c_dim < 1 or cfg.c2_dim < 0:
         raise ValueError(f"model.c_dim must be >= 1 and model.c2_dim >= 0, got {cfg.c_dim} and {cfg.c2_dim}")
@@ -132,4 +132,4 @@ def build_v1_networks(cfg: V1ModelConfig, with_discriminator: bool = True) -> V1
     generator = Generator(cfg.g_conv_dim, cfg.label_dim, cfg.g_repeat_num)
     discriminator = (Discriminator(cfg.img_size, cfg.d_conv_dim, cfg.c_dim + cfg.c2_dim, cfg.d_repeat_num)
                      if with_discriminator else None)
-    return V1Networks(generator, discriminator)
+    return Networks(generator, discriminator)

@@ -16,7 +16,8 @@ from PIL import Image
 
 from stargan import checkpoints
 from stargan.api import Translator
-from stargan.data import condition_vector, to_pil, v1_transform
+from stargan.data import to_pil
+from stargan.data.v1 import condition_vector, transform as v1_transform
 from stargan.data.folders import list_images
 from stargan.hub import LICENCE_PREFIX, released_file
 
@@ -68,7 +69,7 @@ class ServedModel:
         """Latent-guided (``num_styles`` outputs), reference-guided (one), or v1 (one) translation."""
         if self.arch == "v1":
             self._check_time(1)
-            return [self._translate_v1(image, domain, attributes)]
+            return [self._v1_translate(image, domain, attributes)]
         self._check_domain(domain)
         if reference is not None:
             self._check_time(2)
@@ -90,7 +91,7 @@ class ServedModel:
         return self.translator.interpolate(image, list(references), domain, path,
                                            frames_per_transition=GIF_FRAMES, fps=12)
 
-    def _translate_v1(self, image: Image.Image, domain: str, attributes: tuple[str, ...]) -> Image.Image:
+    def _v1_translate(self, image: Image.Image, domain: str, attributes: tuple[str, ...]) -> Image.Image:
         if self.attributes:
             unknown = [a for a in attributes if a not in self.attributes]
             if unknown:
@@ -123,7 +124,7 @@ class ServedModel:
             if self.arch == "v2":
                 self.translator.translate(blank, self.domains[0], num_styles=1, seed=0)
             else:
-                self._translate_v1(blank, self.domains[0] if self.domains else "", ())
+                self._v1_translate(blank, self.domains[0] if self.domains else "", ())
             seconds = time.perf_counter() - start
         return seconds
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from stargan import animation, imaging, sampling_v2
+from stargan import animation, imaging
+from stargan.sampling import v2 as sampling
 from stargan.config import ModelConfig
 from stargan.nets.v2 import Networks, build_networks
 
@@ -54,10 +55,10 @@ def test_grid_shapes_and_ranges(size: int, num_domains: int) -> None:
     x, y = images(n, size), torch.arange(n) % num_domains
     z = torch.randn(k, 4)
     grids = {
-        "cycle": (sampling_v2.cycle_grid(nets, x, y, x.flip(0), y.flip(0)), grid_shape(4, n, size)),
-        "latent": (sampling_v2.latent_grid(nets, x, num_domains, z, psi=0.7),
+        "cycle": (sampling.cycle_grid(nets, x, y, x.flip(0), y.flip(0)), grid_shape(4, n, size)),
+        "latent": (sampling.latent_grid(nets, x, num_domains, z, psi=0.7),
                    grid_shape(1 + num_domains * k, n, size)),
-        "reference": (sampling_v2.reference_grid(nets, x, x[:r], y[:r]), grid_shape(1 + r, n + 1, size)),
+        "reference": (sampling.reference_grid(nets, x, x[:r], y[:r]), grid_shape(1 + r, n + 1, size)),
     }
     for name, (grid, shape) in grids.items():
         assert grid.shape == shape, name
@@ -66,7 +67,7 @@ def test_grid_shapes_and_ranges(size: int, num_domains: int) -> None:
 
 def test_reference_grid_cells_are_translations(nets: Networks) -> None:
     x_src, x_ref, y_ref = images(3, 16, seed=1), images(2, 16, seed=2), torch.tensor([1, 0])
-    grid = sampling_v2.reference_grid(nets, x_src, x_ref, y_ref)
+    grid = sampling.reference_grid(nets, x_src, x_ref, y_ref)
     assert torch.equal(cell(grid, 0, 0, 16), torch.ones(3, 16, 16))  # white corner
     with torch.no_grad():
         for j in range(3):
@@ -82,7 +83,7 @@ def test_reference_grid_cells_are_translations(nets: Networks) -> None:
 def test_cycle_grid_rows(nets: Networks) -> None:
     x_src, x_ref = images(2, 16, seed=1), images(2, 16, seed=2)
     y_src, y_ref = torch.tensor([0, 1]), torch.tensor([1, 1])
-    grid = sampling_v2.cycle_grid(nets, x_src, y_src, x_ref, y_ref)
+    grid = sampling.cycle_grid(nets, x_src, y_src, x_ref, y_ref)
     with torch.no_grad():
         fake = nets.generator(x_src, nets.style_encoder(x_ref, y_ref))
         rec = nets.generator(fake, nets.style_encoder(x_src, y_src))
@@ -90,18 +91,18 @@ def test_cycle_grid_rows(nets: Networks) -> None:
         assert torch.allclose(cell(grid, 2, j, 16), unit(fake[j]), atol=1e-5)
         assert torch.allclose(cell(grid, 3, j, 16), unit(rec[j]), atol=1e-5)
     with pytest.raises(ValueError, match="one reference"):
-        sampling_v2.cycle_grid(nets, x_src, y_src, x_ref[:1], y_ref[:1])
+        sampling.cycle_grid(nets, x_src, y_src, x_ref[:1], y_ref[:1])
 
 
 def test_latent_grid_psi_zero_collapses_to_mean_style(nets: Networks) -> None:
     x, z = images(2, 16), torch.randn(3, 4)
-    grid = sampling_v2.latent_grid(nets, x, 2, z, psi=0.0, generator=torch.Generator().manual_seed(0))
+    grid = sampling.latent_grid(nets, x, 2, z, psi=0.0, generator=torch.Generator().manual_seed(0))
     rows = [cell(grid, r, 0, 16) for r in range(1, 7)]  # domain 0: rows 1-3, domain 1: rows 4-6
     for first, others in ((rows[0], rows[1:3]), (rows[3], rows[4:6])):
         for other in others:
             assert torch.allclose(first, other, atol=1e-6)
     assert not torch.allclose(rows[0], rows[3])
-    diverse = sampling_v2.latent_grid(nets, x, 2, z, psi=1.0)
+    diverse = sampling.latent_grid(nets, x, 2, z, psi=1.0)
     assert not torch.allclose(cell(diverse, 1, 0, 16), cell(diverse, 2, 0, 16))
 
 
@@ -109,10 +110,10 @@ def test_mean_style_is_a_seeded_average(nets: Networks) -> None:
     def seeded(seed: int) -> torch.Generator:
         return torch.Generator().manual_seed(seed)
 
-    a = sampling_v2.mean_style(nets, 1, num=2500, generator=seeded(3))
+    a = sampling.mean_style(nets, 1, num=2500, generator=seeded(3))
     assert a.shape == (1, 8)
-    assert torch.equal(a, sampling_v2.mean_style(nets, 1, num=2500, generator=seeded(3)))
-    assert not torch.equal(a, sampling_v2.mean_style(nets, 1, num=2500, generator=seeded(4)))
+    assert torch.equal(a, sampling.mean_style(nets, 1, num=2500, generator=seeded(3)))
+    assert not torch.equal(a, sampling.mean_style(nets, 1, num=2500, generator=seeded(4)))
     # Chunks of 1000, 1000 and 500 codes, averaged.
     g = seeded(3)
     with torch.no_grad():
@@ -120,37 +121,37 @@ def test_mean_style_is_a_seeded_average(nets: Networks) -> None:
                   for n in (1000, 1000, 500)]
     assert torch.allclose(a, torch.cat(styles).mean(0, keepdim=True), atol=1e-5)
     with pytest.raises(ValueError, match="out of range"):
-        sampling_v2.mean_style(nets, 2)
+        sampling.mean_style(nets, 2)
 
 
 def test_translate_needs_exactly_one_style_source(nets: Networks) -> None:
     x = images(2, 16)
     with pytest.raises(ValueError, match="exactly one.*both"):
-        sampling_v2.translate(nets, x, 0, z=torch.randn(2, 4), x_ref=x)
+        sampling.translate(nets, x, 0, z=torch.randn(2, 4), x_ref=x)
     with pytest.raises(ValueError, match="exactly one.*neither"):
-        sampling_v2.translate(nets, x, 0)
+        sampling.translate(nets, x, 0)
 
 
 def test_translate_broadcasts_and_matches_networks(nets: Networks) -> None:
     x, refs = images(1, 16, seed=1), images(3, 16, seed=2)
     z = torch.randn(3, 4)
-    out = sampling_v2.translate(nets, x, 1, z=z)
+    out = sampling.translate(nets, x, 1, z=z)
     assert out.shape == (3, 3, 16, 16)
     y = torch.ones(3, dtype=torch.long)
     with torch.no_grad():
         assert torch.allclose(out, nets.generator(x.expand(3, -1, -1, -1), nets.mapping_network(z, y)),
                               atol=1e-5)
-        by_ref = sampling_v2.translate(nets, x, torch.tensor([1, 1, 1]), x_ref=refs)
+        by_ref = sampling.translate(nets, x, torch.tensor([1, 1, 1]), x_ref=refs)
         assert torch.allclose(by_ref, nets.generator(x.expand(3, -1, -1, -1),
                                                      nets.style_encoder(refs, y)), atol=1e-5)
     with pytest.raises(ValueError, match="psi"):
-        sampling_v2.translate(nets, x, 1, x_ref=refs, psi=0.5)
+        sampling.translate(nets, x, 1, x_ref=refs, psi=0.5)
     with pytest.raises(ValueError, match="must match"):
-        sampling_v2.translate(nets, images(2, 16), 1, z=z)
+        sampling.translate(nets, images(2, 16), 1, z=z)
     with pytest.raises(ValueError, match="img_size=16"):
-        sampling_v2.translate(nets, images(1, 32), 1, z=z)
+        sampling.translate(nets, images(1, 32), 1, z=z)
     with pytest.raises(ValueError, match="out of range"):
-        sampling_v2.translate(nets, x, 5, z=z)
+        sampling.translate(nets, x, 5, z=z)
 
 
 def test_sampling_restores_training_mode(nets: Networks) -> None:
@@ -158,14 +159,14 @@ def test_sampling_restores_training_mode(nets: Networks) -> None:
     nets.style_encoder.eval()
     modes_inside: list[bool] = []
     nets.generator.register_forward_hook(lambda module, *_: modes_inside.append(module.training))
-    sampling_v2.translate(nets, images(1, 16), 0, x_ref=images(1, 16))
+    sampling.translate(nets, images(1, 16), 0, x_ref=images(1, 16))
     assert modes_inside == [False]
     assert nets.generator.training and not nets.style_encoder.training
 
 
 def test_save_grid_writes_png_atomically(nets: Networks, tmp_path: Path) -> None:
     x = images(3, 16)
-    grid = sampling_v2.reference_grid(nets, x, x[:2], torch.tensor([0, 1]))
+    grid = sampling.reference_grid(nets, x, x[:2], torch.tensor([0, 1]))
     path = imaging.save_grid(grid, tmp_path / "a" / "b" / "grid.png")
     assert path == tmp_path / "a" / "b" / "grid.png"
     with Image.open(path) as image:
@@ -263,7 +264,7 @@ def test_interpolation_mp4(nets: Networks, tmp_path: Path) -> None:
 
 def test_sample_grids_spreads_sources_over_the_batch_and_is_seeded(nets: Networks) -> None:
     x, y = images(6, 16), torch.tensor([0, 0, 0, 1, 1, 1])
-    grids = sampling_v2.sample_grids(nets, x, y, num_images=3, num_styles=2, seed=5)
+    grids = sampling.sample_grids(nets, x, y, num_images=3, num_styles=2, seed=5)
     assert set(grids) == {"cycle", "latent", "reference"}
     assert grids["latent"].shape == grid_shape(1 + 2 * 2, 3, 16)
     assert grids["reference"].shape == grid_shape(1 + 3, 3 + 1, 16)
@@ -271,9 +272,9 @@ def test_sample_grids_spreads_sources_over_the_batch_and_is_seeded(nets: Network
     for col, index in enumerate([0, 2, 5]):
         torch.testing.assert_close(cell(grids["cycle"], 0, col, 16), unit(x[index]))
     torch.testing.assert_close(cell(grids["cycle"], 1, 0, 16), unit(x[5]))
-    again = sampling_v2.sample_grids(nets, x, y, num_images=3, num_styles=2, seed=5)
+    again = sampling.sample_grids(nets, x, y, num_images=3, num_styles=2, seed=5)
     assert torch.equal(again["latent"], grids["latent"])
-    other = sampling_v2.sample_grids(nets, x, y, num_images=3, num_styles=2, seed=6)
+    other = sampling.sample_grids(nets, x, y, num_images=3, num_styles=2, seed=6)
     assert not torch.equal(other["latent"], grids["latent"])
 
 
@@ -303,7 +304,7 @@ def test_grids_and_translation_use_the_masks_of_each_generator_input():
     y = torch.tensor([0, 1])
     G, E = nets.generator, nets.style_encoder
     masks = RecordingMasks()
-    grid = sampling_v2.cycle_grid(nets, x, y, x.flip(0), y.flip(0), mask_fn=masks)
+    grid = sampling.cycle_grid(nets, x, y, x.flip(0), y.flip(0), mask_fn=masks)
     assert len(masks.inputs) == 2 and torch.equal(masks.inputs[0], x)
     with torch.no_grad():
         fake = G(x, E(x.flip(0), y.flip(0)), masks=masks(x))
@@ -313,9 +314,9 @@ def test_grids_and_translation_use_the_masks_of_each_generator_input():
     torch.testing.assert_close(cell(grid, 3, 0, 32), unit(rec[0]))
     assert not torch.allclose(cell(grid, 3, 0, 32), unit(rec_with_source_masks[0]))
 
-    for make in (lambda m: sampling_v2.latent_grid(nets, x, 2, torch.randn(2, 4), mask_fn=m),
-                 lambda m: sampling_v2.reference_grid(nets, x, x[:1], y[:1], mask_fn=m),
-                 lambda m: sampling_v2.translate(nets, x[:1], 1, z=torch.randn(3, 4), mask_fn=m)):
+    for make in (lambda m: sampling.latent_grid(nets, x, 2, torch.randn(2, 4), mask_fn=m),
+                 lambda m: sampling.reference_grid(nets, x, x[:1], y[:1], mask_fn=m),
+                 lambda m: sampling.translate(nets, x[:1], 1, z=torch.randn(3, 4), mask_fn=m)):
         masks = RecordingMasks()
         make(masks)
         assert len(masks.inputs) == 1                     # the sources' masks, computed once
@@ -324,13 +325,13 @@ def test_grids_and_translation_use_the_masks_of_each_generator_input():
     with torch.no_grad():
         s3 = nets.mapping_network(z3, torch.tensor([1, 1, 1]))
         expected3 = G(x[:1].expand(3, -1, -1, -1), s3, masks=masks(x[:1].expand(3, -1, -1, -1)))
-    torch.testing.assert_close(sampling_v2.translate(nets, x[:1], 1, z=z3, mask_fn=masks), expected3)
+    torch.testing.assert_close(sampling.translate(nets, x[:1], 1, z=z3, mask_fn=masks), expected3)
 
     z = torch.randn(1, 4)
     with torch.no_grad():
         expected = G(x, nets.mapping_network(z.expand(2, -1), torch.tensor([1, 1])), masks=masks(x))
-    torch.testing.assert_close(sampling_v2.translate(nets, x, 1, z=z, mask_fn=masks), expected)
-    assert not torch.allclose(sampling_v2.translate(nets, x, 1, z=z), expected)
+    torch.testing.assert_close(sampling.translate(nets, x, 1, z=z, mask_fn=masks), expected)
+    assert not torch.allclose(sampling.translate(nets, x, 1, z=z), expected)
 
 
 def test_interpolation_frames_use_the_source_masks():

@@ -22,9 +22,9 @@ from torch import nn
 
 from stargan.config import LossConfig, ModelConfig, OptimConfig
 from stargan.nets.v2 import Networks, build_networks
-from stargan.training.speed import Speed, prepare_networks
+from stargan.training.v2.speed import Speed, prepare_networks
 from stargan.state import make_train_state
-from stargan.training.step_v2 import train_step, update_ema
+from stargan.training.v2.step import train_step, update_ema
 from stargan.training.updates import frozen
 
 from .reference_step import d_loss, g_loss, reference_step

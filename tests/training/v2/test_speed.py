@@ -1,7 +1,7 @@
 """Speed options of the v2 step: bf16/fp16 autocast, channels_last, torch.compile with eager fallback.
 
 The fp32 step (with and without shared passes, channels_last, and the precision path's wrappers with
-autocast made the identity) is checked against the naive reference in test_step_v2.py.
+autocast made the identity) is checked against the naive reference in test_step.py.
 """
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import pytest
 import torch
 
 from stargan.config import Config
-from stargan.training.speed import Speed, inductor_cache_dir, make_speed, prepare_networks, verify_compiled
-from stargan.training.step_v2 import train_step
-# pytest imports tests/training/ as the package "training" (tests/ itself has no __init__.py)
-from training.test_step_v2 import LOSS, NET_NAMES, make_batch, make_state
+from stargan.training.v2.speed import Speed, inductor_cache_dir, make_speed, prepare_networks, verify_compiled
+from stargan.training.v2.step import train_step
+from .test_step import LOSS, NET_NAMES, make_batch, make_state
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -173,7 +172,7 @@ def test_the_check_names_a_non_finite_or_divergent_compiled_pass(monkeypatch, br
 
 def test_a_divergent_compiled_pass_turns_compilation_off_before_the_first_update(monkeypatch):
     from stargan.distributed import World
-    from stargan.training.loop_v2 import check_compiled
+    from stargan.training.v2.loop import check_compiled
 
     fake_compile(monkeypatch, "StyleEncoder", lambda s: s + 1)
     speed = Speed()

@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from stargan.config import OptimConfig, load_preset
-from stargan.training import augment as A
-from stargan.training.step_v2 import ema_beta_at, train_step
+from stargan.training.v2 import augment as A
+from stargan.training.v2.step import ema_beta_at, train_step
 
 from .reference_step import d_loss, reference_step
-from .test_step_v2 import LOSS, SHARED, UNSHARED, _assert_same_state, make_batch, make_state
+from .test_step import LOSS, SHARED, UNSHARED, _assert_same_state, make_batch, make_state
 
 SIMPLE = [A.brightness, A.saturation, A.contrast, A.translation, A.cutout, A.xflip, A.diff_augment]
 
@@ -229,13 +229,3 @@ def test_paper_presets_keep_the_paper_math_and_cpu_presets_warm_up():
         assert (cfg.optim.ema_warmup, cfg.train.augment) == (False, "none"), name
     for name in ("cpu", "cpu-small", "demo", "fmnist_shoes"):
         assert load_preset(name).optim.ema_warmup, name
-
-
-def test_v1_refuses_augmentation(tmp_path):
-    from stargan.config import V1Config
-    from stargan.training.loop_v1 import train_v1
-
-    with pytest.raises(ValueError, match="train.augment=ada: StarGAN v2 only"):
-        train_v1(V1Config().with_overrides(["train.augment=ada"]), tmp_path / "run")
-    assert not (tmp_path / "run").exists()
-

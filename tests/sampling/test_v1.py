@@ -7,9 +7,9 @@ import torch
 
 from stargan.config import V1ModelConfig
 from stargan.data.v1 import LabeledImages
-from stargan.nets.v1 import build_v1_networks
+from stargan.nets.v1 import build_networks
 from stargan.imaging import GRID_PADDING
-from stargan.sampling_v1 import grid_targets, translation_grid
+from stargan.sampling.v1 import grid_targets, translation_grid
 
 ATTRS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young")
 
@@ -49,7 +49,7 @@ def test_two_datasets_add_the_other_datasets_domains_with_the_mask_vector():
 def test_grid_layout_inputs_first_and_short_rows_end_in_white():
     torch.manual_seed(0)
     model = V1ModelConfig(img_size=8, c_dim=5, g_conv_dim=4, d_conv_dim=4, g_repeat_num=1, d_repeat_num=1)
-    generator = build_v1_networks(model, with_discriminator=False).generator.train()
+    generator = build_networks(model, with_discriminator=False).generator.train()
     # the second input already has every hair colour: no hair colour to add, so no combinations with H
     images = celeba([[1, 0, 0, 1, 0], [1, 1, 1, 0, 0]])
     x = torch.rand(2, 3, 8, 8) * 2 - 1

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from stargan.config import V1Config
-from stargan.data.v1 import LabeledImages, condition_vector, fixed_test_batch, open_v1_data, test_targets
-from stargan.nets.v1 import Generator, V1Networks
+from stargan.data.v1 import LabeledImages, condition_vector, fixed_test_batch, open_data, test_targets
+from stargan.nets.v1 import Generator, Networks
 from stargan.imaging import eval_mode, image_grid, save_grid
 
 DATASET_NAMES = {"celeba": ("celeba",), "folders": ("folders",), "both": ("celeba", "rafd")}
@@ -54,7 +54,7 @@ def translation_grid(generator: Generator, x: torch.Tensor, labels: torch.Tensor
     rows = [grid_targets(labels[i], dataset, test) for i in range(x.size(0))]
     width = max(len(row) for row in rows)
     columns = [x]
-    with eval_mode(V1Networks(generator)):
+    with eval_mode(Networks(generator)):
         for j in range(width):
             present = torch.tensor([j < len(row) for row in rows], device=device)
             c = torch.stack([row[min(j, len(row) - 1)][1] for row in rows]).to(device)
@@ -87,6 +87,6 @@ def sample_run(generator: Generator, config: V1Config, out_dir: str | os.PathLik
     """Test grids of a trained generator on its config's datasets (``stargan sample`` of a v1 run)."""
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
-    data = open_v1_data(config.data, config.model)
+    data = open_data(config.data, config.model)
     batches = fixed_test_batches(config, data.test, num_images, seed)
     return write_test_grids(generator, config, batches, data.test, out_dir)

@@ -8,7 +8,7 @@ import torch
 
 from stargan.config import Config, ModelConfig
 from stargan.nets.v2 import build_networks
-from stargan.training.watch import THRESHOLD, InputWatch, batch_source_kept, warning_text, watch_from
+from stargan.training.v2.watch import THRESHOLD, InputWatch, batch_source_kept, warning_text, watch_from
 
 SAMPLE_STEPS = list(range(500, 4001, 500))
 

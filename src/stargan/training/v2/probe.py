@@ -6,10 +6,10 @@
   helps oneDNN's bf16 convolutions and can slow fp32 ones; what torch.compile gains depends on the CPU
   and the shapes), so the candidates are measured on the run's own network shapes and batch size.
 
-The probe runs in a child process (``python -m stargan.training.probe``): a compiler that crashes
+The probe runs in a child process (``python -m stargan.training.v2.probe``): a compiler that crashes
 (seen: a segmentation fault in a compiled bf16 pass) takes the child down, not the run. It times a few
 iterations of each candidate on random data, in turns, and checks every compiled pass against eager
-(:func:`stargan.training.speed.verify_compiled`). Its answer is cached per machine (CPU or GPU model,
+(:func:`stargan.training.v2.speed.verify_compiled`). Its answer is cached per machine (CPU or GPU model,
 its bf16 support, the ISA caps in the environment), torch version, thread count, shapes and precision,
 in ``$XDG_CACHE_HOME/stargan/speed/`` (default ``~/.cache``), as cudnn.benchmark keeps its choice:
 the next run with the same key starts at once. An explicit ``compile: true`` is probed the same way,
@@ -96,7 +96,7 @@ def run_probe(request: dict[str, Any], command: list[str] | None = None, timeout
               ) -> list[Measured]:
     """Measure ``request["candidates"]`` in a child process; a crash or a time-out fails every candidate
     it had not finished (compiled candidates are measured last)."""
-    command = command or [sys.executable, "-m", "stargan.training.probe"]
+    command = command or [sys.executable, "-m", "stargan.training.v2.probe"]
     cands = [Candidate(**c) for c in request["candidates"]]
     try:
         done = subprocess.run(command, input=json.dumps(request), capture_output=True, text=True,
@@ -229,7 +229,7 @@ class _Bench:
     def setup(self, cand: Candidate) -> tuple[Any, Any]:
         from stargan.nets.v2 import build_networks
         from stargan.state import make_train_state
-        from stargan.training.speed import make_speed, prepare_networks
+        from stargan.training.v2.speed import make_speed, prepare_networks
 
         torch.manual_seed(0)
         state = make_train_state(build_networks(self.model).to(self.device), Config().optim)
@@ -238,7 +238,7 @@ class _Bench:
         return state, speed
 
     def step(self, state, speed) -> dict[str, torch.Tensor]:
-        from stargan.training.step_v2 import train_step
+        from stargan.training.v2.step import train_step
 
         return train_step(state, self.batch, self.loss, 0.999, speed=speed)
 
@@ -274,7 +274,7 @@ def _compiled_to_measure(cands: list[Candidate], eager_times: dict[Candidate, fl
 def _measure_compiled(bench: _Bench, cand: Candidate, eager: dict[Candidate, tuple]) -> None:
     """Check the compiled passes against eager; if they pass, time the compiled step in turns with its
     eager twin (timed beside it: comparable) and report both."""
-    from stargan.training.speed import verify_compiled
+    from stargan.training.v2.speed import verify_compiled
 
     state, speed = bench.setup(cand)
     failed = verify_compiled(state.nets, speed, bench.batch)

@@ -24,7 +24,7 @@ import torch
 
 from stargan import losses
 from stargan.config import V1Config, V1ModelConfig, V1OptimConfig
-from stargan.nets.v1 import V1Networks
+from stargan.nets.v1 import Networks
 from stargan.state import V1TrainState
 from stargan.training.updates import frozen, update
 
@@ -47,7 +47,7 @@ def domain_logits(out_cls: torch.Tensor, dataset: int, model: V1ModelConfig) -> 
     return out_cls[:, :model.c_dim] if dataset == 0 else out_cls[:, model.c_dim:]
 
 
-def discriminator_loss(nets: V1Networks, cfg: V1Config, x_real: torch.Tensor, c_trg: torch.Tensor,
+def discriminator_loss(nets: Networks, cfg: V1Config, x_real: torch.Tensor, c_trg: torch.Tensor,
                        label_org: torch.Tensor, alpha: torch.Tensor, dataset: int
                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_D = -L_adv + lambda_cls * L_cls^r, with the WGAN-GP penalty on interpolates x^ (alpha [B,1,1,1])."""
@@ -72,7 +72,7 @@ def discriminator_loss(nets: V1Networks, cfg: V1Config, x_real: torch.Tensor, c_
                   "gp": loss_gp.detach()}
 
 
-def generator_loss(nets: V1Networks, cfg: V1Config, x_real: torch.Tensor, c_org: torch.Tensor,
+def generator_loss(nets: Networks, cfg: V1Config, x_real: torch.Tensor, c_org: torch.Tensor,
                    c_trg: torch.Tensor, label_trg: torch.Tensor, dataset: int
                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_G = L_adv + lambda_cls * L_cls^f + lambda_rec * L_rec."""
@@ -89,12 +89,12 @@ def generator_loss(nets: V1Networks, cfg: V1Config, x_real: torch.Tensor, c_org:
     return loss, {"fake": loss_fake.detach(), "cls": loss_cls.detach(), "rec": loss_rec.detach()}
 
 
-def train_step_v1(state: V1TrainState, batch: dict[str, torch.Tensor], cfg: V1Config
+def train_step(state: V1TrainState, batch: dict[str, torch.Tensor], cfg: V1Config
                   ) -> dict[str, torch.Tensor]:
     """Run exactly one training iteration on ``batch`` and advance ``state.step`` by one.
 
     ``batch`` holds x_real, label_org, label_trg, c_org, c_trg, dataset and alpha (see
-    :class:`stargan.data.v1.V1Batches`) on the networks' device. Returns the detached loss terms
+    :class:`stargan.data.v1.Batches`) on the networks' device. Returns the detached loss terms
     (``D/real``, ``G/rec``, ...; G's only on G iterations) and the learning rates used.
     """
     nets, step = state.nets, state.step

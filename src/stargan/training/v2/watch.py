@@ -19,7 +19,7 @@ from stargan.config import Config
 from stargan.imaging import eval_mode
 from stargan.metrics.diversity import source_kept
 from stargan.nets.v2 import MaskFn, Networks
-from stargan.sampling_v2 import masks_of
+from stargan.sampling.v2 import masks_of
 
 THRESHOLD = 0.1    # healthy runs keep 0.5 or more (0.63-0.67 on Fashion-MNIST shoes after 4,000 iterations)
 WATCH_FROM = 1000  # iterations, or a quarter of a shorter run: before that a low value may still rise

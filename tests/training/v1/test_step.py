@@ -1,7 +1,7 @@
 """One StarGAN v1 iteration, checked against a naive re-implementation of the released procedure.
 
 The naive reference writes every loss with plain tensor operations, zeroes every gradient, backwards
-through everything and steps the optimizer of the phase; ``train_step_v1`` skips D's parameter
+through everything and steps the optimizer of the phase; ``train_step`` skips D's parameter
 gradients in the G phase (``frozen``). The comparison runs in float64, where both agree to rounding.
 """
 from __future__ import annotations
@@ -18,10 +18,10 @@ from PIL import Image
 
 from stargan.config import V1Config, V1ModelConfig
 from stargan.data import make_demo_dataset
-from stargan.data.v1 import V1Batches, condition_vector, open_v1_data
-from stargan.nets.v1 import build_v1_networks
+from stargan.data.v1 import Batches, condition_vector, open_data
+from stargan.nets.v1 import build_networks
 from stargan.state import make_v1_train_state
-from stargan.training.step_v1 import domain_logits, generator_loss, learning_rates_at, train_step_v1
+from stargan.training.v1.step import domain_logits, generator_loss, learning_rates_at, train_step
 
 MODEL = V1ModelConfig(img_size=16, c_dim=3, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=3)
 MODELS = {"celeba": replace(MODEL, c_dim=5), "folders": MODEL, "both": replace(MODEL, c_dim=5, c2_dim=3)}
@@ -38,7 +38,7 @@ def config_for(mode: str, *overrides: str) -> V1Config:
 def make_state(model: V1ModelConfig, config: V1Config = CONFIG, dtype: torch.dtype = torch.float32,
                seed: int = 0):
     torch.manual_seed(seed)
-    nets = build_v1_networks(model).to(dtype)
+    nets = build_networks(model).to(dtype)
     with torch.no_grad():  # norms start at identity: perturb them so that they matter
         for name, p in nets.generator.named_parameters():
             if p.dim() == 1:
@@ -135,7 +135,7 @@ def test_train_step_equals_naive_reference(mode):
     # G steps at 1 and 3 (both: 2 and 3); the learning rates halve at step 3; datasets alternate
     for step in range(4):
         batch = make_batch(cfg.model, mode, step, dtype=torch.float64)
-        train_step_v1(state, batch, cfg)
+        train_step(state, batch, cfg)
         naive_train_step(ref, batch, cfg)
     _assert_same_state(state, ref)
     fresh = make_state(cfg.model, cfg, dtype=torch.float64)
@@ -151,7 +151,7 @@ def test_naive_reference_detects_a_changed_loss_weight():
     ref = copy.deepcopy(state)
     for step in range(2):
         batch = make_batch(cfg.model, "celeba", step, dtype=torch.float64)
-        train_step_v1(state, batch, cfg)
+        train_step(state, batch, cfg)
         naive_train_step(ref, batch, cfg.with_overrides(["loss.lambda_rec=6.9"]))
     with pytest.raises(AssertionError):
         _assert_same_state(state, ref)
@@ -179,7 +179,7 @@ def test_generator_moves_only_every_n_critic_iterations_and_logs_say_so():
     for step in range(6):
         g0 = [p.detach().clone() for p in state.nets.generator.parameters()]
         d0 = [p.detach().clone() for p in state.nets.discriminator.parameters()]
-        logs = train_step_v1(state, make_batch(cfg.model, "folders", step), cfg)
+        logs = train_step(state, make_batch(cfg.model, "folders", step), cfg)
         g_moved.append(not all(torch.equal(a, b) for a, b in zip(g0, state.nets.generator.parameters())))
         d_moved.append(not all(torch.equal(a, b) for a, b in zip(d0, state.nets.discriminator.parameters())))
         assert ("G/rec" in logs) == g_moved[-1]
@@ -194,7 +194,7 @@ def test_generator_moves_only_every_n_critic_iterations_and_logs_say_so():
 def test_with_two_datasets_the_generator_trains_on_both_whatever_the_parity_of_n_critic():
     cfg = config_for("both", "optim.n_critic=2", "train.total_iters=100", "optim.decay_start=100")
     state = make_state(cfg.model, cfg)
-    g_steps = [("G/rec" in train_step_v1(state, make_batch(cfg.model, "both", step), cfg)) for step in range(8)]
+    g_steps = [("G/rec" in train_step(state, make_batch(cfg.model, "both", step), cfg)) for step in range(8)]
     # released iteration i = our steps 2i (dataset 0) and 2i + 1 (dataset 1); G after iterations 1 and 3
     assert g_steps == [False, False, True, True, False, False, True, True]
 
@@ -204,7 +204,7 @@ def test_train_step_sets_the_scheduled_learning_rates():
     state = make_state(cfg.model, cfg)
     seen = []
     for step in range(4):
-        logs = train_step_v1(state, make_batch(cfg.model, "folders", step), cfg)
+        logs = train_step(state, make_batch(cfg.model, "folders", step), cfg)
         seen += [logs["G/lr"].item(), state.optimizers["discriminator"].param_groups[0]["lr"]]
     assert seen == pytest.approx([1e-4, 1e-4] * 3 + [5e-5, 5e-5])
 
@@ -226,7 +226,7 @@ def test_each_dataset_trains_only_its_own_domain_logits(dataset):
     batch = make_batch(cfg.model, "both", step=dataset)
     assert int(batch["dataset"]) == dataset
     assert batch["c_org"][:, -2:].tolist() == [[1 - dataset, dataset]] * 4   # the mask vector
-    train_step_v1(state, batch, cfg)
+    train_step(state, batch, cfg)
     grad = state.nets.discriminator.conv2.weight.grad   # D's domain head, [c_dim + c2_dim, ...]
     own, other = (slice(0, 5), slice(5, 8)) if dataset == 0 else (slice(5, 8), slice(0, 5))
     assert torch.all(grad[other] == 0) and torch.all(grad[own].flatten(1).abs().sum(1) > 0)
@@ -270,12 +270,12 @@ def test_one_iteration_per_mode_on_real_batches(roots, mode):
     root = roots["folders"] if mode == "folders" else roots["celeba"]
     cfg = config_for(mode, f"data.root={root}", f"data.rafd_root={roots['folders']}", "data.test_size=2",
                      "data.crop_size=0", "data.batch_size=2", "optim.n_critic=1")
-    data = open_v1_data(cfg.data, cfg.model)
-    batches = V1Batches(data, cfg.model.img_size, cfg.data.batch_size, seed=0, crop_size=0)
+    data = open_data(cfg.data, cfg.model)
+    batches = Batches(data, cfg.model.img_size, cfg.data.batch_size, seed=0, crop_size=0)
     state = make_state(cfg.model, cfg)
     before = copy.deepcopy(state.nets)
     for step in range(2 if mode == "both" else 1):
-        logs = train_step_v1(state, batches[step], cfg)
+        logs = train_step(state, batches[step], cfg)
         assert {"D/real", "D/gp", "G/cls", "G/rec"} <= logs.keys()
         assert all(torch.isfinite(v) for v in logs.values())
     for name in ("generator", "discriminator"):

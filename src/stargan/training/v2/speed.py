@@ -17,7 +17,7 @@ written contiguous), so a checkpoint is the same whatever the options, and a run
   differs from eager beyond :data:`VERIFY_TOLERANCE` turns compilation off for the run, with one
   warning naming the pass. A compilation error later on falls back to eager the same way. (A compiler
   that crashes the process is caught earlier, by the child-process probe of
-  :mod:`stargan.training.probe`.)
+  :mod:`stargan.training.v2.probe`.)
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ COMPILED_PASSES = ("generator.encode_image", "generator.decode_from", "mapping_n
 @dataclass
 class Speed:
     precision: str = "fp32"        # fp32 | bf16 | fp16
-    shared_passes: bool = True     # compute once the passes several phases reuse (exact; see step_v2)
+    shared_passes: bool = True     # compute once the passes several phases reuse (exact; see v2/step.py)
     channels_last: bool = False
     device_type: str = "cpu"
     scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)  # fp16: one per phase

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from stargan.checkpoints import CheckpointError, checkpoint_dirs
 from stargan.config import Config
 from stargan.data.demo import make_demo_dataset
-from stargan.training.loop_v2 import train
+from stargan.training.v2.loop import train
 from stargan.training.runner import new_run_dir
 
 TINY = [
@@ -60,10 +60,10 @@ def test_run_writes_config_logs_samples_and_checkpoints(demo_data, tmp_path):
 
 
 def test_a_generator_that_ignores_its_input_is_warned_about_once(demo_data, tmp_path, monkeypatch, capsys):
-    from stargan.training import loop_v2
+    from stargan.training.v2 import loop
 
     kept = iter([0.5, 0.02, 0.03, 0.01, 0.02])          # at the sample steps 2, 4, ... 10
-    monkeypatch.setattr(loop_v2, "batch_source_kept", lambda *args, **kwargs: next(kept))
+    monkeypatch.setattr(loop, "batch_source_kept", lambda *args, **kwargs: next(kept))
     train(tiny_config(demo_data, "train.total_iters=10", "train.log_every=3", "train.save_every=10"),
           tmp_path / "run", show_progress=False)
     out = capsys.readouterr().out
@@ -85,7 +85,7 @@ ADA = ["train.augment=ada", "train.ada_kimg=0.008", "train.ada_interval=1", "opt
 @pytest.mark.parametrize("extra", [[], ADA, ["train.augment=diffaugment"]], ids=["paper", "ada-warmup",
                                                                                 "diffaugment"])
 def test_resume_gives_identical_weights(demo_data, tmp_path, extra, monkeypatch):
-    from stargan.training import augment
+    from stargan.training.v2 import augment
 
     start = augment.AdaptiveAugment.__init__
     monkeypatch.setattr(augment.AdaptiveAugment, "__init__", lambda self, *a, **k: start(self, *a, **k, p=0.5))

@@ -10,8 +10,8 @@ import torch
 
 from stargan import hardware
 from stargan.config import load_preset
-from stargan.training import probe
-from stargan.training.probe import Candidate, Measured, choose, resolve_precision, resolve_speed, run_probe
+from stargan.training.v2 import probe
+from stargan.training.v2.probe import Candidate, Measured, choose, resolve_precision, resolve_speed, run_probe
 
 CPU = torch.device("cpu")
 

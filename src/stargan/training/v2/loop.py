@@ -1,5 +1,5 @@
 """The StarGAN v2 training loop: data, progress bar, scalars, sample grids and checkpoints around
-:func:`stargan.training.step_v2.train_step`."""
+:func:`stargan.training.v2.step.train_step`."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from stargan import sampling_v2
+from stargan.sampling import v2 as sampling
 from stargan.config import Config
 from stargan.data import ImageFolder, TrainBatches, fixed_batch, open_dataset, train_loader
 from stargan.distributed import World, broadcast, device_for
@@ -19,13 +19,13 @@ from stargan.faces.masks import load_mask_fn, opt_out_note
 from stargan.imaging import save_grid
 from stargan.nets.v2 import MaskFn, build_networks
 from stargan.state import TrainState, make_train_state
-from stargan.training.augment import make_augment
-from stargan.training.probe import resolve_speed
+from stargan.training.v2.augment import make_augment
+from stargan.training.v2.probe import resolve_speed
 from stargan.training.runner import (ScalarLog, check_run_dir, resolve_device, resume_and_record, run_loop,
                                      training_run)
-from stargan.training.speed import Speed, make_speed, prepare_networks, verify_compiled
-from stargan.training.step_v2 import ema_beta_at, train_step
-from stargan.training.watch import KEY, InputWatch, batch_source_kept, warning_text, watch_from
+from stargan.training.v2.speed import Speed, make_speed, prepare_networks, verify_compiled
+from stargan.training.v2.step import ema_beta_at, train_step
+from stargan.training.v2.watch import KEY, InputWatch, batch_source_kept, warning_text, watch_from
 
 PROGRESS_KEYS = {"D/latent_real": "D_real", "D/latent_fake": "D_fake", "G/latent_adv": "G_adv",
                  "G/latent_sty": "sty", "G/latent_ds": "ds", "G/latent_cyc": "cyc"}
@@ -51,8 +51,8 @@ def resolve_data(config: Config, progress: bool = True) -> tuple[Config, ImageFo
 def write_samples(state: TrainState, config: Config, val_batch: tuple[torch.Tensor, torch.Tensor],
                   out_dir: Path, mask_fn: MaskFn | None = None) -> list[Path]:
     """Cycle, latent-guided and reference-guided grids from the EMA networks on a fixed batch."""
-    grids = sampling_v2.sample_grids(state.ema, *val_batch, num_images=config.train.num_samples,
-                                     num_styles=4, psi=config.train.psi, seed=config.train.seed,
+    grids = sampling.sample_grids(state.ema, *val_batch, num_images=config.train.num_samples,
+                                  num_styles=4, psi=config.train.psi, seed=config.train.seed,
                                      mask_fn=mask_fn)
     prefix = out_dir / f"{state.step:06d}"
     return [save_grid(grid, f"{prefix}_{kind}.png") for kind, grid in grids.items()]
@@ -105,7 +105,7 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
 
 def choose_speed(config: Config, device: torch.device, world: World) -> Config:
     """``config`` with its ``auto`` speed settings resolved for this machine (rank 0 decides, saying
-    how; see :mod:`stargan.training.probe`); the resolved values are what config.yaml records."""
+    how; see :mod:`stargan.training.v2.probe`); the resolved values are what config.yaml records."""
     if world.is_main:
         config, lines, warns = resolve_speed(config, device)
         for line in lines:

@@ -10,13 +10,13 @@ latent codes (z_trg, z_trg2), the phases of :func:`train_step`:
 
 The passes that several phases reuse are computed once, in :func:`_shared_passes`
 (``train.shared_passes``, the default); with it off each phase makes its own fakes, in every precision.
-Either way the result is the paper's iteration: tests/training/reference_step.py writes it naively,
+Either way the result is the paper's iteration: tests/training/v2/reference_step.py writes it naively,
 and the tests hold this step equal to it in float64.
 
-The networks run through ``Speed``'s passes (:meth:`stargan.training.speed.Speed.passes`): precision,
+The networks run through ``Speed``'s passes (:meth:`stargan.training.v2.speed.Speed.passes`): precision,
 memory format and compilation are applied there, and the arithmetic here sees the weights' dtype.
 ``state.augment`` (``train.augment``, off in the paper's presets) transforms every image D sees, real
-and fake, in the D and G steps (see :mod:`stargan.training.augment`).
+and fake, in the D and G steps (see :mod:`stargan.training.v2.augment`).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from stargan import losses
 from stargan.config import LossConfig, OptimConfig
 from stargan.nets.v2 import MaskFn, Masks, Networks
 from stargan.state import TrainState
-from stargan.training.speed import Passes, Speed
+from stargan.training.v2.speed import Passes, Speed
 from stargan.training.updates import frozen, update
 
 

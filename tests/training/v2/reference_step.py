@@ -11,7 +11,7 @@ the phase's optimizers step. ``skip_discarded=True`` skips the gradients that ar
 ``train_step`` does with ``frozen``); that is the step of commit d58d7a9, every phase as written,
 which benchmarks/train_step.py times as "plain".
 
-tests/training/test_step_v2.py compares ``train_step`` with :func:`reference_step` in float64 (in
+tests/training/v2/test_step.py compares ``train_step`` with :func:`reference_step` in float64 (in
 float32 the two agree only to rounding, which Adam's first steps amplify: see that module).
 """
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""StarGAN v1 training: one iteration (step) and the run (loop)."""

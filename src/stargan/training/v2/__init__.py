@@ -1,0 +1,1 @@
+"""StarGAN v2 training: one iteration (step) and the run (loop)."""
