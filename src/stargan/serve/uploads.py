@@ -37,6 +37,18 @@ def read_upload(path: str | Path, name: str = "the upload", max_bytes: int = MAX
     Raises :class:`UploadError` for anything that is not a still, reasonably sized image.
     """
     path = Path(path)
+    _check_size(path, name, max_bytes)
+    width, height, fmt, mode, frames = _read_header(path, name, max_pixels)
+    notes: list[str] = []
+    if frames > 1:
+        notes.append(f"{name} is animated ({frames} frames): its first frame is used")
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        notes.append(f"{name} has {'16-bit' if mode != 'F' else 'floating-point'} pixels: "
+                     "scaled to 8 bits")
+    return Upload(image=_decode(path, name, fmt), notes=notes)
+
+
+def _check_size(path: Path, name: str, max_bytes: int) -> None:
     try:
         size = path.stat().st_size
     except OSError as error:
@@ -47,7 +59,10 @@ def read_upload(path: str | Path, name: str = "the upload", max_bytes: int = MAX
     if size > max_bytes:
         raise UploadError(f"{name} is {size / 2**20:.1f} MiB, above this server's limit of "
                           f"{max_bytes / 2**20:.0f} MiB; please upload a smaller image")
-    notes: list[str] = []
+
+
+def _read_header(path: Path, name: str, max_pixels: int) -> tuple[int, int, str, str, int]:
+    """Width, height, format, mode and frame count, from the header alone; too many pixels is an error."""
     try:
         with warnings.catch_warnings(), quiet_pillow():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -66,19 +81,17 @@ def read_upload(path: str | Path, name: str = "the upload", max_bytes: int = MAX
     if width * height > max_pixels:
         raise UploadError(f"{name} is {width} x {height} pixels ({width * height:,}), above this server's "
                           f"limit of {max_pixels:,} pixels; please upload a smaller image")
-    if frames > 1:
-        notes.append(f"{name} is animated ({frames} frames): its first frame is used")
-    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        notes.append(f"{name} has {'16-bit' if mode != 'F' else 'floating-point'} pixels: "
-                     "scaled to 8 bits")
+    return width, height, fmt, mode, frames
+
+
+def _decode(path: Path, name: str, fmt: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = load_rgb(path)  # the package's image gate: first frame, any mode to RGB, EXIF orientation
+            return load_rgb(path)  # the package's image gate: first frame, any mode to RGB, EXIF orientation
     except (DataError, Image.DecompressionBombWarning) as error:
         why = str(error).replace(f"cannot read image {path}: ", "")
         if "truncated" in why:
             why = "the file is truncated (an interrupted download or copy?)"
         raise UploadError(f"{name} ({fmt}) could not be decoded: {why}; please upload it again "
                           "or try another file") from error
-    return Upload(image=image, notes=notes)
