@@ -108,6 +108,24 @@ def test_interpolate_writes_gif(translator: Translator, tmp_path: Path) -> None:
         translator.interpolate(photo(), refs, "wolf", tmp_path / "x.gif")
 
 
+def test_interpolate_latent_walks_through_the_translations_styles(translator: Translator,
+                                                                    tmp_path: Path) -> None:
+    path = translator.interpolate_latent(photo(), tmp_path / "all.gif", num_styles=2, frames_per_transition=3,
+                                         seed=4, fps=10)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 2 * 2 * 3 and gif.size == (32, 16)  # every domain by default
+        gif.seek(2 * 3)  # the first frame of the walk in "dog"
+        first_dog = np.asarray(gif.convert("RGB"))[:, 16:].astype(int)
+    dog = np.asarray(translator.translate(photo(), "dog", num_styles=2, seed=4)[0]).astype(int)
+    assert np.abs(first_dog - dog).mean() < 12  # palette quantisation only
+    with Image.open(translator.interpolate_latent(photo(), tmp_path / "dog.gif", domains="dog",
+                                                  num_styles=3, frames_per_transition=2)) as gif:
+        assert gif.n_frames == 3 * 2
+    with pytest.raises(ValueError, match="unknown domain 'wolf'; valid domains: cat, dog"):
+        translator.interpolate_latent(photo(), tmp_path / "x.gif", domains=["dog", "wolf"])
+    assert not (tmp_path / "x.gif").exists()
+
+
 def test_opened_images_and_files_give_the_same_translation(translator: Translator, tmp_path: Path) -> None:
     """An opened image passes the same gate as a file: alpha over black, EXIF orientation, checks."""
     photo(seed=7).save(tmp_path / "rgba.png")

@@ -60,6 +60,54 @@ def test_sample_and_translate(trained, tmp_path):
     assert [p.name for p in (tmp_path / "r").iterdir()] == ["00000_triangle.png"]
 
 
+def test_interpolate_latent_and_references(trained, tmp_path, capsys):
+    data, run = trained
+    source = str(data / "val" / "circle" / "00000.png")
+    walk = ["interpolate", str(run), "--input", source, "--latent", "--num-styles", "2", "--frames", "2"]
+    assert main([*walk, "--out", str(tmp_path / "all.gif")]) == 0
+    assert main([*walk, "--domains", "triangle,square", "--out", str(tmp_path / "two.gif")]) == 0
+    assert main([*walk, "--domain", "square", "--psi", "0.7", "--out", str(tmp_path / "one.gif")]) == 0
+    for name, frames in [("all", 3 * 2 * 2), ("two", 2 * 2 * 2), ("one", 2 * 2)]:
+        with Image.open(tmp_path / f"{name}.gif") as gif:
+            assert (gif.n_frames, gif.size) == (frames, (32, 16)), name
+    # A seed gives the same file; another seed another one. An existing file is replaced, and said so.
+    assert main([*walk, "--seed", "0", "--out", str(tmp_path / "again.gif")]) == 0
+    assert (tmp_path / "again.gif").read_bytes() == (tmp_path / "all.gif").read_bytes()
+    capsys.readouterr()
+    assert main([*walk, "--seed", "1", "--out", str(tmp_path / "again.gif")]) == 0
+    assert "replaced" in capsys.readouterr().out
+    assert (tmp_path / "again.gif").read_bytes() != (tmp_path / "all.gif").read_bytes()
+
+    refs = [str(data / "val" / "square" / name) for name in ("00000.png", "00001.png")]
+    assert main(["interpolate", str(run), "--input", source, "--references", *refs, "--domain", "square",
+                 "--frames", "2", "--out", str(tmp_path / "refs.gif")]) == 0
+    with Image.open(tmp_path / "refs.gif") as gif:
+        assert (gif.n_frames, gif.size) == (2 * 2, (32, 16))
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--latent", "--domain", "hexagon"], "unknown domain 'hexagon'; valid domains: circle, square, triangle"),
+    (["--latent", "--input", "missing.png"], "cannot read image missing.png: no such file"),
+    (["--latent", "--out", "walk.avi"], r"walk\.avi.*\.gif or \.mp4"),
+    (["--latent", "--references", "a.png", "b.png"], "--references IMG IMG ...* or .*--latent"),
+    ([], "--references IMG IMG ...* or .*--latent"),
+    (["--latent", "--domain", "square", "--domains", "circle,square"], "give one of them"),
+    (["--references", "x.png", "y.png", "--psi", "0.5"], "use it with --latent"),
+    (["--references", "x.png", "y.png", "--num-styles", "3"], "--num-styles is the number of latent codes"),
+])
+def test_interpolate_errors_come_before_any_frame(trained, tmp_path, capsys, monkeypatch, flags, message):
+    import re
+
+    data, run = trained
+    monkeypatch.chdir(tmp_path)
+    argv = ["interpolate", str(run), "--input", str(data / "val" / "circle" / "00000.png"),
+            "--out", "walk.gif", *flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_user_errors_are_one_line(trained, tmp_path, capsys):
     data, run = trained
     assert main(["translate", str(run), "--input", str(data / "val" / "circle"), "--domain", "hexagon",

@@ -4,6 +4,7 @@
     tr = Translator.load("runs/00000-demo")      # a run directory or a checkpoint directory
     dogs = tr.translate(Image.open("cat.jpg"), domain="dog", num_styles=4, seed=0)
     dog = tr.translate(img, domain="dog", reference=Image.open("ref.jpg"))[0]
+    tr.interpolate_latent("cat.jpg", "walk.gif", domains=["dog"], seed=0)  # a walk through dog styles
 
 A model with ``w_hpf > 0`` (CelebA-HQ) computes face masks with the FAN landmark network, whose
 weights (the release's ``wing.ckpt``) must be found; ``model.masks: false`` in the config (or
@@ -115,6 +116,24 @@ class Translator:
         return animation.write_interpolation(self.nets, x_src, refs, y_refs, path,
                                             frames_per_transition=frames_per_transition, fps=fps,
                                             mask_fn=self.mask_fn)
+
+    def interpolate_latent(self, image: ImageInput | Sequence[ImageInput], path: str | os.PathLike[str], *,
+                           domains: str | Sequence[str] | None = None, num_styles: int = 4, seed: int = 0,
+                           psi: float = 1.0, frames_per_transition: int = 30, fps: int = 30) -> Path:
+        """Write a .gif (or .mp4) of ``image`` while its style walks through each domain's style space.
+
+        For each of ``domains`` in turn (one name, several, or None for all of the model's): the
+        ``num_styles`` latent styles that :meth:`translate` gives with the same ``seed`` and ``psi``,
+        visited in a loop, ``frames_per_transition`` frames from one to the next (see
+        :func:`stargan.animation.latent_interpolation_frames`). Frames are streamed to disk one by one.
+        """
+        names = self.domains if domains is None else [domains] if isinstance(domains, str) else list(domains)
+        y_trgs = [self._domain_index(name) for name in names]  # before any frame
+        sources = [image] if isinstance(image, (Image.Image, str, os.PathLike)) else list(image)
+        x_src = torch.cat([self._load(source) for source in sources])
+        return animation.write_latent_interpolation(self.nets, x_src, y_trgs, path, num_styles=num_styles,
+                                                    seed=seed, psi=psi, fps=fps, mask_fn=self.mask_fn,
+                                                    frames_per_transition=frames_per_transition)
 
     def _domain_index(self, domain: str) -> int:
         if domain not in self.domains:

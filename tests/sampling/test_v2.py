@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stargan import animation, imaging
+from stargan import imaging
 from stargan.sampling import v2 as sampling
 from stargan.config import ModelConfig
 from stargan.nets.v2 import Networks, build_networks
@@ -179,89 +178,6 @@ def test_save_grid_writes_png_atomically(nets: Networks, tmp_path: Path) -> None
         imaging.save_grid(grid, tmp_path / "grid.jpg")
 
 
-def test_interpolation_gif_has_expected_frames(nets: Networks, tmp_path: Path) -> None:
-    x_src, refs, y_refs = images(2, 16, seed=1), images(3, 16, seed=2), torch.tensor([0, 1, 1])
-    path = animation.write_interpolation(nets, x_src, refs, y_refs, tmp_path / "interp.gif",
-                                        frames_per_transition=4, fps=25)
-    with Image.open(path) as gif:
-        assert gif.n_frames == 3 * 4
-        assert gif.size == (2 * 16, 2 * 16)  # [source | translation] per row, one row per source
-        assert gif.info["duration"] == 40
-        gif.seek(0)
-        first = np.asarray(gif.convert("RGB")).astype(int)
-    # Frame 0 shows the sources and their translation with the first reference's style.
-    expected = imaging.to_uint8(unit(x_src[0])).astype(int)
-    assert np.abs(first[:16, :16] - expected).mean() < 12  # palette quantisation only
-
-
-def test_interpolation_is_streamed_frame_by_frame(nets: Networks, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "interp.gif"
-    sizes_at_each_frame: list[int] = []
-    forward = nets.generator.forward
-
-    def spy(*args, **kwargs):  # G runs once per frame: record what is on disk by then
-        sizes_at_each_frame.append(path.stat().st_size if path.exists() else -1)
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(nets.generator, "forward", spy)
-    animation.write_interpolation(nets, images(1, 16), images(2, 16), torch.tensor([0, 1]), path,
-                                 frames_per_transition=5)
-    assert len(sizes_at_each_frame) == 10
-    # Every frame is on disk before the next one is computed.
-    assert all(a < b for a, b in zip(sizes_at_each_frame, sizes_at_each_frame[1:]))
-
-
-@pytest.mark.parametrize("height,width", [(8, 12), (24, 40)])  # small frames are not interlaced
-def test_gif_frames_round_trip(tmp_path: Path, height: int, width: int) -> None:
-    rng = np.random.default_rng(0)
-    frames = []
-    for _ in range(4):
-        colours = rng.integers(0, 256, (6, 3), dtype=np.uint8)  # few colours: no quantisation error
-        frames.append(colours[rng.integers(0, 6, (height, width))])
-    path = animation.write_animation(iter(frames), tmp_path / "frames.gif", fps=10)
-    with Image.open(path) as gif:
-        assert gif.n_frames == 4
-        for i, frame in enumerate(frames):
-            gif.seek(i)
-            assert np.array_equal(np.asarray(gif.convert("RGB")), frame)
-
-
-def test_write_animation_rejects_bad_input(tmp_path: Path) -> None:
-    frame = np.zeros((8, 8, 3), np.uint8)
-    with pytest.raises(ValueError, match=r"\.gif or \.mp4"):
-        animation.write_animation([frame], tmp_path / "a.avi")
-    with pytest.raises(ValueError, match="same size"):
-        animation.write_animation([frame, np.zeros((8, 9, 3), np.uint8)], tmp_path / "b.gif")
-    with pytest.raises(ValueError, match="no frames"):
-        animation.write_animation([], tmp_path / "c.gif")
-    assert list(tmp_path.iterdir()) == []  # failed writes leave nothing behind
-
-
-def test_mp4_without_imageio_ffmpeg_says_what_to_install(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # makes `import imageio_ffmpeg` fail
-    with pytest.raises(ImportError, match="pip install imageio imageio-ffmpeg"):
-        animation.write_animation([np.zeros((16, 16, 3), np.uint8)], tmp_path / "out" / "a.mp4")
-    assert not (tmp_path / "out").exists()
-
-
-def test_interpolation_needs_two_references(nets: Networks, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="at least 2 reference"):
-        animation.write_interpolation(nets, images(1, 16), images(1, 16), torch.tensor([0]),
-                                     tmp_path / "a.gif")
-
-
-def test_interpolation_mp4(nets: Networks, tmp_path: Path) -> None:
-    pytest.importorskip("imageio_ffmpeg")
-    imageio = pytest.importorskip("imageio.v2")
-    path = animation.write_interpolation(nets, images(2, 16), images(2, 16), torch.tensor([0, 1]),
-                                        tmp_path / "interp.mp4", frames_per_transition=3, fps=10)
-    with imageio.get_reader(path) as reader:
-        assert reader.count_frames() == 6
-        assert reader.get_meta_data()["size"] == (32, 32)
-
-
 def test_sample_grids_spreads_sources_over_the_batch_and_is_seeded(nets: Networks) -> None:
     x, y = images(6, 16), torch.tensor([0, 0, 0, 1, 1, 1])
     grids = sampling.sample_grids(nets, x, y, num_images=3, num_styles=2, seed=5)
@@ -332,14 +248,3 @@ def test_grids_and_translation_use_the_masks_of_each_generator_input():
         expected = G(x, nets.mapping_network(z.expand(2, -1), torch.tensor([1, 1])), masks=masks(x))
     torch.testing.assert_close(sampling.translate(nets, x, 1, z=z, mask_fn=masks), expected)
     assert not torch.allclose(sampling.translate(nets, x, 1, z=z), expected)
-
-
-def test_interpolation_frames_use_the_source_masks():
-    nets, x = hpf_nets(), images(1, 32)
-    masks = RecordingMasks()
-    frames = list(animation.interpolation_frames(nets, x, images(2, 32, seed=3), torch.tensor([0, 1]),
-                                                 frames_per_transition=2, mask_fn=masks))
-    plain = list(animation.interpolation_frames(nets, x, images(2, 32, seed=3), torch.tensor([0, 1]),
-                                                frames_per_transition=2))
-    assert len(frames) == 4 and len(masks.inputs) == 1 and torch.equal(masks.inputs[0], x)
-    assert not np.array_equal(frames[1], plain[1])

@@ -9,6 +9,8 @@ from stargan.cli.faces import masks_choice, note_masks
 from stargan.cli.inputs import input_images
 from stargan.cli.options import add_model_options, add_offline, add_threads
 
+LATENT_STYLES = 4  # latent codes per domain of `interpolate --latent` (Translator.interpolate_latent's default)
+
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from stargan import checkpoints
@@ -94,15 +96,48 @@ def cmd_translate(args: argparse.Namespace) -> None:
 def cmd_interpolate(args: argparse.Namespace) -> None:
     from stargan.api import Translator
 
+    _check_interpolate(args)  # the inputs, the output and the options, before the model is loaded
     translator = Translator.load(args.run, device=args.device, fan_weights=args.fan_weights,
                                  masks=masks_choice(args))
     note_masks(translator.config.model)
-    domains = args.domains.split(",") if args.domains else [args.domain] * len(args.references)
-    if len(domains) != len(args.references):
-        raise SystemExit(f"error: {len(args.references)} references but {len(domains)} domains")
-    path = translator.interpolate(args.input, args.references, domains, args.out,
-                                  frames_per_transition=args.frames, fps=args.fps)
-    print(f"wrote {path}")
+    replaced = Path(args.out).exists()
+    if args.latent:
+        domains = args.domains.split(",") if args.domains else args.domain  # None: every domain
+        num_styles = LATENT_STYLES if args.num_styles is None else args.num_styles
+        path = translator.interpolate_latent(args.input, args.out, domains=domains, num_styles=num_styles,
+                                             seed=args.seed, psi=args.psi,
+                                             frames_per_transition=args.frames, fps=args.fps)
+    else:
+        domains = args.domains.split(",") if args.domains else [args.domain] * len(args.references)
+        if len(domains) != len(args.references):
+            raise SystemExit(f"error: {len(args.references)} references but {len(domains)} domains")
+        path = translator.interpolate(args.input, args.references, domains, args.out,
+                                      frames_per_transition=args.frames, fps=args.fps)
+    print(f"wrote {path}" + (" (it replaced the file that was there)" if replaced else ""))
+
+
+def _check_interpolate(args: argparse.Namespace) -> None:
+    from stargan.animation import check_animation_path
+
+    if args.latent == bool(args.references):
+        raise ValueError("interpolate between reference images (--references IMG IMG ...) or "
+                         "between latent styles (--latent): give one of them")
+    if args.latent and args.domain and args.domains:
+        raise ValueError("--domain names one target domain and --domains several; give one of them")
+    if not args.latent and args.psi != 1.0:
+        raise ValueError("--psi pulls latent styles towards the mean style; the styles of reference "
+                         "images have none: use it with --latent")
+    if not args.latent and args.num_styles is not None:
+        raise ValueError("--num-styles is the number of latent codes per domain of --latent; the "
+                         "references are the styles of reference interpolation")
+    for image in map(Path, [args.input, *(args.references or [])]):
+        if not image.is_file():
+            why = "it is a folder; give one image file" if image.is_dir() else "no such file"
+            raise FileNotFoundError(f"cannot read image {image}: {why}")
+    try:
+        check_animation_path(args.out)
+    except ImportError as err:  # the video extra is missing
+        raise SystemExit(f"error: {err}") from err
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -132,12 +167,18 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_translate)
 
-    p = sub.add_parser("interpolate", help="GIF/MP4 interpolating styles between reference images")
+    p = sub.add_parser("interpolate", help="GIF/MP4 of an image while its style moves between reference "
+                       "images, or (--latent) through each domain's latent styles")
     add_model_options(p)
     p.add_argument("--input", required=True, help="source image")
-    p.add_argument("--references", nargs="+", required=True)
-    p.add_argument("--domain", help="domain of all references")
-    p.add_argument("--domains", help="comma-separated domain of each reference")
+    p.add_argument("--references", nargs="+", help="reference images to interpolate between")
+    p.add_argument("--latent", action="store_true", help="walk between the styles of latent codes "
+                   "(mapping network; --seed, --psi) of each target domain instead of references")
+    p.add_argument("--domain", help="domain of all references; with --latent: the one target domain")
+    p.add_argument("--domains", help="comma-separated domain of each reference; with --latent: the target "
+                   "domains in order (default: all of the model's)")
+    p.add_argument("--num-styles", type=int, help=f"with --latent: latent codes per domain "
+                   f"(default {LATENT_STYLES})")
     p.add_argument("--frames", type=int, default=30, help="frames per transition")
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--out", required=True, help="output .gif or .mp4")
