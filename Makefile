@@ -5,9 +5,9 @@ PY     := $(VENV)/bin/python
 
 .PHONY: demo test install clean-demo
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,serve,faces]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,serve,faces,video]'
 	touch $@
 
 install: $(VENV)/.installed
