@@ -5,7 +5,9 @@ for busy cores (stargan.threads) either.
 
 And no test downloads: missing weight files stay missing (tests of downloading unset this and
 serve files from a loopback server). Also the stand-ins for the StarGAN v2 release's face files
-(random FAN weights, made-up mean landmarks), so that the face path runs without them."""
+(random FAN weights, made-up mean landmarks), so that the face path runs without them.
+
+And the demo data of the tiny runs (tests/tiny.py), made once per session."""
 import os
 
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 import torch
 
 from tests.release_fixtures import mean_face, random_fan
+from tests.tiny import make_demo
 
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -36,3 +39,10 @@ def no_face_files(tmp_path, monkeypatch):
     """An empty torch.hub folder: the release's face files are missing."""
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
     return tmp_path / "empty-hub" / "checkpoints"
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """``tiny.make_demo``: the demo shapes at 16 px, 4 training and 2 validation images per domain. Read
+    only: a test that changes images works on a copy."""
+    return make_demo(tmp_path_factory.mktemp("demo"))

@@ -9,11 +9,11 @@ from PIL import Image
 
 import stargan.checkpoints
 from stargan.api import Translator
-from stargan.config import Config, DataConfig, ModelConfig
+from stargan.config import Config, DataConfig
 from stargan.nets.v2 import Networks, build_networks
+from tests import tiny
 
-MODEL = ModelConfig(img_size=16, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=16,
-                    max_conv_dim=32, base_dim=8, w_hpf=0)
+MODEL = tiny.v2_model()
 CONFIG = Config(model=MODEL, data=DataConfig(domains=("cat", "dog")))
 
 

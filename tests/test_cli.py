@@ -10,22 +10,18 @@ import pytest
 from PIL import Image
 
 from stargan.cli import main
-from stargan.data.demo import make_demo_dataset
 from stargan.imaging import GRID_PADDING
+from tests import tiny
 
-TINY = ["--set", "model.img_size=16", "--set", "model.latent_dim=4", "--set", "model.style_dim=8",
-        "--set", "model.hidden_dim=16", "--set", "model.max_conv_dim=16", "--set", "model.base_dim=8",
-        "--set", "data.batch_size=2", "--set", "data.num_workers=0", "--set", "train.total_iters=2",
-        "--set", "train.sample_every=2", "--set", "train.save_every=2", "--set", "train.num_samples=3"]
+TINY = tiny.as_cli_flags(tiny.V2 + ["train.total_iters=2"])
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    data = make_demo_dataset(root / "data", img_size=16, train_per_domain=4, val_per_domain=2)
-    assert main(["train", "--preset", "demo", "--data", str(data), "--runs", str(root / "runs"),
-                 "--no-progress", *TINY]) == 0
-    return data, root / "runs" / "00000-demo"
+def trained(demo_data, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("cli") / "runs"
+    assert main(["train", "--preset", "demo", "--data", str(demo_data), "--runs", str(runs), "--no-progress",
+                 *TINY]) == 0
+    return demo_data, runs / "00000-demo"
 
 
 def test_train_creates_a_run(trained, capsys):
@@ -127,7 +123,7 @@ def test_console_script_lists_presets():
 
 # ---- face masks (w_hpf > 0) ------------------------------------------------------------------------
 
-HPF = [*TINY, "--set", "model.w_hpf=1", "--set", "train.total_iters=1", "--set", "train.sample_every=100"]
+HPF = tiny.as_cli_flags(tiny.V2 + ["model.w_hpf=1", "train.total_iters=1", "train.sample_every=100"])
 
 
 def test_w_hpf_without_fan_weights_stops_before_the_run_exists(trained, tmp_path, no_face_files, capsys):
@@ -184,19 +180,16 @@ def test_fan_weights_option_gives_sampling_its_masks(trained, tmp_path, face_fil
 
 # ---- data fashion-mnist, StarGAN v1, classifier, import-official -----------------------------------
 
-V1_TINY = ["--set", "model.img_size=16", "--set", "model.g_conv_dim=8", "--set", "model.d_conv_dim=8",
-           "--set", "model.g_repeat_num=1", "--set", "model.d_repeat_num=2", "--set", "data.crop_size=0",
-           "--set", "data.batch_size=4", "--set", "data.num_workers=0", "--set", "train.total_iters=4",
-           "--set", "train.sample_every=2", "--set", "train.save_every=2", "--set", "train.num_samples=2",
-           "--no-progress"]
+# log_every=10 (the preset's): the resumed run logs only the last step of each part
+V1_TINY = tiny.as_cli_flags(tiny.V1 + ["train.total_iters=4", "train.log_every=10"])
 
 
 @pytest.fixture(scope="module")
-def trained_v1(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli_v1")
-    data = make_demo_dataset(root / "data", img_size=16, train_per_domain=4, val_per_domain=2)
-    assert main(["train", "--model", "v1", "--data", str(data), "--runs", str(root / "runs"), *V1_TINY]) == 0
-    return data, root / "runs" / "00000-cpu-v1"
+def trained_v1(demo_data, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("cli_v1") / "runs"
+    assert main(["train", "--model", "v1", "--data", str(demo_data), "--runs", str(runs), "--no-progress",
+                 *V1_TINY]) == 0
+    return demo_data, runs / "00000-cpu-v1"
 
 
 def test_data_fashion_mnist(tmp_path, capsys):

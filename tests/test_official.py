@@ -8,9 +8,7 @@ StarGAN v1's are bare G and D state dicts (``200000-G.ckpt``, ``200000-D.ckpt``)
 """
 from __future__ import annotations
 
-import re
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,6 +34,7 @@ from stargan.official import (
     infer_v1_model_config,
 )
 from stargan.state import make_v1_train_state
+from tests.reference_keys import read_key_file
 from tests.release_fixtures import random_fan
 
 NARROW_HPF = ModelConfig(img_size=256, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=32,
@@ -287,8 +286,6 @@ def test_a_release_file_without_fan_needs_wing_ckpt_or_no_masks(celeba_file, no_
 
 # ---------------------------------------------------------------- StarGAN v1: bare G and D state dicts
 
-V1_KEYS_TSV = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / \
-    "stargan_v1_official_state_dict_keys.tsv"
 NARROW_V1 = V1ModelConfig(img_size=32, c_dim=5, g_conv_dim=8, d_conv_dim=4, g_repeat_num=2, d_repeat_num=4)
 NARROW_V1_BOTH = replace(NARROW_V1, c2_dim=8)
 
@@ -370,15 +367,10 @@ def test_v1_import_errors_name_the_problem(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.skipif(not V1_KEYS_TSV.is_file(), reason=f"reference key file {V1_KEYS_TSV} is absent")
 def test_v1_infer_reads_the_released_configurations_off_the_key_file():
-    sections: dict[str, dict[str, dict]] = {}
-    for line in V1_KEYS_TSV.read_text().splitlines():
-        if line.startswith("## "):
-            current = sections.setdefault(line, {"G": {}, "D": {}})
-        elif line.strip() and not line.startswith("#"):
-            net, key, shape = line.split("\t")
-            shape = tuple(int(v) for v in re.findall(r"\d+", shape))
-            current[net][key] = torch.empty(shape, device="meta")
-    found = {infer_v1_model_config(s["G"], s["D"]) for s in sections.values()}
-    assert found == {V1ModelConfig(), V1ModelConfig(img_size=256, c_dim=5, c2_dim=8)}
+    def meta(keys):   # the state dict's shapes, without memory
+        return {key: torch.empty(shape, device="meta") for key, shape in keys.items()}
+
+    sections = read_key_file("stargan_v1_official_state_dict_keys.tsv").values()
+    found = [infer_v1_model_config(meta(s["G"].keys), meta(s["D"].keys)) for s in sections]
+    assert found == [V1ModelConfig(), V1ModelConfig(img_size=256, c_dim=5, c2_dim=8)]

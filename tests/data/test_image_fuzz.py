@@ -33,6 +33,7 @@ from stargan.data import DataError, eval_transform, load_rgb, open_dataset
 from stargan.data.image_check import find_bad_images
 from stargan.nets.v2 import build_networks
 from stargan.state import make_train_state
+from tests import tiny
 
 from .hostile_images import make_corpus
 
@@ -40,9 +41,7 @@ COUNT = 1100
 SECONDS_PER_FILE = 5.0
 MEMORY_BOUND_MB = 300  # peak RSS growth while decoding every file (undefended, the bombs need 1.5 GB)
 IMG_SIZE = 16
-TINY = [f"model.img_size={IMG_SIZE}", "model.base_dim=8", "model.max_conv_dim=16", "model.hidden_dim=16",
-        "model.style_dim=8", "model.latent_dim=4", "model.w_hpf=0", "model.num_domains=2",
-        "data.domains=[cat,dog]"]
+TINY = tiny.V2_MODEL + [f"model.img_size={IMG_SIZE}", "model.num_domains=2", "data.domains=[cat,dog]"]
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from stargan.config import V1DataConfig, V1ModelConfig
-from stargan.data import DataError, make_demo_dataset, train_loader
+from stargan.data import DataError, train_loader
 from stargan.data.v1 import (Batches, Data, condition_vector, fixed_test_batch, folder_splits, open_data,
                              target_labels, transform)
 from stargan.data.v1 import default_attr_file
@@ -17,19 +17,13 @@ DEMO = ("circle", "square", "triangle")
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    return make_demo_dataset(tmp_path_factory.mktemp("demo") / "shapes", img_size=16, train_per_domain=4,
-                             val_per_domain=2)
-
-
-@pytest.fixture(scope="module")
 def celeba(tmp_path_factory) -> tuple[Path, Path, list[list[int]]]:
     return make_celeba(tmp_path_factory.mktemp("celeba"))
 
 
 @pytest.fixture(scope="module")
-def both(celeba, demo) -> Data:
-    cfg = V1DataConfig(mode="both", root=str(celeba[0]), rafd_root=str(demo), test_size=4)
+def both(celeba, demo_data) -> Data:
+    cfg = V1DataConfig(mode="both", root=str(celeba[0]), rafd_root=str(demo_data), test_size=4)
     return open_data(cfg, V1ModelConfig(c_dim=5, c2_dim=3))
 
 
@@ -48,8 +42,8 @@ def test_default_attribute_file_inside_the_image_folder(tmp_path):
         default_attr_file(tmp_path / "a" / "b")
 
 
-def test_open_folders_and_both(demo, both):
-    data = open_data(V1DataConfig(mode="folders", root=str(demo)), V1ModelConfig(c_dim=3))
+def test_open_folders_and_both(demo_data, both):
+    data = open_data(V1DataConfig(mode="folders", root=str(demo_data)), V1ModelConfig(c_dim=3))
     assert data.train[0].names == DEMO and not data.train[0].multi_label
     assert len(data.train[0]) == 12 and len(data.test[0]) == 6 and data.label_dim == 3
     assert [d.multi_label for d in both.train] == [True, False]
@@ -64,9 +58,9 @@ def test_open_folders_and_both(demo, both):
     ("both", V1ModelConfig(c_dim=5), r"model.c2_dim is 0; --set model.c2_dim=N"),
     ("celeba", V1ModelConfig(c_dim=5, c2_dim=3), r"c2_dim is only for data.mode=both: --set model.c2_dim=0"),
 ])
-def test_label_sizes_and_mode_are_checked(celeba, demo, mode, model, message):
-    root = demo if mode == "folders" else celeba[0]
-    cfg = V1DataConfig(mode=mode, root=str(root), rafd_root=str(demo), test_size=4)
+def test_label_sizes_and_mode_are_checked(celeba, demo_data, mode, model, message):
+    root = demo_data if mode == "folders" else celeba[0]
+    cfg = V1DataConfig(mode=mode, root=str(root), rafd_root=str(demo_data), test_size=4)
     with pytest.raises(ValueError, match=message):
         open_data(cfg, model)
 
@@ -76,14 +70,14 @@ def test_an_unknown_mode_is_refused_when_the_config_is_built():
         V1DataConfig(mode="rafd")
 
 
-def test_open_errors_for_missing_roots_and_changed_domains(demo, tmp_path):
+def test_open_errors_for_missing_roots_and_changed_domains(demo_data, tmp_path):
     with pytest.raises(ValueError, match="data.root is empty"):
         open_data(V1DataConfig(mode="celeba"), V1ModelConfig())
     with pytest.raises(DataError, match="CelebA image folder .*nowhere .*does not exist"):
         open_data(V1DataConfig(mode="celeba", root=str(tmp_path / "nowhere")), V1ModelConfig())
     with pytest.raises(ValueError, match="data.rafd_root is empty"):
         open_data(V1DataConfig(mode="both", root=str(tmp_path)), V1ModelConfig(c2_dim=3))
-    cfg = V1DataConfig(mode="folders", root=str(demo), domains=("circle", "star", "triangle"))
+    cfg = V1DataConfig(mode="folders", root=str(demo_data), domains=("circle", "star", "triangle"))
     with pytest.raises(DataError, match=r"expects \['circle', 'star', 'triangle'\]"):
         open_data(cfg, V1ModelConfig(c_dim=3))
 

@@ -3,7 +3,6 @@ eval-mode, gradient-free, dtype-agnostic get_heatmap / get_landmark on random we
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,21 +10,8 @@ import torch
 from stargan.faces import FAN
 from stargan.faces.fan import ConvBlock, coordinates
 from stargan.faces.heatmaps import landmarks_from_heatmaps, masks_from_heatmaps
+from tests.reference_keys import read_key_file
 from tests.release_fixtures import random_fan
-
-KEYS_TSV = Path(__file__).resolve().parents[1] / "reference" / "fan_wing_state_dict_keys.tsv"  # a copy
-SHARED_TSV = Path(__file__).resolve().parents[3] / "shared" / "reference" / "fan_wing_state_dict_keys.tsv"
-
-
-def released_keys() -> list[tuple[str, tuple[int, ...]]]:
-    rows = []
-    for line in KEYS_TSV.read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        net, key, shape = line.split("\t")
-        assert net == "fan"
-        rows.append((key, tuple(int(d) for d in shape.strip("()").split(",") if d.strip())))
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +20,12 @@ def fan() -> FAN:
 
 
 def test_state_dict_equals_the_released_keys_and_shapes_in_order():
-    rows = released_keys()
-    assert len(rows) == 336
-    assert [(k, tuple(v.shape)) for k, v in FAN().state_dict().items()] == rows
-    assert sum(p.numel() for p in FAN().parameters()) == 6_333_603
-
-
-@pytest.mark.skipif(not SHARED_TSV.is_file(), reason="no shared/reference folder beside this clone")
-def test_the_key_list_copy_equals_shared_reference():
-    assert KEYS_TSV.read_text() == SHARED_TSV.read_text()
+    released = read_key_file("fan_wing_state_dict_keys.tsv")
+    assert list(released) == [""] and list(released[""]) == ["fan"]
+    fan = released[""]["fan"]
+    assert (len(fan.keys), fan.tensors, fan.params) == (336, 336, 6_333_603)
+    assert [(k, tuple(v.shape)) for k, v in FAN().state_dict().items()] == list(fan.keys.items())
+    assert sum(p.numel() for p in FAN().parameters()) == fan.params
 
 
 def test_coordinate_channels():
@@ -54,12 +37,26 @@ def test_coordinate_channels():
     assert c[0, 2, 1, 0].item() == pytest.approx(1 / 2 ** 0.5)
 
 
-def test_conv_block_concatenates_three_branches_plus_the_residual():
-    block = ConvBlock(8, 8).eval()
-    assert block.downsample is None
+@pytest.mark.parametrize("out_channels", [8, 16])
+def test_conv_block_concatenates_three_branches_plus_the_residual(out_channels):
+    torch.manual_seed(0)
+    block = ConvBlock(8, out_channels).eval()
+    assert (block.downsample is None) == (out_channels == 8)   # a projection only where widths differ
+    widths = [conv.out_channels for conv in (block.conv1, block.conv2, block.conv3)]
+    assert widths == [out_channels // 2, out_channels // 4, out_channels // 4]
     x = torch.randn(1, 8, 6, 6)
-    assert block(x).shape == (1, 8, 6, 6)
-    assert ConvBlock(8, 16).eval()(x).shape == (1, 16, 6, 6)
+    with torch.no_grad():
+        out = block(x)
+        residual = x if block.downsample is None else block.downsample(x)
+        block.conv3.weight.zero_()             # the third branch (the last quarter of the channels) is 0
+        third_off = block(x)
+        block.conv1.weight.zero_()             # and now all three: only the residual is left
+        all_off = block(x)
+    assert out.shape == (1, out_channels, 6, 6)
+    torch.testing.assert_close(third_off[:, :-widths[2]], out[:, :-widths[2]])
+    torch.testing.assert_close(third_off[:, -widths[2]:], residual[:, -widths[2]:])
+    torch.testing.assert_close(all_off, residual)
+    assert not torch.allclose(out, residual)
 
 
 def test_forward_gives_99_heatmaps_at_a_quarter_of_the_input(fan):

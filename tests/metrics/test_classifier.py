@@ -8,11 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from stargan.data import DEMO_DOMAINS, make_demo_dataset, open_dataset
+from stargan.data import DEMO_DOMAINS, open_dataset
 from stargan.metrics.classifier import (FORMAT, ClassifierConfig, ClassifierError, ClassifierFeatures,
                                         DomainClassifier, accuracy, augment, evaluate_folder,
                                         load_classifier, read_classifier_info, resize_images,
                                         save_classifier, train_classifier)
+from tests.tiny import make_demo
 
 TINY = dict(epochs=2, batch_size=8, width=8, feature_dim=32, progress=False)
 
@@ -28,8 +29,8 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    return make_demo_dataset(tmp_path_factory.mktemp("demo"), img_size=16, train_per_domain=8,
-                             val_per_domain=4)
+    """Twice the images of the shared ``demo_data``: 8 training and 4 validation images per shape."""
+    return make_demo(tmp_path_factory.mktemp("demo"), img_size=16, train_per_domain=8, val_per_domain=4)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_same_seed_gives_identical_weights(demo, trained, tmp_path):
 
 
 def test_learns_the_demo_shapes(tmp_path):
-    root = make_demo_dataset(tmp_path / "demo", img_size=16, train_per_domain=300, val_per_domain=30)
+    root = make_demo(tmp_path / "demo", img_size=16, train_per_domain=300, val_per_domain=30)
     result = train_classifier(root, 16, tmp_path / "c.safetensors", epochs=8, batch_size=16, width=16,
                               feature_dim=64, progress=False)
     assert result.val_accuracy > 0.75, result  # chance is 1/3; seeds 0 and 1 reach 0.88 and 0.93
@@ -140,7 +141,7 @@ def test_accuracy_helper(tmp_path):
 
 
 def test_evaluate_folder_refuses_other_domains(trained, tmp_path):
-    root = make_demo_dataset(tmp_path / "demo", img_size=16, train_per_domain=1, val_per_domain=1)
+    root = make_demo(tmp_path / "demo", img_size=16, train_per_domain=1, val_per_domain=1)
     _, val_set = open_dataset(root)
     with pytest.raises(ValueError, match=r"domains \(4\) do not match the domains of .*circle"):
         evaluate_folder(DomainClassifier(16, 4, width=8, feature_dim=32), val_set)

@@ -12,7 +12,6 @@ import torch
 from stargan import checkpoints
 from stargan.cli import main
 from stargan.config import Config, EvalConfig
-from stargan.data import make_demo_dataset
 from stargan.metrics import evaluate
 from stargan.metrics.evaluate import Scorers, _Task, as_png, evaluate_run
 from stargan.metrics.fid import FeatureStats, frechet_distance
@@ -20,20 +19,19 @@ from stargan.metrics.paired import paired_note
 from stargan.metrics.weights import WeightsError
 from stargan.nets.v2 import build_networks
 from stargan.state import make_train_state
-
-TINY = ["model.img_size=32", "model.base_dim=8", "model.max_conv_dim=16", "model.hidden_dim=16",
-        "model.style_dim=8", "model.latent_dim=4", "model.w_hpf=0"]
+from tests import tiny
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A run directory with one (untrained) checkpoint on a two-domain dataset."""
     tmp = tmp_path_factory.mktemp("eval")
-    root = make_demo_dataset(tmp / "data", img_size=32, train_per_domain=6, val_per_domain=3)
+    # 32 px, the size the metrics need; 3 validation images per domain, so that num_outs can exceed them
+    root = tiny.make_demo(tmp / "data", img_size=32, train_per_domain=6, val_per_domain=3)
     for split in ("train", "val"):  # two domains keep the number of tasks (and FIDs) small
         shutil.rmtree(root / split / "triangle")
-    config = Config().with_overrides(TINY + ["model.num_domains=2", f"data.root={root}",
-                                             "data.domains=[circle,square]"])
+    config = Config().with_overrides(tiny.V2_MODEL + ["model.img_size=32", "model.num_domains=2",
+                                                      f"data.root={root}", "data.domains=[circle,square]"])
     torch.manual_seed(0)
     state = make_train_state(build_networks(config.model), config.optim)
     state.step = 7

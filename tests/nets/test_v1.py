@@ -1,9 +1,7 @@
 """StarGAN v1 networks: released-checkpoint layout, shapes, label tiling and the instance norm."""
 from __future__ import annotations
 
-import re
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,63 +10,37 @@ from stargan.config import V1ModelConfig
 from stargan.nets.v1 import Discriminator, Generator, InstanceNorm, ResidualBlock, build_networks
 from stargan.v1 import Discriminator as PublicDiscriminator
 from stargan.v1 import Generator as PublicGenerator
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-KEYS_TSV = Path(__file__).parents[1] / "reference" / "stargan_v1_official_state_dict_keys.tsv"  # a copy of shared/reference's
-SHARED_TSV = REPO_ROOT.parent / "shared" / "reference" / "stargan_v1_official_state_dict_keys.tsv"
-needs_tsv = pytest.mark.skipif(not KEYS_TSV.is_file(), reason=f"reference key file {KEYS_TSV} is absent")
+from tests import tiny
+from tests.reference_keys import read_key_file
 
 # The two released configurations, by the start of their section title in the key file.
 RELEASED = {"CelebA 128": V1ModelConfig(),
             "Both": V1ModelConfig(img_size=256, c_dim=5, c2_dim=8)}
-TINY = V1ModelConfig(img_size=16, c_dim=3, g_conv_dim=8, d_conv_dim=8, g_repeat_num=2, d_repeat_num=3)
-
-
-def _read_reference() -> dict[str, dict]:
-    """{section title: {"G"/"D": {"keys": {key: shape}, "tensors": n, "params": n}}}."""
-    sections: dict = {}
-    current = None
-    for line in KEYS_TSV.read_text().splitlines():
-        if not line.strip():
-            continue
-        if line.startswith("## "):
-            current = sections.setdefault(line[3:].strip(), {})
-        elif line.startswith("# "):
-            m = re.match(r"# (\w+): (\d+) tensors, (\d+) parameters", line)
-            current[m.group(1)] = {"keys": {}, "tensors": int(m.group(2)), "params": int(m.group(3))}
-        else:
-            net, key, shape = line.split("\t")
-            current[net]["keys"][key] = tuple(int(d) for d in re.findall(r"\d+", shape))
-    return sections
-
-
-REFERENCE = _read_reference() if KEYS_TSV.is_file() else {}
+REFERENCE = read_key_file("stargan_v1_official_state_dict_keys.tsv")
+TINY = tiny.v1_model()
 
 
 def _config_of(title: str) -> V1ModelConfig:
     matches = [cfg for prefix, cfg in RELEASED.items() if title.startswith(prefix)]
-    assert len(matches) == 1, f"unexpected section {title!r} in {KEYS_TSV}"
+    assert len(matches) == 1, f"unexpected section {title!r} in the v1 key file"
     return matches[0]
 
 
-@needs_tsv
 def test_reference_file_has_both_released_configurations():
     assert len(REFERENCE) == 2
     for title, ref in REFERENCE.items():
         _config_of(title)
-        assert set(ref) == {"G", "D"}
-        for net in ref.values():
-            assert len(net["keys"]) == net["tensors"]
+        assert list(ref) == ["G", "D"]
 
 
-@pytest.mark.parametrize("title", sorted(REFERENCE) or [pytest.param(None, marks=needs_tsv)])
+@pytest.mark.parametrize("title", sorted(REFERENCE))
 def test_state_dict_keys_shapes_and_counts_match_the_released_models(title):
     ref = REFERENCE[title]
     nets = build_networks(_config_of(title))
     for short, net in (("G", nets.generator), ("D", nets.discriminator)):
         ours = {k: tuple(v.shape) for k, v in net.state_dict().items()}
-        assert ours == ref[short]["keys"], short
-        assert sum(p.numel() for p in net.parameters()) == ref[short]["params"], short
+        assert ours == ref[short].keys, short
+        assert sum(p.numel() for p in net.parameters()) == ref[short].params, short
 
 
 def test_public_api_names_the_networks():
@@ -154,8 +126,3 @@ def test_residual_block_is_identity_plus_residual():
         block.main[4].weight.zero_()
         block.main[4].bias.zero_()
     torch.testing.assert_close(block(x), x)
-
-
-@pytest.mark.skipif(not SHARED_TSV.is_file(), reason="no shared/reference folder beside this clone")
-def test_the_key_list_copy_equals_shared_reference():
-    assert KEYS_TSV.read_text() == SHARED_TSV.read_text()

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,67 +12,39 @@ from stargan.config import ModelConfig
 from stargan.nets import v2
 from stargan.nets.blocks import ResBlk, he_init
 from stargan.nets.v2 import Discriminator, Generator, MappingNetwork, StyleEncoder, build_networks
+from tests import tiny
+from tests.reference_keys import read_key_file
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-KEYS_TSV = Path(__file__).parents[1] / "reference" / "starganv2_official_state_dict_keys.tsv"  # a copy of shared/reference's
-SHARED_TSV = REPO_ROOT.parent / "shared" / "reference" / "starganv2_official_state_dict_keys.tsv"
-
-TINY = ModelConfig(img_size=16, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=16, max_conv_dim=32,
-                   base_dim=8, w_hpf=0)
-
-
-def tiny(**changes) -> ModelConfig:
-    return replace(TINY, **changes)
+TINY = tiny.v2_model()
 
 
 # ---------------------------------------------------------------- layout of the released checkpoints
 
-def _read_reference() -> dict[tuple[int, int, float], dict]:
-    """{(img_size, num_domains, w_hpf): {net: {"keys": {key: shape}, "tensors": n, "params": n}}}."""
-    sections: dict = {}
-    current = None
-    for line in KEYS_TSV.read_text().splitlines():
-        if not line.strip():
-            continue
-        if line.startswith("## "):
-            head = dict(re.findall(r"(\w+)=([\d.]+)", line))
-            key = (int(head["img_size"]), int(head["num_domains"]), float(head["w_hpf"]))
-            current = sections.setdefault(key, {"latent_dim": int(head["latent_dim"]),
-                                                "style_dim": int(head["style_dim"])})
-        elif line.startswith("# "):
-            m = re.match(r"# (\w+): (\d+) tensors, (\d+) parameters", line)
-            net = current.setdefault(m.group(1), {"keys": {}})
-            net["tensors"], net["params"] = int(m.group(2)), int(m.group(3))
-        else:
-            net, key, shape = line.split("\t")
-            current[net]["keys"][key] = tuple(int(d) for d in re.findall(r"\d+", shape))
-    return sections
+def _settings(title: str) -> dict[str, float]:
+    """The section title's ``name=value`` pairs: img_size, num_domains, w_hpf, latent_dim, style_dim."""
+    return {name: float(value) for name, value in re.findall(r"(\w+)=([\d.]+)", title)}
 
 
-REFERENCE = _read_reference() if KEYS_TSV.is_file() else {}
-needs_tsv = pytest.mark.skipif(not KEYS_TSV.is_file(), reason=f"reference key file {KEYS_TSV} is absent")
+REFERENCE = {(int(s["img_size"]), int(s["num_domains"]), s["w_hpf"]): (s, nets)
+             for s, nets in ((_settings(title), nets) for title, nets in
+                             read_key_file("starganv2_official_state_dict_keys.tsv").items())}
 
 
-@pytest.fixture(scope="module", params=sorted(REFERENCE) or [None],
-                ids=lambda k: "none" if k is None else f"img{k[0]}-dom{k[1]}-hpf{k[2]:g}")
+@pytest.fixture(scope="module", params=sorted(REFERENCE), ids=lambda k: f"img{k[0]}-dom{k[1]}-hpf{k[2]:g}")
 def paper_nets(request):
-    if request.param is None:
-        pytest.skip(f"reference key file {KEYS_TSV} is absent")
     img_size, num_domains, w_hpf = request.param
-    ref = REFERENCE[request.param]
+    settings, ref = REFERENCE[request.param]
     cfg = ModelConfig(img_size=img_size, num_domains=num_domains, w_hpf=w_hpf,
-                      latent_dim=ref["latent_dim"], style_dim=ref["style_dim"])
+                      latent_dim=int(settings["latent_dim"]), style_dim=int(settings["style_dim"]))
     torch.manual_seed(0)
     return ref, build_networks(cfg)
 
 
-@needs_tsv
 def test_reference_file_has_both_paper_configurations():
     assert set(REFERENCE) == {(256, 2, 1.0), (256, 3, 0.0)}
-    for ref in REFERENCE.values():
-        assert set(ref) >= {"generator", "mapping_network", "style_encoder", "discriminator"}
-        for net in ("generator", "mapping_network", "style_encoder", "discriminator"):
-            assert len(ref[net]["keys"]) == ref[net]["tensors"]
+    for settings, ref in REFERENCE.values():
+        assert (settings["latent_dim"], settings["style_dim"]) == (16, 64)
+        assert list(ref) == ["generator", "mapping_network", "style_encoder", "discriminator"]
 
 
 def test_state_dict_keys_shapes_and_counts_match_the_released_models(paper_nets):
@@ -84,9 +54,9 @@ def test_state_dict_keys_shapes_and_counts_match_the_released_models(paper_nets)
     for name, net in nets.items():
         sd = net.state_dict()
         ours = {k: tuple(v.shape) for k, v in sd.items()}
-        assert ours == ref[name]["keys"], name
-        assert len(sd) == ref[name]["tensors"], name
-        assert sum(p.numel() for p in net.parameters()) == ref[name]["params"], name
+        assert ours == ref[name].keys, name
+        assert len(sd) == ref[name].tensors, name
+        assert sum(p.numel() for p in net.parameters()) == ref[name].params, name
 
 
 # ---------------------------------------------------------------- shapes and heads
@@ -94,7 +64,7 @@ def test_state_dict_keys_shapes_and_counts_match_the_released_models(paper_nets)
 @pytest.mark.parametrize("img_size", [16, 32, 64])
 @pytest.mark.parametrize("num_domains", [1, 2, 3])
 def test_output_shapes(img_size, num_domains):
-    cfg = tiny(img_size=img_size, num_domains=num_domains)
+    cfg = tiny.v2_model(img_size=img_size, num_domains=num_domains)
     torch.manual_seed(0)
     nets = build_networks(cfg)
     b = 3
@@ -131,7 +101,7 @@ def test_widths_follow_base_dim_and_max_conv_dim():
 
 def test_mapping_network_uses_the_head_of_domain_y():
     torch.manual_seed(0)
-    f = build_networks(tiny(num_domains=3)).mapping_network
+    f = build_networks(tiny.v2_model(num_domains=3)).mapping_network
     z = torch.randn(4, 4)
     y = torch.tensor([2, 0, 1, 2])
     out = f(z, y)
@@ -147,12 +117,12 @@ def test_mapping_network_uses_the_head_of_domain_y():
 
 def test_style_encoder_uses_the_head_of_domain_y():
     torch.manual_seed(0)
-    e = build_networks(tiny(num_domains=3)).style_encoder
+    e = build_networks(tiny.v2_model(num_domains=3)).style_encoder
     x = torch.randn(4, 3, 16, 16)
     y = torch.tensor([1, 2, 0, 1])
     out = e(x, y)
     feats = e.shared(x).flatten(1)
-    assert feats.shape == (4, 32)
+    assert feats.shape == (4, 16)  # widths 8 -> 16 -> 32, capped at max_conv_dim 16
     for i in range(4):
         head = e.unshared[int(y[i])]
         torch.testing.assert_close(out[i], feats[i] @ head.weight.T + head.bias)
@@ -160,7 +130,7 @@ def test_style_encoder_uses_the_head_of_domain_y():
 
 def test_discriminator_returns_the_logit_of_domain_y():
     torch.manual_seed(0)
-    d = build_networks(tiny(num_domains=3)).discriminator
+    d = build_networks(tiny.v2_model(num_domains=3)).discriminator
     with torch.no_grad():  # He init zeroes biases; give the heads distinct ones
         d.main[-1].bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
     x = torch.randn(4, 3, 16, 16)
@@ -183,12 +153,12 @@ def test_invalid_img_size_raises(img_size):
         with pytest.raises(ValueError, match="power of two"):
             make()
     with pytest.raises(ValueError):
-        build_networks(tiny(img_size=img_size))
+        build_networks(tiny.v2_model(img_size=img_size))
 
 
 def test_zero_domains_raises():
     with pytest.raises(ValueError, match="num_domains"):
-        build_networks(tiny(num_domains=0))
+        build_networks(tiny.v2_model(num_domains=0))
 
 
 def test_networks_items_and_without_discriminator():
@@ -220,7 +190,7 @@ def test_he_init_on_a_large_layer():
 
 def test_build_networks_applies_he_init_everywhere():
     torch.manual_seed(0)
-    nets = build_networks(tiny(hidden_dim=512))
+    nets = build_networks(tiny.v2_model(hidden_dim=512))
     for name, net in nets.items():
         for mod_name, mod in net.named_modules():
             if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)) and mod.bias is not None:
@@ -252,7 +222,7 @@ def test_w_hpf_adds_one_down_block_and_drops_decoder_skips():
     assert all(b.w_hpf == 1 for b in hpf.decode) and all(b.w_hpf == 0 for b in plain.decode)
     # the filter survives build_networks' He init, and scales with 1 / w_hpf
     laplace = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, 8.0, -1.0], [-1.0, -1.0, -1.0]])
-    built = build_networks(tiny(img_size=32, w_hpf=2.0), with_discriminator=False).generator
+    built = build_networks(tiny.v2_model(img_size=32, w_hpf=2.0), with_discriminator=False).generator
     torch.testing.assert_close(built.hpf.filter, laplace / 2)
 
     torch.manual_seed(0)
@@ -339,8 +309,8 @@ def test_mapping_network_layout():
 
 
 def test_g_downsamples_sets_the_bottleneck_resolution():
-    paper = build_networks(replace(TINY, img_size=32)).generator
-    deeper = build_networks(replace(TINY, img_size=32, g_downsamples=3)).generator
+    paper = build_networks(tiny.v2_model(img_size=32)).generator
+    deeper = build_networks(tiny.v2_model(img_size=32, g_downsamples=3)).generator
     assert len(paper.encode) == 1 + 2 and len(deeper.encode) == 3 + 2  # down blocks + 2 bottleneck
     x, s = torch.randn(2, 3, 32, 32), torch.randn(2, TINY.style_dim)
     sizes = []
@@ -350,8 +320,3 @@ def test_g_downsamples_sets_the_bottleneck_resolution():
     assert sizes == [4]
     with pytest.raises(ValueError, match="g_downsamples=5"):
         Generator(img_size=32, num_downsamples=5)
-
-
-@pytest.mark.skipif(not SHARED_TSV.is_file(), reason="no shared/reference folder beside this clone")
-def test_the_key_list_copy_equals_shared_reference():
-    assert KEYS_TSV.read_text() == SHARED_TSV.read_text()

@@ -9,20 +9,16 @@ from PIL import Image
 
 from stargan import imaging
 from stargan.sampling import v2 as sampling
-from stargan.config import ModelConfig
 from stargan.nets.v2 import Networks, build_networks
+from tests import tiny
 
 PAD = imaging.GRID_PADDING
 
 
-def tiny_config(img_size: int = 16, num_domains: int = 2) -> ModelConfig:
-    return ModelConfig(img_size=img_size, num_domains=num_domains, latent_dim=4, style_dim=8,
-                       hidden_dim=16, max_conv_dim=32, base_dim=8, w_hpf=0)
-
-
-def tiny_nets(img_size: int = 16, num_domains: int = 2) -> Networks:
+def tiny_nets(img_size: int = 16, num_domains: int = 2, **changes) -> Networks:
     torch.manual_seed(0)
-    return build_networks(tiny_config(img_size, num_domains), with_discriminator=False)
+    return build_networks(tiny.v2_model(img_size=img_size, num_domains=num_domains, **changes),
+                          with_discriminator=False)
 
 
 def images(n: int, size: int, seed: int = 1) -> torch.Tensor:
@@ -197,10 +193,7 @@ def test_sample_grids_spreads_sources_over_the_batch_and_is_seeded(nets: Network
 # ---------------------------------------------------------------- face masks (w_hpf > 0)
 
 def hpf_nets() -> Networks:
-    torch.manual_seed(0)
-    cfg = ModelConfig(img_size=32, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=16, max_conv_dim=32,
-                      base_dim=8, w_hpf=1.0)
-    return build_networks(cfg, with_discriminator=False)
+    return tiny_nets(32, w_hpf=1.0)
 
 
 class RecordingMasks:

@@ -99,8 +99,8 @@ def status_contains(page: object, text: str) -> None:
     page.wait_for_function("t => document.querySelector('#status').innerText.includes(t)", arg=text)
 
 
-def test_upload_translate_and_see_the_outputs(page: object, tiny_run: Path, tmp_path: Path) -> None:
-    source = tiny_run.parent.parent / "data" / "val" / "circle" / "00000.png"
+def test_upload_translate_and_see_the_outputs(page: object, demo_data: Path, tmp_path: Path) -> None:
+    source = demo_data / "val" / "circle" / "00000.png"
     page.locator("#source-file input[type=file]").set_input_files(str(source))
     status_contains(page, "source: 00000.png (16x16)")
     page.locator("#domain").get_by_label("square").check()

@@ -55,8 +55,8 @@ def test_a_model_imported_from_a_released_file_has_its_licence() -> None:
     assert release_licence("official:100000_nets_ema.ckpt") == "" and release_licence("demo") == ""
 
 
-def test_upload_translate_equals_the_translator(handlers: Handlers, tiny_run: Path, tmp_path: Path) -> None:
-    source_path = next((tiny_run.parent.parent / "data" / "val" / "circle").iterdir())
+def test_upload_translate_equals_the_translator(handlers: Handlers, tiny_run: Path, demo_data: Path) -> None:
+    source_path = demo_data / "val" / "circle" / "00000.png"
     source, preview, status = handlers.upload(str(source_path), "source")
     assert status == f"source: {source_path.name} (16x16)"
     assert preview.size == (160, 160)  # enlarged for the page; the model gets the image itself
@@ -99,7 +99,8 @@ def test_time_limit_refuses_slow_requests(model: ServedModel, handlers: Handlers
     limit = model.time_limit
     model.time_limit = model.seconds_per_image * 2.5
     try:
-        assert handlers.translate(source, None, "square", [], "latent", 2, 0, 1.0)[0] is not None
+        gallery, status = handlers.translate(source, None, "square", [], "latent", 2, 0, 1.0)
+        assert len(gallery) == 2 and status == "2 image(s) of 16x16 px, target square"
         gallery, status = handlers.translate(source, None, "square", [], "latent", 3, 0, 1.0)
         assert gallery is None and "above the server's limit" in status
     finally:

@@ -14,8 +14,7 @@ import torch
 from stargan import checkpoints
 from stargan.checkpoints import CheckpointError, checkpoint_dirs
 from stargan.cli import main
-from stargan.config import Config, V1Config, load_config_yaml
-from stargan.data.demo import make_demo_dataset
+from stargan.config import load_config_yaml
 from stargan.distributed import World
 from stargan.nets.v1 import build_networks as build_v1_networks
 from stargan.nets.v2 import build_networks
@@ -23,29 +22,12 @@ from stargan.state import make_train_state, make_v1_train_state
 from stargan.training.v1 import loop as v1_loop
 from stargan.training.v2 import loop as v2_loop
 from stargan.training.runner import TrainingFailed, TrainingStopped, resume_and_record
+from tests import tiny
 
-V2_TINY = ["model.img_size=16", "model.latent_dim=4", "model.style_dim=8", "model.hidden_dim=16",
-           "model.max_conv_dim=16", "model.base_dim=8", "model.w_hpf=0", "data.batch_size=2",
-           "data.num_workers=0", "train.log_every=1", "train.sample_every=100", "train.save_every=2",
-           "train.num_samples=3"]
-V1_TINY = ["model.img_size=16", "model.g_conv_dim=4", "model.d_conv_dim=4", "model.g_repeat_num=1",
-           "model.d_repeat_num=2", "data.batch_size=2", "data.num_workers=0", "data.crop_size=0",
-           "optim.n_critic=1", "train.log_every=1", "train.sample_every=100", "train.save_every=2",
-           "train.num_samples=2"]
-
-
-@pytest.fixture(scope="module")
-def demo_data(tmp_path_factory):
-    return make_demo_dataset(tmp_path_factory.mktemp("demo"), img_size=16, train_per_domain=4,
-                             val_per_domain=2)
-
-
+NO_SAMPLES = "train.sample_every=100"  # these runs are about the run directory: no sample grids, faster
 ARCHS = {
-    "v2": (lambda data, *extra: Config().with_overrides(V2_TINY + [f"data.root={data}", *extra]),
-           v2_loop.train, "train_step"),
-    "v1": (lambda data, *extra: V1Config().with_overrides(V1_TINY + [f"data.root={data}", "model.c_dim=3",
-                                                                     *extra]),
-           v1_loop.train, "train_step"),
+    "v2": (lambda data, *extra: tiny.v2_config(data, NO_SAMPLES, *extra), v2_loop.train, "train_step"),
+    "v1": (lambda data, *extra: tiny.v1_config(data, NO_SAMPLES, *extra), v1_loop.train, "train_step"),
 }
 LOOPS = {"v2": v2_loop, "v1": v1_loop}
 
@@ -71,7 +53,7 @@ def test_a_new_run_into_a_directory_holding_a_run_stops_before_touching_it(demo_
 
 def test_the_cli_refuses_a_used_run_dir_with_one_line(demo_data, tmp_path, capsys):
     args = ["train", "--preset", "demo", "--data", str(demo_data), "--run-dir", str(tmp_path / "run"),
-            "--no-progress", *[a for item in V2_TINY + ["train.total_iters=1"] for a in ("--set", item)]]
+            "--no-progress", *tiny.as_cli_flags(tiny.V2 + [NO_SAMPLES, "train.total_iters=1"])]
     assert main(args) == 0
     before = listing(tmp_path / "run")
     capsys.readouterr()
@@ -82,7 +64,7 @@ def test_the_cli_refuses_a_used_run_dir_with_one_line(demo_data, tmp_path, capsy
 
 
 def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path):
-    config = Config().with_overrides(V2_TINY)
+    config = tiny.v2_config()
     state = make_train_state(build_networks(config.model), config.optim)
     state.step = 10
     checkpoints.save_checkpoint(tmp_path, state, config, keep_last=1)
@@ -133,7 +115,8 @@ def test_resume_applies_changed_settings_records_and_lists_them(demo_data, tmp_p
 @pytest.mark.parametrize("arch, overrides, named", [
     ("v2", ["model.style_dim=16", "model.img_size=32"], ["model.style_dim 8 -> 16", "model.img_size 16 -> 32"]),
     ("v2", ["data.domains=[a,b,c]"], ["data.domains ['circle', 'square', 'triangle'] -> ['a', 'b', 'c']"]),
-    ("v1", ["model.g_conv_dim=8", "data.mode=celeba"], ["model.g_conv_dim 4 -> 8", "data.mode 'folders' -> 'celeba'"]),
+    ("v1", ["model.g_conv_dim=16", "data.mode=celeba"], ["model.g_conv_dim 8 -> 16",
+                                                          "data.mode 'folders' -> 'celeba'"]),
 ])
 def test_resume_refuses_settings_that_define_the_networks_or_data(demo_data, tmp_path, arch, overrides, named):
     config, train, _ = ARCHS[arch]
@@ -283,7 +266,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one_and_says_so_in_one_lin
 
     monkeypatch.setattr(checkpoints, "save_file", disk_full)
     args = ["train", "--preset", "demo", "--data", str(demo_data), "--run-dir", str(tmp_path / "run"),
-            "--no-progress", *[a for item in V2_TINY + ["train.total_iters=6"] for a in ("--set", item)]]
+            "--no-progress", *tiny.as_cli_flags(tiny.V2 + [NO_SAMPLES, "train.total_iters=6"])]
     assert main(args) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0

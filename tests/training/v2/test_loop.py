@@ -9,26 +9,11 @@ from safetensors.torch import load_file
 
 from stargan.checkpoints import CheckpointError, checkpoint_dirs
 from stargan.config import Config
-from stargan.data.demo import make_demo_dataset
 from stargan.training.v2.loop import train
 from stargan.training.runner import new_run_dir
+from tests.tiny import make_demo, v2_config
 
-TINY = [
-    "model.img_size=16", "model.latent_dim=4", "model.style_dim=8", "model.hidden_dim=16",
-    "model.max_conv_dim=16", "model.base_dim=8", "model.w_hpf=0",
-    "data.batch_size=2", "data.num_workers=0", "loss.ds_iter=4",
-    "train.log_every=1", "train.sample_every=2", "train.save_every=2", "train.num_samples=3",
-]
-
-
-@pytest.fixture(scope="module")
-def demo_data(tmp_path_factory):
-    return make_demo_dataset(tmp_path_factory.mktemp("demo"), img_size=16, train_per_domain=6,
-                             val_per_domain=2)
-
-
-def tiny_config(data, *extra: str) -> Config:
-    return Config().with_overrides(TINY + [f"data.root={data}", *extra])
+DS_ITER = "loss.ds_iter=4"  # lambda_ds decays to 0 in 4 iterations: the logged values show the schedule
 
 
 def weights(ckpt) -> dict[str, torch.Tensor]:
@@ -38,7 +23,7 @@ def weights(ckpt) -> dict[str, torch.Tensor]:
 def test_run_writes_config_logs_samples_and_checkpoints(demo_data, tmp_path):
     run = new_run_dir(tmp_path / "runs", "tiny")
     assert run.name == "00000-tiny"
-    ckpt = train(tiny_config(demo_data, "train.total_iters=4", "train.keep_last=1"), run,
+    ckpt = train(v2_config(demo_data, DS_ITER, "train.total_iters=4", "train.keep_last=1"), run,
                  show_progress=False)
     assert ckpt.name == "step-000004"
     assert new_run_dir(tmp_path / "runs", "tiny").name == "00001-tiny"
@@ -64,7 +49,7 @@ def test_a_generator_that_ignores_its_input_is_warned_about_once(demo_data, tmp_
 
     kept = iter([0.5, 0.02, 0.03, 0.01, 0.02])          # at the sample steps 2, 4, ... 10
     monkeypatch.setattr(loop, "batch_source_kept", lambda *args, **kwargs: next(kept))
-    train(tiny_config(demo_data, "train.total_iters=10", "train.log_every=3", "train.save_every=10"),
+    train(v2_config(demo_data, "train.total_iters=10", "train.log_every=3", "train.save_every=10"),
           tmp_path / "run", show_progress=False)
     out = capsys.readouterr().out
     # watch_from(10) = 2; low at 4 and 6: one warning, at 6
@@ -89,12 +74,14 @@ def test_resume_gives_identical_weights(demo_data, tmp_path, extra, monkeypatch)
 
     start = augment.AdaptiveAugment.__init__
     monkeypatch.setattr(augment.AdaptiveAugment, "__init__", lambda self, *a, **k: start(self, *a, **k, p=0.5))
-    straight = train(tiny_config(demo_data, "train.total_iters=4", *extra), tmp_path / "a", show_progress=False)
+    straight = train(v2_config(demo_data, DS_ITER, "train.total_iters=4", *extra), tmp_path / "a",
+                     show_progress=False)
     (tmp_path / "b").mkdir()
-    half = train(tiny_config(demo_data, "train.total_iters=2", *extra), tmp_path / "b", show_progress=False)
+    half = train(v2_config(demo_data, DS_ITER, "train.total_iters=2", *extra), tmp_path / "b",
+                 show_progress=False)
     assert half.name == "step-000002"
     torch.manual_seed(12345)  # disturb the global RNG: resume must not depend on it
-    resumed = train(tiny_config(demo_data, "train.total_iters=4", *extra), tmp_path / "b", resume=True,
+    resumed = train(v2_config(demo_data, DS_ITER, "train.total_iters=4", *extra), tmp_path / "b", resume=True,
                     show_progress=False)
     rows = [json.loads(line) for line in (tmp_path / "b" / "logs" / "scalars.jsonl").read_text().splitlines()]
     # lambda_ds keeps decaying where it left off (ds_iter=4): the value used at steps 0..3
@@ -119,9 +106,9 @@ def test_resume_gives_identical_weights(demo_data, tmp_path, extra, monkeypatch)
 
 
 def test_resume_refuses_a_different_model(demo_data, tmp_path):
-    train(tiny_config(demo_data, "train.total_iters=2"), tmp_path, show_progress=False)
+    train(v2_config(demo_data, "train.total_iters=2"), tmp_path, show_progress=False)
     with pytest.raises(CheckpointError, match=r"model\.\w+ .* -> "):
-        train(tiny_config(demo_data, "train.total_iters=4", "model.style_dim=4"), tmp_path, resume=True,
+        train(v2_config(demo_data, "train.total_iters=4", "model.style_dim=4"), tmp_path, resume=True,
               show_progress=False)
 
 
@@ -133,7 +120,7 @@ def test_missing_dataset_is_reported_before_anything_is_written(tmp_path):
 
 def test_domains_must_match_the_run(demo_data, tmp_path):
     with pytest.raises(ValueError, match="expects domains"):
-        train(tiny_config(demo_data, "data.domains=cat,dog", "train.total_iters=1"), tmp_path,
+        train(v2_config(demo_data, "data.domains=cat,dog", "train.total_iters=1"), tmp_path,
               show_progress=False)
 
 
@@ -149,7 +136,7 @@ def demo_32(tmp_path_factory):
     from stargan.metrics.classifier import train_classifier
 
     root = tmp_path_factory.mktemp("demo32")
-    data = make_demo_dataset(root / "data", img_size=32, train_per_domain=4, val_per_domain=2)
+    data = make_demo(root / "data", img_size=32, train_per_domain=4, val_per_domain=2)
     result = train_classifier(data, 32, root / "classifier.safetensors", epochs=1, progress=False)
     return data, result.path
 
@@ -161,7 +148,7 @@ def evaluated_run(demo_32, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("evaluated")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(tmp / "cache"))   # real-image statistics stay in the test
-        ckpt = train(tiny_config(data, *EVAL, "eval.every=2", f"eval.classifier={classifier}"), tmp / "run",
+        ckpt = train(v2_config(data, *EVAL, "eval.every=2", f"eval.classifier={classifier}"), tmp / "run",
                      show_progress=False)
     return tmp / "run", ckpt
 
@@ -200,7 +187,7 @@ def test_training_evaluates_every_n_steps(evaluated_run):
 def test_evaluation_does_not_change_training(demo_32, evaluated_run, tmp_path):
     data, _ = demo_32
     _, evaluated = evaluated_run
-    plain = train(tiny_config(data, *EVAL), tmp_path / "plain", show_progress=False)
+    plain = train(v2_config(data, *EVAL), tmp_path / "plain", show_progress=False)
     assert not (tmp_path / "plain" / "metrics").exists()
     a, b = weights(plain), weights(evaluated)
     assert a.keys() == b.keys()
@@ -215,7 +202,7 @@ def test_missing_lpips_weights_fail_before_training(demo_32, tmp_path, monkeypat
     data, _ = demo_32
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     with pytest.raises(WeightsError, match="alexnet-owt-7be5be79.pth"):
-        train(tiny_config(data, *EVAL, "eval.every=2", "eval.lpips=true"), tmp_path / "run",
+        train(v2_config(data, *EVAL, "eval.every=2", "eval.lpips=true"), tmp_path / "run",
               show_progress=False)
     assert not (tmp_path / "run").exists()                               # no step, no checkpoint, no logs
 
@@ -240,7 +227,7 @@ def test_w_hpf_training_uses_fan_masks_in_every_step_and_sample(demo_data, tmp_p
         return random_masks(x)
 
     monkeypatch.setattr(FAN, "get_heatmap", recording)
-    train(tiny_config(demo_data, *HPF), tmp_path / "run", show_progress=False)
+    train(v2_config(demo_data, *HPF), tmp_path / "run", show_progress=False)
     # 2 iterations x (x_real, then x_fake of each G step's cycle), the watch (the two sources of the other
     # domains, for each of the 3 domains), then the grids: cycle (sources and translations), latent
     # (sources), reference (sources)
@@ -252,12 +239,12 @@ def test_w_hpf_training_without_fan_weights_stops_before_writing(demo_data, tmp_
     from stargan.metrics.weights import WeightsError
 
     with pytest.raises(WeightsError, match="wing.ckpt not found"):
-        train(tiny_config(demo_data, *HPF), tmp_path / "run", show_progress=False)
+        train(v2_config(demo_data, *HPF), tmp_path / "run", show_progress=False)
     assert not (tmp_path / "run").exists()
 
 
 def test_explicit_opt_out_is_announced_and_recorded(demo_data, tmp_path, no_face_files, capsys):
-    train(tiny_config(demo_data, *HPF, "model.masks=false", "train.sample_every=100"), tmp_path / "run",
+    train(v2_config(demo_data, *HPF, "model.masks=false", "train.sample_every=100"), tmp_path / "run",
           show_progress=False)
     assert "model.masks=false (--no-masks)" in capsys.readouterr().out
     assert Config.load_yaml(tmp_path / "run" / "config.yaml").model.masks is False
