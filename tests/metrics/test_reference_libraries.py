@@ -325,7 +325,9 @@ def test_fid_formula_equals_pytorch_fid(measured):
 
 
 def test_fid_formula_and_kid_equal_torch_fidelity(measured):
-    assert relative(measured["fid_b_projected"], measured["fidelity_fid_formula"]) < 1e-8
+    # the matrix square roots differ in the last digits with the BLAS path: 4e-14 relative on an AMD EPYC,
+    # 1.8e-8 on an Intel Xeon with AMX
+    assert relative(measured["fid_b_projected"], measured["fidelity_fid_formula"]) < 1e-6
     assert relative(measured["kid_b"], measured["fidelity_kid"]) < 1e-4
 
 
