@@ -21,6 +21,7 @@ def test_facts_and_description(v2_model: ServedModel) -> None:
     assert v2_model.examples == [] and not v2_model.interpolates
     text = v2_model.describe()
     assert "StarGAN v2" in text and "ONNX export" in text and "cat, dog" in text and "step 0" in text
+    assert "cpu (ONNX Runtime)" in text
 
 
 def test_handlers_translate_as_the_runtime(v2_model: ServedModel, tmp_path) -> None:

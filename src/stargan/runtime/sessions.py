@@ -19,11 +19,17 @@ def onnxruntime_module() -> Any:
     return onnxruntime
 
 
+def resolve_device(device: str) -> str:
+    """``auto``: ``cuda`` when this onnxruntime has CUDA, else ``cpu``; other names as they are."""
+    if device != "auto":
+        return device
+    return "cuda" if "CUDAExecutionProvider" in onnxruntime_module().get_available_providers() else "cpu"
+
+
 def providers_for(device: str) -> list[Any]:
     """``cpu``, ``cuda``/``cuda:N`` or ``auto`` (CUDA when this onnxruntime has it) as a provider list."""
     available = onnxruntime_module().get_available_providers()
-    if device == "auto":
-        device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    device = resolve_device(device)
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device == "cuda" or device.startswith("cuda:"):

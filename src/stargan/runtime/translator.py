@@ -16,7 +16,7 @@ from PIL import Image
 from . import v1, v2
 from .images import ImageInput, to_array, to_images
 from .manifest import Manifest, read_manifest
-from .sessions import session_opener
+from .sessions import resolve_device, session_opener
 
 BACKENDS = ("onnx",)
 
@@ -24,10 +24,12 @@ BACKENDS = ("onnx",)
 class Translator:
     """An exported StarGAN v2 or v1 model, ready to translate Pillow images (or image files)."""
 
-    def __init__(self, folder: str | os.PathLike[str], manifest: Manifest, graphs: v2.Graphs | v1.Graphs):
+    def __init__(self, folder: str | os.PathLike[str], manifest: Manifest, graphs: v2.Graphs | v1.Graphs,
+                 device: str = "cpu"):
         self.folder = Path(folder)
         self.manifest = manifest
         self.graphs = graphs
+        self.device = device
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str], backend: str = "onnx", *, device: str = "cpu",
@@ -39,9 +41,10 @@ class Translator:
                              "a run or checkpoint directory loads with stargan.api.Translator.load")
         folder = Path(folder)
         manifest = read_manifest(folder)
+        device = resolve_device(device)
         graphs = (v2.Graphs if manifest.arch == "v2" else v1.Graphs)(folder, manifest,
                                                                     session_opener(device, threads))
-        return cls(folder, manifest, graphs)
+        return cls(folder, manifest, graphs, device)
 
     @property
     def arch(self) -> str:

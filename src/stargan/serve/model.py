@@ -83,7 +83,7 @@ class ServedModel:
         self.checkpoint = self.run_dir = folder
         self.config = None
         self.arch = self.translator.arch
-        self.device = f"{device} (ONNX Runtime)"
+        self.device = f"{self.translator.device} (ONNX Runtime)"
         # v1 as the torch backend serves it: a CelebA model by attributes, else by domain
         self.attributes = self.translator.attributes
         self.domains = () if self.attributes else self.translator.domains
