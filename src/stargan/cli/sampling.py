@@ -145,7 +145,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from stargan.serve import serve
 
     try:
-        serve(args.run, host=args.host, port=args.port, device=args.device, backend=args.backend)
+        serve(args.run, host=args.host, port=args.port, device=args.device, backend=args.backend,
+              threads=args.threads)
     except ImportError as err:  # the serve extra is missing
         raise SystemExit(f"error: {err}") from err
 

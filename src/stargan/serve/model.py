@@ -42,18 +42,18 @@ class ServedModel:
     """A StarGAN v2 or v1 model, ready to translate PIL images on one device.
 
     ``backend="onnx"``: ``path`` is a folder written by `stargan export`, run by ONNX Runtime
-    (:class:`stargan.runtime.Translator`); it translates as the torch backend does, without the
-    interpolation GIF.
+    (:class:`stargan.runtime.Translator`, with ``threads``); it translates as the torch backend does,
+    without the interpolation GIF.
     """
 
     def __init__(self, path: str | Path, device: str = "cpu", time_limit: float = TIME_LIMIT_S,
-                 backend: str = "torch"):
+                 backend: str = "torch", threads: int | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
         self.backend = backend
         self.time_limit = time_limit
         if backend == "onnx":
-            self._load_export(Path(path), device)
+            self._load_export(Path(path), device, threads)
         else:
             self._load_checkpoint(path, device)
         self.seconds_per_image = self._time_one_image()
@@ -78,8 +78,8 @@ class ServedModel:
         self.img_size = self.config.model.img_size
         self.examples = find_examples(self.config.data.root, self.domains)
 
-    def _load_export(self, folder: Path, device: str) -> None:
-        self.translator = runtime.Translator.load(folder, device=device)
+    def _load_export(self, folder: Path, device: str, threads: int | None) -> None:
+        self.translator = runtime.Translator.load(folder, device=device, threads=threads)
         self.checkpoint = self.run_dir = folder
         self.config = None
         self.arch = self.translator.arch

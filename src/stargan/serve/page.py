@@ -210,12 +210,13 @@ def build_page(model: ServedModel, out_dir: Path) -> Any:
 
 
 def serve(path: str | Path, host: str = "127.0.0.1", port: int = 7860, device: str = "auto",
-          block: bool = True, backend: str = "torch") -> Any:
+          block: bool = True, backend: str = "torch", threads: int | None = None) -> Any:
     """Load the model once and serve its page at ``http://HOST:PORT``; one request computes at a time.
-    ``backend="onnx"``: ``path`` is a folder written by `stargan export` (see :class:`ServedModel`)."""
+    ``backend="onnx"``: ``path`` is a folder written by `stargan export`, run by ONNX Runtime with
+    ``threads`` (see :class:`ServedModel`)."""
     gr = import_gradio()
     warnings.filterwarnings("ignore", category=ResourceWarning)  # asyncio loops of the web server's threads
-    model = ServedModel(path, device=device, backend=backend)
+    model = ServedModel(path, device=device, backend=backend, threads=threads)
     out_dir = Path(tempfile.mkdtemp(prefix="stargan-serve-"))
     page = build_page(model, out_dir)
     page.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
