@@ -8,7 +8,9 @@
 
 A model with ``w_hpf > 0`` (CelebA-HQ) computes face masks with the FAN landmark network, whose
 weights (the release's ``wing.ckpt``) must be found; ``model.masks: false`` in the config (or
-``masks=False`` in :meth:`Translator.load`) opts out.
+``masks=False`` in :meth:`Translator.load`) opts out. A folder written by `stargan export` loads with
+``Translator.load(DIR, backend="onnx")``, run by ONNX Runtime (without torch installed:
+``stargan.runtime.Translator``).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from stargan import animation
+from stargan import animation, runtime
 from stargan.sampling import v2 as sampling
 from stargan.config import Config
 from stargan.data.images import load_rgb, rgb_image
@@ -51,11 +53,21 @@ class Translator:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu", *,
-             fan_weights: str | os.PathLike[str] | None = None, masks: bool | None = None) -> Translator:
+             fan_weights: str | os.PathLike[str] | None = None, masks: bool | None = None,
+             backend: str = "torch") -> Translator | runtime.Translator:
         """Load the EMA networks of a run directory (its latest checkpoint) or a checkpoint directory.
 
         ``masks=False`` runs a w_hpf > 0 model without face masks (not the released model).
+        ``backend="onnx"``: ``path`` is a folder written by `stargan export`, and the translator returned
+        is a :class:`stargan.runtime.Translator` (the same ``translate``), run by ONNX Runtime.
         """
+        if backend == "onnx":
+            if fan_weights is not None or masks is not None:
+                raise ValueError("fan_weights and masks are chosen when a model is exported (stargan export "
+                                 "--no-masks); an export computes its face masks as it was exported")
+            return runtime.Translator.load(path, device=str(device))
+        if backend != "torch":
+            raise ValueError(f"backend {backend!r}: expected 'torch' (a run or checkpoint) or 'onnx' (an export)")
         from stargan.checkpoints import load_for_sampling  # lazy: keeps `import stargan.api` light
 
         config, nets = load_for_sampling(path, device)

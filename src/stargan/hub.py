@@ -171,6 +171,25 @@ def released_file(filename: str) -> ReleasedFile | None:
     return None
 
 
+def release_licence(preset: str) -> str:
+    """The licence of the released file a run was imported from, when its preset names one
+    (``official:FILE``, as a v2 model imported by `stargan download`); empty otherwise."""
+    file = released_file(preset.removeprefix("official:")) if preset.startswith("official:") else None
+    return file.licence if file is not None else ""
+
+
+def recorded_licence(run_dir: Path) -> str:
+    """The licence line a download wrote into ``config.yaml`` (empty when none): how the runs of the v1
+    releases, whose preset names the G file taken out of the zip, say theirs."""
+    config = Path(run_dir) / "config.yaml"
+    if not config.is_file():
+        return ""
+    for line in config.read_text().splitlines():
+        if line.startswith(LICENCE_PREFIX):
+            return line[len(LICENCE_PREFIX):].strip()
+    return ""
+
+
 # ------------------------------------------------------------------------------------------------
 # The hub folder, hashes, the offline switch.
 

@@ -1,5 +1,5 @@
 """Command line: ``stargan demo | train | sample | translate | interpolate | eval | serve | download |
-classifier | data | import-official | align | presets``."""
+classifier | data | import-official | export | align | presets``."""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     training.add_commands(sub)     # train, demo, presets
     sampling.add_commands(sub)     # sample, translate, interpolate, serve
-    files.add_commands(sub)        # import-official, download, data
+    files.add_commands(sub)        # import-official, export, download, data
     add_align_command(sub)
     evaluation.add_commands(sub)   # eval, classifier
     return parser

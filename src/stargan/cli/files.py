@@ -1,11 +1,14 @@
-"""``stargan import-official``, ``download`` and ``data``: models, weights and datasets from elsewhere."""
+"""``stargan import-official``, ``export``, ``download`` and ``data``: models, weights and datasets from
+elsewhere, and models for elsewhere (ONNX)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from stargan.cli.faces import report_import_masks
-from stargan.cli.options import add_offline
+from stargan.cli.faces import add_mask_options, masks_choice, report_import_masks
+from stargan.cli.options import add_offline, add_threads
+
+EXPORTERS = ("auto", "dynamo", "torchscript")  # stargan.export.EXPORTERS (not imported: it needs torch)
 
 
 def cmd_import_official(args: argparse.Namespace) -> None:
@@ -26,6 +29,25 @@ def cmd_import_official(args: argparse.Namespace) -> None:
     print(f"imported {checkpoint} -> {ckpt}")
     report_import_masks(Path(args.out))
     print(f"sample with: stargan sample {args.out} --data DIR")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from stargan.export import export_onnx
+
+    try:
+        manifest = export_onnx(args.run, args.out, fan_weights=args.fan_weights, masks=masks_choice(args),
+                               exporter=args.exporter)
+    except ImportError as err:  # the onnx extra is missing
+        raise SystemExit(f"error: {err}") from err
+    out = Path(args.out)
+    files = ", ".join(f"{g.file} ({(out / g.file).stat().st_size / 2**20:.1f} MiB, {g.exporter})"
+                      for g in manifest.graphs.values())
+    print(f"exported {manifest.source.checkpoint} (StarGAN {manifest.arch}) to {out}: {files}; ONNX Runtime "
+          f"matches PyTorch within {max(manifest.check.values())} of 255 levels")
+    if manifest.licence:
+        print(f"licence: {manifest.licence}")
+    target = manifest.domains[-1] if manifest.domains else ",".join(manifest.attributes[:1])
+    print(f"try it: stargan translate {out} --backend onnx --input IMAGE --domain {target} --out DIR")
 
 
 def cmd_download(args: argparse.Namespace) -> None:
@@ -92,6 +114,16 @@ def add_commands(sub) -> None:
                    "cat,dog,wild; v1: the CelebA attributes or RaFD expressions)")
     p.add_argument("--c-dim", type=int, help="v1 with two datasets: the first dataset's label length (5)")
     p.set_defaults(func=cmd_import_official)
+
+    p = sub.add_parser("export", help="ONNX graphs of a trained model, run without torch by stargan.runtime "
+                       "(`translate --backend onnx`); needs stargan[onnx]")
+    p.add_argument("run", help="run directory (its latest checkpoint) or checkpoint directory")
+    p.add_argument("--out", required=True, help="folder to create (new or empty): the .onnx files, manifest.json")
+    p.add_argument("--exporter", choices=EXPORTERS, default="auto", help="torch.onnx's exporter: dynamo "
+                   "(torch.export), torchscript (the legacy one), or auto: dynamo, else torchscript (default)")
+    add_mask_options(p)
+    add_threads(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("download", help="released models (imported into RUNS/NAME-official) and metric weights")
     p.add_argument("names", nargs="*", metavar="NAME", help="what to fetch; `--list` shows the names")

@@ -27,3 +27,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     add_threads(p)
     add_offline(p)
     add_mask_options(p)
+
+
+def add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="torch: a run or checkpoint "
+                   "directory, run by PyTorch (default); onnx: a folder written by `stargan export`, run by "
+                   "ONNX Runtime (--threads: its threads)")

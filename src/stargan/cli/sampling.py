@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from stargan.cli.faces import masks_choice, note_masks
 from stargan.cli.inputs import input_images
-from stargan.cli.options import add_model_options, add_offline, add_threads
+from stargan.cli.options import add_backend, add_model_options, add_offline, add_threads
 
 LATENT_STYLES = 4  # latent codes per domain of `interpolate --latent` (Translator.interpolate_latent's default)
 
@@ -61,13 +62,9 @@ def _v1_sample(args: argparse.Namespace) -> None:
 def cmd_translate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from stargan.api import Translator
     from stargan.data.images import DataError, load_rgb
 
-    translator = Translator.load(args.run, device=args.device, fan_weights=args.fan_weights,
-                                 masks=masks_choice(args))
-    note_masks(translator.config.model)
-    reference = load_rgb(args.reference) if args.reference else None
+    translate, names = (_exported_translation(args) if args.backend == "onnx" else _torch_translation(args))
     inputs = input_images(Path(args.input))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,16 +78,55 @@ def cmd_translate(args: argparse.Namespace) -> None:
             tqdm.write(f"skipped: {error}", file=sys.stderr)
             unreadable.append(path)
             continue
-        images = translator.translate(image, domain=args.domain, reference=reference,
-                                      num_styles=1 if reference is not None else args.num_styles,
-                                      seed=args.seed, psi=args.psi)
-        for k, image in enumerate(images):
-            suffix = "" if reference is not None else f"_style{k}"
-            image.save(out / f"{path.stem}_{args.domain}{suffix}.png")
+        for name, translated in zip(names, translate(image), strict=True):
+            translated.save(out / f"{path.stem}_{name}.png")
     print(f"wrote translations of {len(inputs) - len(unreadable)} images to {out}")
     if unreadable:
         raise DataError(f"{len(unreadable)} of the {len(inputs)} images in {args.input} could not be read "
                         f"(listed above, e.g. {unreadable[0]}); the others were translated")
+
+
+def _torch_translation(args: argparse.Namespace) -> tuple[Callable, list[str]]:
+    """(image -> translated images, their file name endings) for a run or checkpoint (StarGAN v2)."""
+    from stargan.api import Translator
+    from stargan.data.images import load_rgb
+
+    translator = Translator.load(args.run, device=args.device, fan_weights=args.fan_weights,
+                                 masks=masks_choice(args))
+    note_masks(translator.config.model)
+    return _v2_translation(translator, args, load_rgb(args.reference) if args.reference else None)
+
+
+def _v2_translation(translator, args: argparse.Namespace, reference) -> tuple[Callable, list[str]]:
+    num_styles = 1 if reference is not None else args.num_styles
+    names = [args.domain] if reference is not None else [f"{args.domain}_style{k}" for k in range(num_styles)]
+    return (lambda image: translator.translate(image, domain=args.domain, reference=reference,
+                                               num_styles=num_styles, seed=args.seed, psi=args.psi)), names
+
+
+def _exported_translation(args: argparse.Namespace) -> tuple[Callable, list[str]]:
+    """The same for a folder written by `stargan export`, run by ONNX Runtime; StarGAN v1 exports too:
+    ``--domain`` names a domain or, for a CelebA model, the comma-separated attributes of the output."""
+    from stargan.data.images import load_rgb
+    from stargan.runtime import Translator
+
+    if args.fan_weights or args.no_masks:
+        raise ValueError("--fan-weights and --no-masks are chosen when a model is exported (stargan export "
+                         "--no-masks); an export computes its face masks as it was exported")
+    try:
+        translator = Translator.load(args.run, device=args.device, threads=args.threads)
+    except ImportError as err:  # onnxruntime is missing
+        raise SystemExit(f"error: {err}") from err
+    if translator.arch == "v2":
+        return _v2_translation(translator, args, load_rgb(args.reference) if args.reference else None)
+    if args.reference or args.psi != 1.0 or args.num_styles != 4:
+        raise ValueError("--reference, --psi and --num-styles are StarGAN v2 options (style codes); a v1 "
+                         "model translates to a domain or a set of attributes (--domain)")
+    if args.domain in translator.domains or not translator.attributes:
+        target = {"domain": args.domain}
+    else:
+        target = {"attributes": [name for name in args.domain.split(",") if name]}
+    return (lambda image: translator.translate(image, **target)), [args.domain.replace(",", "+")]
 
 
 def cmd_interpolate(args: argparse.Namespace) -> None:
@@ -144,7 +180,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from stargan.serve import serve
 
     try:
-        serve(args.run, host=args.host, port=args.port, device=args.device)
+        serve(args.run, host=args.host, port=args.port, device=args.device, backend=args.backend,
+              threads=args.threads)
     except ImportError as err:  # the serve extra is missing
         raise SystemExit(f"error: {err}") from err
 
@@ -165,6 +202,7 @@ def add_commands(sub) -> None:
     p.add_argument("--reference", help="reference image of the target domain (else random styles)")
     p.add_argument("--num-styles", type=int, default=4)
     p.add_argument("--out", required=True)
+    add_backend(p)
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("interpolate", help="GIF/MP4 of an image while its style moves between reference "
@@ -185,10 +223,12 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("serve", help="a web page (Gradio) that translates uploaded images; needs stargan[serve]")
-    p.add_argument("run", help="run directory (its latest checkpoint) or checkpoint directory")
+    p.add_argument("run", help="run directory (its latest checkpoint) or checkpoint directory; with "
+                   "--backend onnx, a folder written by `stargan export`")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:0, ...")
     add_threads(p)
     add_offline(p)
+    add_backend(p)
     p.set_defaults(func=cmd_serve)

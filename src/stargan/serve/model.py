@@ -14,17 +14,18 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from stargan import checkpoints
+from stargan import checkpoints, runtime
 from stargan.api import Translator
 from stargan.data import to_pil
 from stargan.data.v1 import condition_vector, transform as v1_transform
 from stargan.data.folders import list_images
-from stargan.hub import LICENCE_PREFIX, released_file
+from stargan.hub import recorded_licence, release_licence
 
 MAX_STYLES = 8             # outputs per latent-guided request
 GIF_FRAMES = 12            # frames per transition of the interpolation GIF (two transitions: A->B->A)
 TIME_LIMIT_S = 60.0        # refuse requests estimated to take longer than this
 EXAMPLES_PER_DOMAIN = 2
+BACKENDS = ("torch", "onnx")
 
 
 class RequestError(ValueError):
@@ -38,16 +39,32 @@ class Example:
 
 
 class ServedModel:
-    """A StarGAN v2 or v1 model, ready to translate PIL images on one device."""
+    """A StarGAN v2 or v1 model, ready to translate PIL images on one device.
 
-    def __init__(self, path: str | Path, device: str = "cpu", time_limit: float = TIME_LIMIT_S):
+    ``backend="onnx"``: ``path`` is a folder written by `stargan export`, run by ONNX Runtime
+    (:class:`stargan.runtime.Translator`, with ``threads``); it translates as the torch backend does,
+    without the interpolation GIF.
+    """
+
+    def __init__(self, path: str | Path, device: str = "cpu", time_limit: float = TIME_LIMIT_S,
+                 backend: str = "torch", threads: int | None = None):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+        self.backend = backend
+        self.time_limit = time_limit
+        if backend == "onnx":
+            self._load_export(Path(path), device, threads)
+        else:
+            self._load_checkpoint(path, device)
+        self.seconds_per_image = self._time_one_image()
+
+    def _load_checkpoint(self, path: str | Path, device: str) -> None:
         self.checkpoint = checkpoints.resolve_checkpoint(path)
         self.run_dir = (self.checkpoint.parent.parent if self.checkpoint.parent.name == "checkpoints"
                         else self.checkpoint)
         self.config = checkpoints.load_config(self.checkpoint)
         self.arch = self.config.arch
         self.device = torch.device(_pick_device(device))
-        self.time_limit = time_limit
         if self.arch == "v2":
             self.translator = Translator.load(self.checkpoint, device=self.device)
             self.domains, self.attributes = self.translator.domains, ()
@@ -60,7 +77,23 @@ class ServedModel:
             self.label_sizes = (model.c_dim, model.c2_dim) if model.c2_dim else (model.c_dim,)
         self.img_size = self.config.model.img_size
         self.examples = find_examples(self.config.data.root, self.domains)
-        self.seconds_per_image = self._time_one_image()
+
+    def _load_export(self, folder: Path, device: str, threads: int | None) -> None:
+        self.translator = runtime.Translator.load(folder, device=device, threads=threads)
+        self.checkpoint = self.run_dir = folder
+        self.config = None
+        self.arch = self.translator.arch
+        self.device = f"{self.translator.device} (ONNX Runtime)"
+        # v1 as the torch backend serves it: a CelebA model by attributes, else by domain
+        self.attributes = self.translator.attributes
+        self.domains = () if self.attributes else self.translator.domains
+        self.img_size = self.translator.img_size
+        self.examples = []  # an export records no dataset
+
+    @property
+    def interpolates(self) -> bool:
+        """Whether it makes the style interpolation GIF (StarGAN v2, torch backend)."""
+        return self.arch == "v2" and self.backend == "torch"
 
     # ---------------------------------------------------------------- translation
     def translate(self, image: Image.Image, domain: str = "", *, num_styles: int = 1, seed: int = 0,
@@ -86,6 +119,9 @@ class ServedModel:
         """A looping GIF of ``image`` while its style moves between the two references."""
         if self.arch != "v2":
             raise RequestError("style interpolation needs a StarGAN v2 model (v1 has no style codes)")
+        if not self.interpolates:
+            raise RequestError("style interpolation runs on the torch backend (stargan serve RUN), not on an "
+                               "ONNX export")
         self._check_domain(domain)
         self._check_time(2 * GIF_FRAMES + 2)
         return self.translator.interpolate(image, list(references), domain, path,
@@ -96,9 +132,14 @@ class ServedModel:
             unknown = [a for a in attributes if a not in self.attributes]
             if unknown:
                 raise RequestError(f"unknown attributes {unknown}; this model knows {', '.join(self.attributes)}")
-            labels = torch.tensor([[float(a in attributes) for a in self.attributes]])
         else:
             self._check_domain(domain)
+        if self.backend == "onnx":
+            target = {"attributes": attributes} if self.attributes else {"domain": domain}
+            return self.translator.translate(image, **target)[0]
+        if self.attributes:
+            labels = torch.tensor([[float(a in attributes) for a in self.attributes]])
+        else:
             labels = torch.tensor([self.domains.index(domain)])
         c = condition_vector(labels, 0, self.label_sizes).to(self.device)
         x = v1_transform(image, self.img_size, self.config.data.crop_size, flip=False)[None].to(self.device)
@@ -131,6 +172,8 @@ class ServedModel:
     # ---------------------------------------------------------------- description
     def describe(self) -> str:
         """Markdown: what the model is, its latest metrics, and its licence when it was imported."""
+        if self.backend == "onnx":
+            return self._describe_export()
         kind = "domains" if self.domains else "attributes"
         names = ", ".join(self.domains or self.attributes)
         lines = [f"**StarGAN {self.arch}** · {self.img_size} x {self.img_size} px · step {self._step()} · "
@@ -147,6 +190,19 @@ class ServedModel:
         elif self.config.preset.startswith("official:"):
             lines.append("imported from an official release: see the release's licence before any use "
                          "(the StarGAN v2 models are CC BY-NC 4.0, non-commercial)")
+        return "  \n".join(lines)
+
+    def _describe_export(self) -> str:
+        manifest = self.translator.manifest
+        kind = "domains" if self.domains else "attributes"
+        lines = [f"**StarGAN {self.arch}** · {self.img_size} x {self.img_size} px · step {manifest.source.step} · "
+                 f"{len(self.domains or self.attributes)} {kind}: {', '.join(self.domains or self.attributes)}",
+                 f"ONNX export `{self.checkpoint}` of checkpoint `{manifest.source.checkpoint}` · {self.device}"]
+        if manifest.arch == "v2" and manifest.w_hpf > 0:
+            lines.append("face model (w_hpf > 0): " + ("masks from the export's masks.onnx" if manifest.masks
+                                                       else "exported without face masks"))
+        if manifest.licence:
+            lines.append(f"licence: {manifest.licence}")
         return "  \n".join(lines)
 
     def _step(self) -> int:
@@ -184,23 +240,3 @@ def latest_metrics(run_dir: Path, limit: int = 6) -> dict[str, float]:
     except (OSError, ValueError, AttributeError):
         return {}
     return dict(list(means.items())[:limit])
-
-
-def release_licence(preset: str) -> str:
-    """The licence of the released file a run was imported from, when its preset names one
-    (``official:FILE``, as a v2 model imported by `stargan download`); empty otherwise."""
-    file = released_file(preset.removeprefix("official:")) if preset.startswith("official:") else None
-    return file.licence if file is not None else ""
-
-
-def recorded_licence(run_dir: Path) -> str:
-    """The licence line a download wrote into ``config.yaml`` (empty when none): how the runs of the v1
-    releases, whose preset names the G file taken out of the zip, say theirs."""
-    config = run_dir / "config.yaml"
-    if not config.is_file():
-        return ""
-    for line in config.read_text().splitlines():
-        if line.startswith(LICENCE_PREFIX):
-            return line[len(LICENCE_PREFIX):].strip()
-    return ""
-

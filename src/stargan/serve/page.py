@@ -182,12 +182,14 @@ def build_page(model: ServedModel, out_dir: Path) -> Any:
                     ref_b_example = gr.Dropdown(labels, value=None, label="…or an example for B",
                                                 visible=bool(labels), elem_id="ref-b-example")
                 translate = gr.Button("Translate", variant="primary", elem_id="translate")
-                gif_button = gr.Button("Style interpolation GIF (A → B → A)", visible=v2, elem_id="interpolate")
+                gif_button = gr.Button("Style interpolation GIF (A → B → A)", visible=model.interpolates,
+                                       elem_id="interpolate")
             with gr.Column(scale=1):
                 status = gr.Markdown("", elem_id="status")
                 gallery = gr.Gallery(label="Outputs", format="png", columns=2, height="auto", object_fit="contain",
                                      buttons=["download"], elem_id="outputs")
-                gif = gr.Image(label="Style interpolation", type="filepath", interactive=False, visible=v2,
+                gif = gr.Image(label="Style interpolation", type="filepath", interactive=False,
+                               visible=model.interpolates,
                                buttons=["download", "fullscreen"],
                                elem_id="gif")
 
@@ -208,11 +210,13 @@ def build_page(model: ServedModel, out_dir: Path) -> Any:
 
 
 def serve(path: str | Path, host: str = "127.0.0.1", port: int = 7860, device: str = "auto",
-          block: bool = True) -> Any:
-    """Load the model once and serve its page at ``http://HOST:PORT``; one request computes at a time."""
+          block: bool = True, backend: str = "torch", threads: int | None = None) -> Any:
+    """Load the model once and serve its page at ``http://HOST:PORT``; one request computes at a time.
+    ``backend="onnx"``: ``path`` is a folder written by `stargan export`, run by ONNX Runtime with
+    ``threads`` (see :class:`ServedModel`)."""
     gr = import_gradio()
     warnings.filterwarnings("ignore", category=ResourceWarning)  # asyncio loops of the web server's threads
-    model = ServedModel(path, device=device)
+    model = ServedModel(path, device=device, backend=backend, threads=threads)
     out_dir = Path(tempfile.mkdtemp(prefix="stargan-serve-"))
     page = build_page(model, out_dir)
     page.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
