@@ -36,8 +36,8 @@ from tqdm import tqdm
 
 from stargan.nets.v2 import MaskFn, Masks, Networks
 from stargan.imaging import eval_mode, to_uint8, to_unit
-from stargan.sampling.v2 import (check_images, device_of, domain_tensor, latent_dim_of, masks_of,
-                                 mean_style)
+from stargan.sampling.v2 import (check_images, device_of, domain_tensor, latent_dim_of, latent_styles,
+                                 masks_of)
 
 ANIMATION_SUFFIXES = (".gif", ".mp4")
 
@@ -116,11 +116,8 @@ def _latent_styles(nets: Networks, y: int, num_styles: int, seed: int, psi: floa
     """[num_styles, style_dim]: F_y(z) for seeded z, truncated; drawn as Translator.translate draws."""
     generator = torch.Generator().manual_seed(seed)
     z = torch.randn(num_styles, latent_dim_of(nets), generator=generator)
-    device = device_of(nets)
-    styles = nets.mapping_network(z.to(device), torch.full((num_styles,), y, dtype=torch.long, device=device))
-    if psi != 1.0:
-        styles = torch.lerp(mean_style(nets, y, generator=generator), styles, psi)
-    return styles
+    y_batch = torch.full((num_styles,), y, dtype=torch.long, device=device_of(nets))
+    return latent_styles(nets, z, y_batch, psi, generator)
 
 
 def _style_walk(nets: Networks, x_src: torch.Tensor, masks: Masks, styles: torch.Tensor,

@@ -65,6 +65,17 @@ def checkpoint_path(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"step-{step:06d}"
 
 
+def run_dir_of(ckpt: Path) -> Path:
+    """The run directory a checkpoint belongs to (itself for a stand-alone checkpoint directory)."""
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
+
+
+def step_of(ckpt: Path) -> int:
+    """The step in a checkpoint directory's name (``step-NNNNNN``), 0 for other names."""
+    match = _STEP_DIR.match(ckpt.name)
+    return int(match.group(1)) if match else 0
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """Accept a checkpoint directory or a run directory (its latest checkpoint)."""
     path = Path(path)

@@ -34,7 +34,7 @@ from stargan import checkpoints
 from stargan.config import AnyConfig, Config, V1Config
 from stargan.faces.masks import find_mask_weights
 from stargan.faces.weights import load_fan
-from stargan.hub import recorded_licence, release_licence, sha256_file
+from stargan.hub import run_licence, sha256_file
 from stargan.nets.v1 import Generator as V1Generator
 from stargan.nets.v2 import Networks
 from stargan.runtime import v1 as runtime_v1, v2 as runtime_v2
@@ -49,8 +49,6 @@ EXPORTERS = ("auto", "dynamo", "torchscript")  # auto: dynamo, and TorchScript f
 MEAN_STYLE_LATENTS = 10_000  # latent codes averaged per domain for psi (as stargan.sampling.v2.mean_style)
 CHECK_LEVELS = 1             # allowed difference between ONNX Runtime and PyTorch, in 8-bit levels
 INSTALL_HINT = "pip install 'stargan[onnx]' (onnx, onnxscript and onnxruntime)"
-UNOFFICIAL_LICENCE = ("not recorded: imported from an official release; see its licence before any use "
-                      "(the StarGAN v2 models are CC BY-NC 4.0, non-commercial)")
 
 
 def check_installed() -> dict[str, str]:
@@ -130,19 +128,14 @@ def _write_atomically(out: Path, build: Callable[[Path], Manifest]) -> Manifest:
 
 
 def _source(ckpt: Path, config: AnyConfig, fan_path: Path | None) -> Source:
-    step = ckpt.name.removeprefix("step-")
     return Source(checkpoint=str(ckpt.resolve()), sha256=sha256_file(ckpt / "networks.safetensors"),
-                  step=int(step) if step.isdigit() else 0, preset=config.preset,
+                  step=checkpoints.step_of(ckpt), preset=config.preset,
                   fan_weights=str(fan_path.resolve()) if fan_path else "",
                   fan_sha256=sha256_file(fan_path) if fan_path else "")
 
 
 def _licence(ckpt: Path, config: AnyConfig) -> str | None:
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
-    licence = release_licence(config.preset) or recorded_licence(run_dir)
-    if not licence and config.preset.startswith("official:"):
-        return UNOFFICIAL_LICENCE
-    return licence or None
+    return run_licence(config.preset, checkpoints.run_dir_of(ckpt)) or None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -190,6 +190,19 @@ def recorded_licence(run_dir: Path) -> str:
     return ""
 
 
+UNRECORDED_LICENCE = ("not recorded: imported from an official release; see its licence before any use "
+                      "(the StarGAN v2 models are CC BY-NC 4.0, non-commercial)")
+
+
+def run_licence(preset: str, run_dir: Path) -> str:
+    """The licence of a run imported from a release (its preset's file, else the line in config.yaml),
+    :data:`UNRECORDED_LICENCE` for an official import that says none; empty for the user's own runs."""
+    licence = release_licence(preset) or recorded_licence(run_dir)
+    if not licence and preset.startswith("official:"):
+        return UNRECORDED_LICENCE
+    return licence
+
+
 # ------------------------------------------------------------------------------------------------
 # The hub folder, hashes, the offline switch.
 

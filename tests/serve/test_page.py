@@ -11,10 +11,10 @@ from PIL import Image
 
 from stargan.api import Translator
 from stargan.config import V1ModelConfig
-from stargan.hub import LICENCE_PREFIX, RELEASES
+from stargan.hub import LICENCE_PREFIX, RELEASES, release_licence
 from stargan.nets.v1 import build_networks as build_v1_networks
 from stargan.official import import_v1_official
-from stargan.serve.model import ServedModel, release_licence
+from stargan.serve.model import ServedModel
 from stargan.serve.page import Handlers
 
 

@@ -434,10 +434,9 @@ def evaluate_run(path: str | Path, settings: EvalConfig, *, data_root: str | Non
         config = config.with_overrides(["data.skip_bad_images=true"])
     mask_fn = load_mask_fn(config.model, device, fan_weights, run=ckpt)
     _, nets = checkpoints.load_for_sampling(ckpt, device)
-    step = int(ckpt.name.split("-")[-1]) if ckpt.name.startswith("step-") else 0
+    step = checkpoints.step_of(ckpt)
     summary = evaluate_networks(nets, config, settings, data_root=data_root, seed=seed,
                                 random_init=random_init, cache_dir=cache_dir, progress=progress,
                                 image_dir=image_dir, mask_fn=mask_fn)
     summary["checkpoint"] = str(ckpt)
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
-    return write_results(summary, run_dir, step), summary
+    return write_results(summary, checkpoints.run_dir_of(ckpt), step), summary

@@ -115,6 +115,20 @@ def mean_style(nets: Networks, y: int, num: int = 10_000,
 
 
 @torch.inference_mode()
+def latent_styles(nets: Networks, z: torch.Tensor, y: torch.Tensor, psi: float = 1.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Style codes F_y(z) [K, style_dim] of latent codes ``z`` [K, latent_dim] in domains ``y`` [K],
+    pulled towards each domain's mean style by ``psi`` < 1 (``generator`` seeds the mean)."""
+    with eval_mode(nets):
+        s = nets.mapping_network(z.to(device_of(nets)), y)
+        if psi != 1.0:
+            for domain in y.unique().tolist():
+                rows = y == domain
+                s[rows] = _truncate(s[rows], mean_style(nets, domain, generator=generator), psi)
+    return s
+
+
+@torch.inference_mode()
 def translate(nets: Networks, x: torch.Tensor, y_trg: int | torch.Tensor, *,
               z: torch.Tensor | None = None, x_ref: torch.Tensor | None = None, psi: float = 1.0,
               generator: torch.Generator | None = None, mask_fn: MaskFn | None = None) -> torch.Tensor:
@@ -144,11 +158,7 @@ def translate(nets: Networks, x: torch.Tensor, y_trg: int | torch.Tensor, *,
     y = domain_tensor(y_trg, batch, nets)
     with eval_mode(nets):
         if z is not None:
-            s = nets.mapping_network(z.to(device).expand(batch, -1), y)
-            if psi != 1.0:
-                for domain in y.unique().tolist():
-                    rows = y == domain
-                    s[rows] = _truncate(s[rows], mean_style(nets, domain, generator=generator), psi)
+            s = latent_styles(nets, z.expand(batch, -1), y, psi, generator)
         else:
             s = nets.style_encoder(x_ref.to(device).expand(batch, -1, -1, -1), y)
         x = x.to(device)

@@ -19,7 +19,7 @@ from stargan.api import Translator
 from stargan.data import to_pil
 from stargan.data.v1 import condition_vector, transform as v1_transform
 from stargan.data.folders import list_images
-from stargan.hub import recorded_licence, release_licence
+from stargan.hub import run_licence
 
 MAX_STYLES = 8             # outputs per latent-guided request
 GIF_FRAMES = 12            # frames per transition of the interpolation GIF (two transitions: A->B->A)
@@ -60,8 +60,7 @@ class ServedModel:
 
     def _load_checkpoint(self, path: str | Path, device: str) -> None:
         self.checkpoint = checkpoints.resolve_checkpoint(path)
-        self.run_dir = (self.checkpoint.parent.parent if self.checkpoint.parent.name == "checkpoints"
-                        else self.checkpoint)
+        self.run_dir = checkpoints.run_dir_of(self.checkpoint)
         self.config = checkpoints.load_config(self.checkpoint)
         self.arch = self.config.arch
         self.device = torch.device(_pick_device(device))
@@ -176,7 +175,7 @@ class ServedModel:
             return self._describe_export()
         kind = "domains" if self.domains else "attributes"
         names = ", ".join(self.domains or self.attributes)
-        lines = [f"**StarGAN {self.arch}** · {self.img_size} x {self.img_size} px · step {self._step()} · "
+        lines = [f"**StarGAN {self.arch}** · {self.img_size} x {self.img_size} px · step {checkpoints.step_of(self.checkpoint)} · "
                  f"{len(self.domains or self.attributes)} {kind}: {names}",
                  f"checkpoint `{self.checkpoint}` · device {self.device}"]
         if self.arch == "v2" and self.config.model.w_hpf > 0:
@@ -184,12 +183,9 @@ class ServedModel:
         metrics = latest_metrics(self.run_dir)
         if metrics:
             lines.append("latest metrics: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-        licence = release_licence(self.config.preset) or recorded_licence(self.run_dir)
+        licence = run_licence(self.config.preset, self.run_dir)
         if licence:
             lines.append(f"licence: {licence}")
-        elif self.config.preset.startswith("official:"):
-            lines.append("imported from an official release: see the release's licence before any use "
-                         "(the StarGAN v2 models are CC BY-NC 4.0, non-commercial)")
         return "  \n".join(lines)
 
     def _describe_export(self) -> str:
@@ -204,10 +200,6 @@ class ServedModel:
         if manifest.licence:
             lines.append(f"licence: {manifest.licence}")
         return "  \n".join(lines)
-
-    def _step(self) -> int:
-        name = self.checkpoint.name
-        return int(name.split("-")[-1]) if name.startswith("step-") and name[5:].isdigit() else 0
 
 
 def _pick_device(device: str) -> str:
