@@ -54,8 +54,8 @@ def test_a_generator_that_ignores_its_input_is_warned_about_once(demo_data, tmp_
     out = capsys.readouterr().out
     # watch_from(10) = 2; low at 4 and 6: one warning, at 6
     assert out.count("warning: the generator ignores its input") == 1
-    assert "val/source_kept has been below 0.1 since iteration 4 (0.030 at 6;" in out
-    assert "loss.lambda_cyc=2 (now 1)" in out
+    assert "val/source_kept has been below 0.2 since iteration 4 (0.030 at 6;" in out
+    assert "loss.lambda_sty (now 1)" in out
     rows = [json.loads(line) for line in (tmp_path / "run" / "logs" / "scalars.jsonl").read_text().splitlines()]
     logged = [(r["step"], r["val/source_kept"], "D/latent_real" in r) for r in rows if "val/source_kept" in r]
     assert logged == [(2, 0.5, False), (4, 0.02, False), (6, 0.03, True), (8, 0.01, False), (10, 0.02, True)]
