@@ -1,8 +1,9 @@
 """A new StarGAN v2 run that starts from a trained model, the parent (``stargan train --init-from``): a run or
 checkpoint of ours, or an imported release (``stargan import-official``).
 
-- The networks' shapes (every ``model.*`` setting but the domain count) are the parent's; the domains,
-  their count and their order are the new data's, as for a new run.
+- The model section is the parent's: a preset's is replaced, a ``--set`` that would change the networks'
+  shapes is refused (``masks`` and ``fan_weights`` may be set). The domains, their count and their order
+  are the new data's, as for a new run.
 - Domains are matched by name. A domain of both keeps its heads (F's and E's unshared heads, D's output
   row); a domain only the data has gets new heads, the mean of all the parent's heads or a copy of a
   parent domain's (``--init-domain NEW=OLD``); a domain only the parent has is dropped.
