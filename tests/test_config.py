@@ -234,6 +234,9 @@ def test_every_preset_is_valid_and_survives_a_round_trip_through_config_yaml(tmp
     ("eval.mode=sideways", "eval.mode='sideways': expected one of latent, reference, both"),
     ("eval.every=-1", "eval.every=-1: expected >= 0"),
     ("optim.lr=.nan", "optim.lr=nan: expected > 0"),
+    ("init.sha256=abc", "init.sha256='abc': expected empty or 64 lowercase hex digits"),
+    ("init.new=[lion]", "init.new=('lion',): expected NAME=mean or NAME=copy:DOMAIN items"),
+    ("init.discriminator=old", "init.discriminator='old': expected empty or one of parent, fresh"),
 ])
 def test_a_bad_value_is_named_with_its_allowed_range(override, expected):
     with pytest.raises(ConfigError) as err:
@@ -271,6 +274,7 @@ def test_fan_weights_may_move_on_resume_but_masks_are_part_of_the_run():
 
     assert not fixed_on_resume("model.fan_weights")
     assert fixed_on_resume("model.masks") and fixed_on_resume("model.w_hpf")
+    assert fixed_on_resume("init.path") and fixed_on_resume("init.kept")  # where a run started from
 
 
 @pytest.mark.parametrize("key,value", [("precision", "bf16"), ("precision", "fp32"), ("channels_last", "true"),

@@ -14,14 +14,17 @@ import os
 import random
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from stargan.config import AnyConfig, Config, V1Config, config_changes, config_from_dict, fixed_on_resume
+from stargan.hub import sha256_file
 from stargan.nets.v1 import Generator as V1Generator
 from stargan.nets.v1 import Networks as V1Networks, build_networks as build_v1_networks
 from stargan.nets.v2 import Networks, build_networks
@@ -204,7 +207,8 @@ def _read_state(ckpt: Path, mmap: bool = False) -> dict[str, Any]:
     return meta
 
 
-def _read_networks(ckpt: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+def read_networks(ckpt: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of ``ckpt/networks.safetensors`` by their saved names, on ``device``."""
     path = ckpt / "networks.safetensors"
     try:
         return load_file(str(path), device=str(device))
@@ -230,8 +234,9 @@ def _config_of(meta: dict[str, Any], ckpt: Path) -> AnyConfig:
     return config
 
 
-def _load_into(nets: Networks | V1Networks, tensors: dict[str, torch.Tensor], prefix: str,
-               source: Path) -> None:
+def load_into(nets: Networks | V1Networks, tensors: dict[str, torch.Tensor], prefix: str,
+              source: Path) -> None:
+    """Load ``prefix<net>.*`` of ``tensors`` into each of ``nets``; a mismatch names ``source``."""
     for name, net in nets.items():
         head = f"{prefix}{name}."
         sub = {k[len(head):]: v for k, v in tensors.items() if k.startswith(head)}
@@ -245,6 +250,33 @@ def load_config(path: str | Path) -> AnyConfig:
     """The config stored inside a checkpoint (or a run's latest checkpoint); ``.arch`` tells v1 from v2."""
     ckpt = resolve_checkpoint(path)
     return _config_of(_read_state(ckpt, mmap=True), ckpt)
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint holds, read without its tensors."""
+
+    checkpoint: Path
+    config: AnyConfig
+    step: int
+    networks: tuple[str, ...]  # generator, mapping_network, ... (discriminator when it has one)
+    with_optimizers: bool      # False: networks only (an imported release), nothing to resume from
+    sha256: str                # of networks.safetensors
+
+
+def checkpoint_info(path: str | Path) -> CheckpointInfo:
+    """The :class:`CheckpointInfo` of a run (its latest checkpoint) or of a checkpoint directory."""
+    ckpt = resolve_checkpoint(path)
+    meta = _read_state(ckpt, mmap=True)
+    try:
+        with safe_open(str(ckpt / "networks.safetensors"), framework="pt") as f:
+            keys = list(f.keys())
+    except Exception as err:  # SafetensorError, OSError, ...
+        raise _unreadable(ckpt / "networks.safetensors", "safetensors file", err) from err
+    networks = tuple(dict.fromkeys(key.split(".")[0] for key in keys if not key.startswith("ema.")))
+    return CheckpointInfo(checkpoint=ckpt, config=_config_of(meta, ckpt), step=int(meta["step"]),
+                          networks=networks, with_optimizers=bool(meta["optimizers"]),
+                          sha256=sha256_file(ckpt / "networks.safetensors"))
 
 
 def check_resume(path: str | Path, config: AnyConfig) -> tuple[Path, list[tuple[str, Any, Any]]]:
@@ -286,10 +318,10 @@ def restore_train_state(path: str | Path, state: TrainState | V1TrainState, conf
         raise CheckpointError(f"{ckpt} holds networks only (an imported official checkpoint?), so training "
                               "cannot resume from it; sample from it with `stargan sample` instead")
     device = next(state.nets.generator.parameters()).device
-    tensors = _read_networks(ckpt, device)
-    _load_into(state.nets, tensors, "", ckpt)
+    tensors = read_networks(ckpt, device)
+    load_into(state.nets, tensors, "", ckpt)
     if isinstance(state, TrainState):
-        _load_into(state.ema, tensors, "ema.", ckpt)
+        load_into(state.ema, tensors, "ema.", ckpt)
     for name, opt in state.optimizers.items():
         try:
             opt.load_state_dict(meta["optimizers"][name])
@@ -319,9 +351,9 @@ def load_for_sampling(path: str | Path, device: str | torch.device = "cpu") -> t
     """Config and EMA networks (G, F, E; no discriminator) of a StarGAN v2 run or checkpoint, in eval mode."""
     ckpt, config = _sampling_config(path, "v2")
     nets = build_networks(config.model, with_discriminator=False)
-    tensors = _read_networks(ckpt)
+    tensors = read_networks(ckpt)
     prefix = "ema." if any(k.startswith("ema.") for k in tensors) else ""
-    _load_into(nets, tensors, prefix, ckpt)
+    load_into(nets, tensors, prefix, ckpt)
     for _, net in nets.items():
         net.eval()
     return config, nets.to(device)
@@ -332,5 +364,5 @@ def load_v1_for_sampling(path: str | Path, device: str | torch.device = "cpu"
     """Config and generator of a StarGAN v1 run or checkpoint, in eval mode."""
     ckpt, config = _sampling_config(path, "v1")
     nets = build_v1_networks(config.model, with_discriminator=False)
-    _load_into(nets, _read_networks(ckpt), "", ckpt)
+    load_into(nets, read_networks(ckpt), "", ckpt)
     return config, nets.generator.eval().to(device)

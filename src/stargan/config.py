@@ -21,8 +21,8 @@ from stargan.config_rules import RULES
 PRESET_DIR = Path(__file__).parent / "presets"
 # The name of each section in its config (for messages such as ``optim.ema_beta=2``).
 SECTION_NAMES = {"ModelConfig": "model", "LossConfig": "loss", "OptimConfig": "optim", "DataConfig": "data",
-                 "TrainConfig": "train", "EvalConfig": "eval", "V1ModelConfig": "model", "V1TrainConfig": "train",
-                 "V1LossConfig": "loss", "V1OptimConfig": "optim", "V1DataConfig": "data"}
+                 "TrainConfig": "train", "EvalConfig": "eval", "InitConfig": "init", "V1ModelConfig": "model",
+                 "V1TrainConfig": "train", "V1LossConfig": "loss", "V1OptimConfig": "optim", "V1DataConfig": "data"}
 
 
 class ConfigError(ValueError):
@@ -160,6 +160,21 @@ class EvalConfig(_Checked):
     batch_size: int = 32
 
 
+@dataclass(frozen=True)
+class InitConfig(_Checked):
+    """Where a run started when ``stargan train --init-from`` started it from a trained model (the
+    parent); written by that command, never set. Empty ``path``: the run started from scratch."""
+
+    path: str = ""             # the parent's checkpoint directory (absolute)
+    step: int = 0              # the parent's step
+    sha256: str = ""           # SHA-256 of the parent's networks.safetensors
+    discriminator: str = ""    # parent: D from the parent's; fresh: its usual initialisation (a release has none)
+    kept: tuple[str, ...] = ()     # domains of the parent and the data: their heads, as the parent's
+    new: tuple[str, ...] = ()      # domains only the data has: NAME=mean (the mean of the parent's heads)
+                                   # or NAME=copy:PARENT_DOMAIN (a copy of that domain's heads)
+    dropped: tuple[str, ...] = ()  # domains only the parent has: their heads left out
+
+
 class _ConfigMethods:
     """Conversion to and from plain dicts and YAML, and ``--set`` overrides, for both configs."""
 
@@ -223,6 +238,7 @@ class Config(_ConfigMethods):
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     preset: str = ""
     arch: str = "v2"
 
@@ -319,7 +335,7 @@ AnyConfig = Config | V1Config
 
 
 # Settings that define the networks or the data a run trains on: a resumed run cannot change them.
-FIXED_ON_RESUME = ("arch", "model.", "data.domains", "data.mode", "data.attrs", "data.exclusive")
+FIXED_ON_RESUME = ("arch", "model.", "data.domains", "data.mode", "data.attrs", "data.exclusive", "init.")
 MOVABLE_ON_RESUME = ("model.fan_weights",)  # where a file is, not what the run is
 
 

@@ -67,6 +67,21 @@ def device(v: Any) -> str | None:
     return None if ok else "auto, cpu, mps, cuda or cuda:N"
 
 
+def empty_or(rule: Rule) -> Rule:
+    return lambda v: None if v == "" or rule(v) is None else f"empty or {rule(v)}"
+
+
+def sha256(v: Any) -> str | None:
+    ok = v == "" or (isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v))
+    return None if ok else "empty or 64 lowercase hex digits"
+
+
+def new_heads(v: Any) -> str | None:
+    """``NAME=mean`` or ``NAME=copy:OTHER`` for each new domain of a run started from a trained model."""
+    ok = isinstance(v, tuple) and all(isinstance(e, str) and re.fullmatch(r"[^=]+=(mean|copy:.+)", e) for e in v)
+    return None if ok else "NAME=mean or NAME=copy:DOMAIN items"
+
+
 INTERVAL = at_least(1)          # every N iterations
 COUNT = at_least(1)
 NON_NEGATIVE = at_least(0)
@@ -110,6 +125,10 @@ RULES: dict[str, dict[str, Rule]] = {
         "max_inputs": NON_NEGATIVE, "backbone": one_of("inception-tf", "inception-torchvision", "none"),
         "weights": text, "lpips": boolean, "lpips_weights": text, "trust_weights": boolean,
         "classifier": text, "batch_size": COUNT,
+    },
+    "InitConfig": {
+        "path": text, "step": NON_NEGATIVE, "sha256": sha256, "discriminator": empty_or(one_of("parent", "fresh")),
+        "kept": names, "new": new_heads, "dropped": names,
     },
     "V1ModelConfig": {
         "img_size": within(4, 2048), "c_dim": COUNT, "c2_dim": NON_NEGATIVE, "g_conv_dim": COUNT,

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stargan.cli.faces import add_mask_options, mask_overrides
 from stargan.cli.options import add_offline, add_threads
 from stargan.config import AnyConfig, available_presets, load_config_yaml, load_preset
+
+if TYPE_CHECKING:
+    from stargan.training.v2.finetune import InitFrom
 
 DEMO_DATA = Path("data/demo")
 DEFAULT_PRESETS = {"v2": "cpu", "v1": "cpu-v1"}  # `stargan train --model MODEL` without --preset
@@ -28,12 +33,42 @@ def _presets_of(arch: str) -> list[str]:
 
 def _config_from_args(args: argparse.Namespace) -> AnyConfig:
     config = load_preset(_preset_name(args))
-    overrides = list(args.set or [])
+    overrides = _overrides(args)
     if args.data:
         overrides.append(f"data.root={args.data}")
     if args.skip_bad_images:
         overrides.append("data.skip_bad_images=true")
     return config.with_overrides(overrides + mask_overrides(args) + _precision_override(args))
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` items; the ``init`` section records what ``--init-from`` did and is not set by hand."""
+    overrides = list(args.set or [])
+    by_hand = [item for item in overrides if item.strip().startswith("init.")]
+    if by_hand:
+        raise ValueError(f"--set {by_hand[0]}: the init section records the trained model a run started from "
+                         "(written by --init-from), it is not set by hand")
+    return overrides
+
+
+def _init_from_args(args: argparse.Namespace) -> tuple[AnyConfig, InitFrom]:
+    """The config of a new run that starts from ``--init-from``'s trained model (StarGAN v2 only): the
+    preset's and --set's settings with the parent's model section; and what to start from."""
+    from stargan.training.v2 import finetune
+
+    if args.model == "v1":
+        raise ValueError(f"--model v1: {finetune.V2_ONLY}")
+    copies = finetune.parse_copies(args.init_domain or [])
+    config = _config_from_args(args)
+    if config.arch != "v2":
+        raise ValueError(f"--preset {config.preset} is a StarGAN v1 preset: {finetune.V2_ONLY}")
+    parent = finetune.read_parent(args.init_from)
+    explicit = {item.partition("=")[0].strip().removeprefix("model.") for item in args.set or []
+                if item.strip().startswith("model.")}
+    explicit |= {"masks"} if args.no_masks else set()
+    explicit |= {"fan_weights"} if args.fan_weights else set()
+    config, replaced = finetune.start_config(config, parent, explicit)
+    return config, finetune.InitFrom(parent, copies, replaced)
 
 
 def _precision_override(args: argparse.Namespace) -> list[str]:
@@ -48,19 +83,21 @@ def cmd_train(args: argparse.Namespace) -> Path:
 
     world = init_from_env()  # several processes under torchrun, else one
 
+    _check_init_options(args)
+    init_from = None
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise SystemExit(f"error: {run_dir} is not a run directory (no config.yaml); "
                              "--resume takes the directory a previous `stargan train` created")
-        config = load_config_yaml(run_dir / "config.yaml").with_overrides(list(args.set or [])
+        config = load_config_yaml(run_dir / "config.yaml").with_overrides(_overrides(args)
                                                                           + _precision_override(args))
         if args.data:
             config = config.with_overrides([f"data.root={args.data}"])
         if config.arch == "v2":
             config = config.with_overrides(mask_overrides(args))
     else:
-        config = _config_from_args(args)
+        config, init_from = _init_from_args(args) if args.init_from else (_config_from_args(args), None)
         run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(args.runs, config.preset)
         run_dir = broadcast(run_dir, world)
     if config.arch == "v2":
@@ -69,9 +106,8 @@ def cmd_train(args: argparse.Namespace) -> Path:
         find_mask_weights(config.model, run=run_dir)  # w_hpf > 0 without FAN weights: stop before work
     if world.is_main:
         print(f"run directory: {run_dir}")
-    loop = v2_loop if config.arch == "v2" else v1_loop
-    ckpt = loop.train(config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress,
-                      world=world)
+    train = functools.partial(v2_loop.train, init_from=init_from) if config.arch == "v2" else v1_loop.train
+    ckpt = train(config, run_dir, resume=bool(args.resume), show_progress=not args.no_progress, world=world)
     if world.is_main:
         _report(run_dir, ckpt)
     if world.is_distributed:
@@ -79,6 +115,14 @@ def cmd_train(args: argparse.Namespace) -> Path:
 
         dist.destroy_process_group()
     return run_dir
+
+
+def _check_init_options(args: argparse.Namespace) -> None:
+    if args.init_from and args.resume:
+        raise ValueError("--init-from starts a new run from a trained model and --resume continues a run; "
+                         "pass one of them")
+    if args.init_domain and not args.init_from:
+        raise ValueError("--init-domain says how --init-from's model starts a new domain; pass --init-from too")
 
 
 def _report(run_dir: Path, ckpt: Path) -> None:
@@ -96,7 +140,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     data = make_demo_dataset(args.data)
     print(f"demo data:     {data}")
     cmd_train(argparse.Namespace(**{**vars(args), "data": str(data), "preset": "demo", "model": None,
-                                    "resume": None, "skip_bad_images": False}))
+                                    "resume": None, "skip_bad_images": False, "init_from": None,
+                                    "init_domain": None}))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -153,6 +198,12 @@ def add_commands(sub) -> None:
     p.add_argument("--data", help="dataset folder holding train/ and val/")
     p.add_argument("--run-dir", help="exact run directory (default: RUNS/NNNNN-PRESET)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--init-from", metavar="RUN_OR_CHECKPOINT", help="start a new run from a trained StarGAN v2 "
+                   "model (a run, a checkpoint, an imported release): its networks and their shapes, heads "
+                   "kept by domain name; fresh optimizers and step (README: Start from a trained model)")
+    p.add_argument("--init-domain", action="append", metavar="NEW=OLD", help="with --init-from: start the "
+                   "heads of NEW, a domain the model lacks, as copies of OLD's (default: the mean of all its "
+                   "heads; repeatable)")
     p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                    help="train.precision (default: the preset's; auto for the CPU presets, fp32 for the "

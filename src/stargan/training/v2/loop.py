@@ -20,6 +20,7 @@ from stargan.imaging import save_grid
 from stargan.nets.v2 import MaskFn, build_networks
 from stargan.state import TrainState, make_train_state
 from stargan.training.v2.augment import make_augment
+from stargan.training.v2.finetune import InitFrom, describe, load_parent, with_init
 from stargan.training.v2.probe import resolve_speed
 from stargan.training.runner import (ScalarLog, check_run_dir, resolve_device, resume_and_record, run_loop,
                                      training_run)
@@ -82,14 +83,21 @@ def evaluate_and_log(state: TrainState, config: Config, run_dir: Path, log: Scal
 
 
 def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bool = True,
-          world: World = World()) -> Path:
+          world: World = World(), init_from: InitFrom | None = None) -> Path:
     """Train (or continue training) the run in ``run_dir``; returns the last checkpoint.
 
     With several processes (``world``), each trains on its own batches and rank 0 alone writes.
     A model with w_hpf > 0 needs the FAN weights for its face masks (or ``model.masks: false``).
+    ``init_from``: a new run starts from a trained model (see :mod:`stargan.training.v2.finetune`).
     """
+    if init_from is not None and resume:
+        raise ValueError("a run resumes from its own checkpoints; --init-from starts a new run")
     check_run_dir(run_dir, config, resume)
     config, train_set, val_set = resolve_data(config, progress=show_progress)
+    if init_from is not None:
+        config = with_init(config, init_from)  # --init-domain errors stop here, before any file
+        if world.is_main:
+            print(describe(init_from, config.init), flush=True)
     device = resolve_device(device_for(world, config.train.device))
     mask_fn = load_mask_fn(config.model, device, run=run_dir)  # a missing wing.ckpt stops here
     if opt_out_note(config.model) and world.is_main:
@@ -100,7 +108,8 @@ def train(config: Config, run_dir: Path, resume: bool = False, show_progress: bo
 
         preflight(config.eval, domains=config.data.domains)
     with training_run(run_dir, world):
-        return _train(config, train_set, val_set, run_dir, resume, device, show_progress, world, mask_fn)
+        return _train(config, train_set, val_set, run_dir, resume, device, show_progress, world, mask_fn,
+                      init_from)
 
 
 def choose_speed(config: Config, device: torch.device, world: World) -> Config:
@@ -130,8 +139,9 @@ def check_compiled(state: TrainState, speed: Speed, batch: dict[str, torch.Tenso
 
 
 def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir: Path, resume: bool,
-           device: torch.device, show_progress: bool, world: World, mask_fn: MaskFn | None) -> Path:
-    state = _new_state(config, device, world)
+           device: torch.device, show_progress: bool, world: World, mask_fn: MaskFn | None,
+           init_from: InitFrom | None) -> Path:
+    state = _new_state(config, device, world, init_from)
     resume_and_record(state, config, run_dir, resume, world)
     speed = make_speed(config.train.precision, device, config.train.shared_passes, config.train.channels_last)
     prepare_networks(state.nets, speed, compile_nets=config.train.compile)
@@ -172,11 +182,15 @@ def _train(config: Config, train_set: ImageFolder, val_set: ImageFolder, run_dir
                     show_progress=show_progress, slow_step=evaluates_at, measure=measure)
 
 
-def _new_state(config: Config, device: torch.device, world: World) -> TrainState:
-    """Networks drawn from ``train.seed``, their optimizers and moving averages, and D's augmentation."""
+def _new_state(config: Config, device: torch.device, world: World, init_from: InitFrom | None = None
+               ) -> TrainState:
+    """Networks drawn from ``train.seed`` (then the parent's weights, for a run started from a trained
+    model), their optimizers and moving averages, and D's augmentation."""
     torch.manual_seed(config.train.seed)
     state = make_train_state(build_networks(config.model).to(device), config.optim, world.world_size,
                              fused=device.type == "cuda" and config.train.precision == "fp16")
+    if init_from is not None:
+        load_parent(state, init_from, config)
     t = config.train
     state.augment = make_augment(t.augment, t.ada_target, t.ada_kimg, t.ada_interval, config.data.batch_size,
                                  device, seed=t.seed + world.rank)  # own draws per process
