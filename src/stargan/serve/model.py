@@ -175,7 +175,8 @@ class ServedModel:
             return self._describe_export()
         kind = "domains" if self.domains else "attributes"
         names = ", ".join(self.domains or self.attributes)
-        lines = [f"**StarGAN {self.arch}** · {self.img_size} x {self.img_size} px · step {checkpoints.step_of(self.checkpoint)} · "
+        step = checkpoints.step_of(self.checkpoint)
+        lines = [f"**StarGAN {self.arch}** · {self.img_size} x {self.img_size} px · step {step} · "
                  f"{len(self.domains or self.attributes)} {kind}: {names}",
                  f"checkpoint `{self.checkpoint}` · device {self.device}"]
         if self.arch == "v2" and self.config.model.w_hpf > 0:
