@@ -235,7 +235,7 @@ def test_every_preset_is_valid_and_survives_a_round_trip_through_config_yaml(tmp
     ("eval.every=-1", "eval.every=-1: expected >= 0"),
     ("optim.lr=.nan", "optim.lr=nan: expected > 0"),
     ("init.sha256=abc", "init.sha256='abc': expected empty or 64 lowercase hex digits"),
-    ("init.new=[lion]", "init.new=('lion',): expected NAME=mean or NAME=copy:DOMAIN items"),
+    ("init.new=[lion]", "init.new=('lion',): expected NAME=mean, NAME=half:DOMAIN or NAME=copy:DOMAIN items"),
     ("init.discriminator=old", "init.discriminator='old': expected empty or one of parent, fresh"),
 ])
 def test_a_bad_value_is_named_with_its_allowed_range(override, expected):

@@ -62,6 +62,8 @@ class ModelConfig(_Checked):
     base_dim: int = 0          # first conv width; 0 means the paper's 2**14 // img_size
     w_hpf: float = 1.0         # high-pass filter weight; > 0 drops decoder skips and adds a block
     g_downsamples: int = 0     # G's down/up blocks; 0 means the paper's log2(img_size) - 4 (+1 w_hpf)
+    g_out_norm: bool = True    # the paper's instance norm before G's output layer; false (not in the
+                               # paper) lets G keep the source's colours where domains share them
     masks: bool = True         # w_hpf > 0: face masks from the FAN landmark network; false opts out
     fan_weights: str = ""      # FAN weight file (wing.ckpt); default: the run's fan.safetensors, then
                                # the weights folder (torch hub's checkpoints)
@@ -77,6 +79,8 @@ class LossConfig(_Checked):
     lambda_sty: float = 1.0    # style reconstruction
     lambda_ds: float = 1.0     # diversity sensitive (initial value, decays linearly to 0)
     lambda_cyc: float = 1.0    # cycle consistency
+    lambda_id: float = 0.0     # identity, not in the paper (0): |G(x, s) - x| for a style s of x's own
+                               # domain, so that the style carries what tells domains apart, not colour
     ds_iter: int = 100_000     # iterations over which lambda_ds decays to 0
 
 
@@ -170,8 +174,9 @@ class InitConfig(_Checked):
     sha256: str = ""           # SHA-256 of the parent's networks.safetensors
     discriminator: str = ""    # parent: D from the parent's; fresh: its usual initialisation (a release has none)
     kept: tuple[str, ...] = ()     # domains of the parent and the data: their heads, as the parent's
-    new: tuple[str, ...] = ()      # domains only the data has: NAME=mean (the mean of the parent's heads)
-                                   # or NAME=copy:PARENT_DOMAIN (a copy of that domain's heads)
+    new: tuple[str, ...] = ()      # domains only the data has: NAME=mean (the mean of the parent's heads),
+                                   # NAME=half:PARENT_DOMAIN (halfway from that mean to a dropped domain's
+                                   # heads) or NAME=copy:PARENT_DOMAIN (a copy of that domain's heads)
     dropped: tuple[str, ...] = ()  # domains only the parent has: their heads left out
 
 

@@ -77,9 +77,11 @@ def sha256(v: Any) -> str | None:
 
 
 def new_heads(v: Any) -> str | None:
-    """``NAME=mean`` or ``NAME=copy:OTHER`` for each new domain of a run started from a trained model."""
-    ok = isinstance(v, tuple) and all(isinstance(e, str) and re.fullmatch(r"[^=]+=(mean|copy:.+)", e) for e in v)
-    return None if ok else "NAME=mean or NAME=copy:DOMAIN items"
+    """``NAME=mean``, ``NAME=half:OTHER`` or ``NAME=copy:OTHER`` for each new domain of a run started from a
+    trained model."""
+    ok = isinstance(v, tuple) and all(isinstance(e, str) and re.fullmatch(r"[^=]+=(mean|(half|copy):.+)", e)
+                                      for e in v)
+    return None if ok else "NAME=mean, NAME=half:DOMAIN or NAME=copy:DOMAIN items"
 
 
 INTERVAL = at_least(1)          # every N iterations
@@ -97,11 +99,12 @@ RULES: dict[str, dict[str, Rule]] = {
     "ModelConfig": {
         "img_size": power_of_two(16, 1024), "num_domains": COUNT, "latent_dim": COUNT, "style_dim": COUNT,
         "hidden_dim": COUNT, "max_conv_dim": COUNT, "base_dim": NON_NEGATIVE, "w_hpf": NON_NEGATIVE,
-        "g_downsamples": within(0, 10), "masks": boolean, "fan_weights": text,
+        "g_downsamples": within(0, 10), "g_out_norm": boolean, "masks": boolean, "fan_weights": text,
     },
     "LossConfig": {
         "lambda_reg": NON_NEGATIVE, "lambda_sty": NON_NEGATIVE, "lambda_ds": NON_NEGATIVE,
-        "lambda_cyc": NON_NEGATIVE, "ds_iter": NON_NEGATIVE,
+        "lambda_cyc": NON_NEGATIVE, "lambda_id": NON_NEGATIVE,
+        "ds_iter": NON_NEGATIVE,
     },
     "OptimConfig": {
         "lr": above(0), "mapping_lr": above(0), "beta1": ADAM_BETA, "beta2": ADAM_BETA,

@@ -6,6 +6,9 @@ StarGAN v2 (Choi et al., 2020), Section 2 / Eq. 1-5:
     L_sty  = E[|s~ - E_y~(G(x, s~))|]
     L_ds   = E[|G(x, s1) - G(x, s2)|]                     (maximised by G)
     L_cyc  = E[|x - G(G(x, s~), E_y(x))|]
+Not in StarGAN v2, off in the paper's presets (``loss.lambda_id``): the identity loss of CycleGAN
+(Zhu et al., 2017, Section 5.2), which keeps a translation's colours where domains differ in style:
+    L_id   = E[|x - G(x, s)|]                             (s a style of x's own domain)
 
 StarGAN v1 (Choi et al., 2018), Section 3 / Eq. 1-4, with the WGAN-GP objective of Section 5.2:
     L_adv  = E[D_src(x)] - E[D_src(G(x, c))] - lambda_gp * E[(||grad D_src(x^)||_2 - 1)^2]
@@ -47,6 +50,11 @@ def diversity_sensitive(x_fake: torch.Tensor, x_fake2: torch.Tensor) -> torch.Te
 
 def cycle_consistency(x_rec: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
     return torch.mean(torch.abs(x_rec - x_real))
+
+
+def identity(x_same: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L_id: mean L1 between x and G(x, s) for a style s of x's own domain."""
+    return torch.mean(torch.abs(x_same - x))
 
 
 def lambda_ds_at(step: int, initial: float, ds_iter: int) -> float:

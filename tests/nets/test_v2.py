@@ -320,3 +320,23 @@ def test_g_downsamples_sets_the_bottleneck_resolution():
     assert sizes == [4]
     with pytest.raises(ValueError, match="g_downsamples=5"):
         Generator(img_size=32, num_downsamples=5)
+
+
+def test_g_out_norm_false_drops_the_output_instance_norm_and_keeps_the_state_dict_names():
+    paper = build_networks(tiny.v2_model(img_size=32)).generator
+    plain = build_networks(tiny.v2_model(img_size=32, g_out_norm=False)).generator
+    assert isinstance(paper.to_rgb[0], torch.nn.InstanceNorm2d) and isinstance(plain.to_rgb[0], torch.nn.Identity)
+    assert set(paper.state_dict()) - set(plain.state_dict()) == {"to_rgb.0.weight", "to_rgb.0.bias"}
+    assert set(plain.state_dict()) < set(paper.state_dict())     # every other name as released
+    # What the norm takes away: with it, the features G's output layer reads have one per-channel mean
+    # (its affine bias) in every image, so a dark and a bright copy of a picture give them alike
+    x, s = torch.rand(1, 3, 32, 32) * 0.2, torch.randn(1, TINY.style_dim)
+    means = {}
+    for name, g in (("paper", paper), ("plain", plain)):
+        hook = g.to_rgb[0].register_forward_hook(lambda m, i, o, name=name: means.update({name: o.mean(dim=(2, 3))}))
+        with torch.no_grad():
+            g(torch.cat([x - 0.8, x + 0.8]), s.expand(2, -1))
+        hook.remove()
+    torch.testing.assert_close(means["paper"][0], means["paper"][1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(means["paper"][0], paper.to_rgb[0].bias.detach(), atol=1e-5, rtol=0)
+    assert (means["plain"][0] - means["plain"][1]).abs().max() > 1e-2

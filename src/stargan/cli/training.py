@@ -202,8 +202,9 @@ def add_commands(sub) -> None:
                    "model (a run, a checkpoint, an imported release): its networks and their shapes, heads "
                    "kept by domain name; fresh optimizers and step (README: Start from a trained model)")
     p.add_argument("--init-domain", action="append", metavar="NEW=OLD", help="with --init-from: start the "
-                   "heads of NEW, a domain the model lacks, as copies of OLD's (default: the mean of all its "
-                   "heads; repeatable)")
+                   "heads of NEW, a domain the model lacks, as copies of OLD's (default: halfway from the mean "
+                   "of all its heads to a dropped domain's, the dropped domains in order, then the mean; "
+                   "repeatable)")
     p.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                    help="train.precision (default: the preset's; auto for the CPU presets, fp32 for the "

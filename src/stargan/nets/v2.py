@@ -33,15 +33,18 @@ def _num_downsamplings(img_size: int, offset: int) -> int:
 
 class Generator(nn.Module):
     def __init__(self, img_size: int = 256, style_dim: int = 64, max_conv_dim: int = 512,
-                 w_hpf: float = 1.0, base_dim: int = 0, num_downsamples: int = 0):
+                 w_hpf: float = 1.0, base_dim: int = 0, num_downsamples: int = 0, out_norm: bool = True):
         super().__init__()
         dim_in = base_dim or 2**14 // img_size
         self.img_size = img_size
         self.from_rgb = nn.Conv2d(3, dim_in, 3, 1, 1)
         self.encode = nn.ModuleList()
         self.decode = nn.ModuleList()
-        self.to_rgb = nn.Sequential(nn.InstanceNorm2d(dim_in, affine=True), nn.LeakyReLU(0.2),
-                                    nn.Conv2d(dim_in, 3, 1, 1, 0))
+        # The paper's output layer normalises its input per image and channel: an output's colours then
+        # come from the style and the picture's layout, not from the source's colours. ``out_norm=False``
+        # (not in the paper) leaves that out, for domains that keep the source's colours.
+        norm = [nn.InstanceNorm2d(dim_in, affine=True)] if out_norm else [nn.Identity()]
+        self.to_rgb = nn.Sequential(*norm, nn.LeakyReLU(0.2), nn.Conv2d(dim_in, 3, 1, 1, 0))
         # The paper stops at 16x16 (8x8 with w_hpf); a small image may want a deeper bottleneck.
         paper_num = _num_downsamplings(img_size, 4) + (1 if w_hpf > 0 else 0)
         repeat_num = num_downsamples or paper_num
@@ -182,7 +185,7 @@ def build_networks(cfg: ModelConfig, with_discriminator: bool = True) -> Network
         raise ValueError(f"num_domains must be >= 1, got {cfg.num_domains}")
     nets = Networks(
         generator=Generator(cfg.img_size, cfg.style_dim, cfg.max_conv_dim, cfg.w_hpf, cfg.base_dim,
-                            cfg.g_downsamples),
+                            cfg.g_downsamples, cfg.g_out_norm),
         mapping_network=MappingNetwork(cfg.latent_dim, cfg.style_dim, cfg.num_domains, cfg.hidden_dim),
         style_encoder=StyleEncoder(cfg.img_size, cfg.style_dim, cfg.num_domains, cfg.max_conv_dim,
                                    cfg.base_dim),

@@ -77,8 +77,16 @@ def g_loss(nets: Networks, cfg: LossConfig, lambda_ds: float, b: Batch, source: 
     ds = (fake - fake2).abs().mean()                                           # Eq. 3
     rec = G(fake, E(x, y_org), masks=mask_fn(fake.detach()) if mask_fn else None)
     cyc = (x - rec).abs().mean()                                               # Eq. 4
-    return adv + cfg.lambda_sty * sty - lambda_ds * ds + cfg.lambda_cyc * cyc, {
-        "adv": adv, "sty": sty, "ds": ds, "cyc": cyc}
+    terms = {"adv": adv, "sty": sty, "ds": ds, "cyc": cyc}
+    loss = adv + cfg.lambda_sty * sty - lambda_ds * ds + cfg.lambda_cyc * cyc
+    if cfg.lambda_id > 0:       # not in the paper: an image with a style of its own domain stays itself
+        if source == "latent":
+            same, s_own = x, nets.mapping_network(b["z_trg"], y_org)
+        else:
+            same, s_own = b["x_ref"], E(b["x_ref2"], y_trg)
+        terms["id"] = (G(same, s_own, masks=mask_fn(same) if mask_fn else None) - same).abs().mean()
+        loss = loss + cfg.lambda_id * terms["id"]
+    return loss, terms
 
 
 def reference_step(state, b: Batch, cfg: LossConfig, ema_beta: float, mask_fn=None,

@@ -106,6 +106,33 @@ def test_heads_are_kept_new_or_dropped_by_domain_name(parent):
             assert torch.equal(value[j], want), (key, domain)
 
 
+def test_new_domains_start_halfway_to_the_dropped_domains_in_order_then_at_the_mean(parent):
+    """Without --init-domain, hexagon (the first new domain) takes the one dropped domain, triangle:
+    mean + (triangle - mean) / 2 in every head and D row; star, the next, starts at the mean."""
+    start, config, state, _ = started(parent, tiny.v2_config(), NEW_DOMAINS)
+    assert config.init.new == ("hexagon=half:triangle", "star=mean")
+    p = read_networks(start.parent.checkpoint)
+    for prefix, nets in (("", state.nets), ("ema.", state.ema)):
+        for name in ("mapping_network", "style_encoder"):
+            got = getattr(nets, name).state_dict()
+            for rest in {k.split(".", 2)[2] for k in got if k.startswith("unshared.0.")}:
+                mean = expected_head(p, f"{prefix}{name}.unshared.", rest, "mean")
+                triangle = expected_head(p, f"{prefix}{name}.unshared.", rest, 2)
+                torch.testing.assert_close(got[f"unshared.1.{rest}"], (mean + triangle) / 2, rtol=0, atol=1e-6)
+                assert not torch.allclose(got[f"unshared.1.{rest}"], mean)
+                assert torch.equal(got[f"unshared.3.{rest}"], mean)
+                assert torch.equal(got[f"unshared.0.{rest}"], expected_head(p, f"{prefix}{name}.unshared.",
+                                                                            rest, 0))  # circle kept
+    last = f"main.{len(state.nets.discriminator.main) - 1}."
+    for key, value in state.nets.discriminator.state_dict().items():
+        if key.startswith(last):
+            rows = p[f"discriminator.{key}"]
+            torch.testing.assert_close(value[1], (rows.mean(0) + rows[2]) / 2, rtol=0, atol=1e-6)
+            assert torch.equal(value[3], rows.mean(0))
+    assert "hexagon (halfway from the mean of the parent's 3 heads to triangle's), star (mean of the parent's " \
+        "3 heads)" in finetune.describe(start, config.init)
+
+
 def test_new_run_from_the_cli_records_its_parent_and_leaves_it_untouched(parent, new_data, tmp_path, capsys):
     before = file_hashes(parent)
     runs = tmp_path / "runs"
@@ -166,14 +193,16 @@ def test_an_imported_release_starts_g_f_e_and_their_averages_from_its_weights_an
     start, config, state, fresh_d = started(run, config, ("circle", "triangle"))
     assert config.model.img_size == 256 and config.model.w_hpf == 1.0
     assert config.model.fan_weights == str((run / "fan.safetensors").resolve())  # the release's FAN
-    assert (config.init.discriminator, config.init.step, config.init.new) == ("fresh", 100000, ("triangle=mean",))
+    assert (config.init.discriminator, config.init.step, config.init.new) == ("fresh", 100000,
+                                                                                 ("triangle=half:square",))
     for nets in (state.nets, state.ema):
         for key, value in nets.generator.state_dict().items():
             if key != "hpf.filter":
                 assert torch.equal(value, raw["generator"][key]), key
         assert torch.equal(nets.mapping_network.unshared[0][0].weight, raw["mapping_network"]["unshared.0.0.weight"])
-        mean = (raw["style_encoder"]["unshared.0.weight"] + raw["style_encoder"]["unshared.1.weight"]) / 2
-        torch.testing.assert_close(nets.style_encoder.unshared[1].weight, mean, rtol=0, atol=1e-7)
+        circle, square = raw["style_encoder"]["unshared.0.weight"], raw["style_encoder"]["unshared.1.weight"]
+        half = (circle + square) / 2 + ((square - (circle + square) / 2) / 2)  # halfway from the mean to square
+        torch.testing.assert_close(nets.style_encoder.unshared[1].weight, half, rtol=0, atol=1e-7)
     for key, value in state.nets.discriminator.state_dict().items():
         assert torch.equal(value, fresh_d[key]), key  # as built: the release has no D
     line = finetune.describe(start, config.init)

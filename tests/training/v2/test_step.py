@@ -208,6 +208,44 @@ def test_train_step_with_fan_masks_equals_naive_reference():
     _assert_same_state(state, ref)
 
 
+@pytest.mark.parametrize("speed", [SHARED, UNSHARED], ids=["shared", "unshared"])
+@pytest.mark.parametrize("model, with_masks", [
+    (MODEL, False),
+    (replace(MODEL, img_size=32, w_hpf=1.0, num_domains=3), True),
+], ids=["plain", "hpf-masks"])
+def test_train_step_with_the_identity_loss_equals_naive_reference(model, with_masks, speed):
+    """loss.lambda_id (not in the paper): both G phases add |G(x, s_own) - x|, and the step stays exact."""
+    f64, loss = torch.float64, replace(LOSS, lambda_id=0.6)
+    state = make_state(model, dtype=f64)
+    ref, plain = copy.deepcopy(state), copy.deepcopy(state)
+    mask_fn = toy_mask_fn if with_masks else None
+    for it in range(2):
+        batch = make_batch(model, seed=it, dtype=f64)
+        logs = train_step(state, batch, loss, ema_beta=0.9, mask_fn=mask_fn, speed=speed)
+        ref_logs = reference_step(ref, batch, loss, ema_beta=0.9, mask_fn=mask_fn)
+        plain_logs = train_step(plain, batch, LOSS, ema_beta=0.9, mask_fn=mask_fn, speed=speed)
+        assert logs.keys() == ref_logs.keys() == plain_logs.keys() | {"G/latent_id", "G/ref_id"}
+        for key, value in ref_logs.items():
+            torch.testing.assert_close(logs[key], value, rtol=1e-12, atol=1e-12, msg=key)
+        assert logs["G/latent_id"] > 0 and logs["G/ref_id"] > 0
+    _assert_same_state(state, ref)
+    with pytest.raises(AssertionError):     # the term moves the networks
+        _assert_same_state(state, plain)
+
+
+def test_identity_loss_of_the_first_phase_by_hand():
+    """G/latent_id is |G(x_real, F(z_trg, y_org)) - x_real| with G and F as phase 3 sees them: as they
+    started (phases 1-2 change D only)."""
+    state, fresh = make_state(dtype=torch.float64), make_state(dtype=torch.float64)
+    batch = make_batch(dtype=torch.float64)
+    logs = train_step(state, batch, replace(LOSS, lambda_id=1.0), ema_beta=0.9, speed=UNSHARED)
+    x = batch["x_real"]
+    with torch.no_grad():
+        same = fresh.nets.generator(x, fresh.nets.mapping_network(batch["z_trg"], batch["y_org"]))
+    assert batch["y_org"].tolist() != batch["y_trg"].tolist()     # F's style of y_org, not of y_trg
+    assert logs["G/latent_id"].item() == pytest.approx((same - x).abs().mean().item(), rel=1e-10)
+
+
 def test_naive_reference_detects_a_changed_loss_weight():
     """Guard against a vacuous comparison: a different lambda_cyc must give a different state."""
     state = make_state(dtype=torch.float64)

@@ -5,8 +5,12 @@ checkpoint of ours, or an imported release (``stargan import-official``).
   shapes is refused (``masks`` and ``fan_weights`` may be set). The domains, their count and their order
   are the new data's, as for a new run.
 - Domains are matched by name. A domain of both keeps its heads (F's and E's unshared heads, D's output
-  row); a domain only the data has gets new heads, the mean of all the parent's heads or a copy of a
-  parent domain's (``--init-domain NEW=OLD``); a domain only the parent has is dropped.
+  row); a domain only the parent has is dropped; a domain only the data has gets new heads: a copy of a
+  parent domain's (``--init-domain NEW=OLD``), else, taking the dropped domains in order, halfway
+  between the mean of all the parent's heads and a dropped domain's, and the mean itself once no
+  dropped domain is left. Starting new domains apart is what counts (at the mean they start alike
+  and take a few hundred iterations to part; as full copies G draws them from the style alone sooner:
+  README, "Start from a trained model"); which dropped domain a new one takes is not a likeness.
 - G, F, E and D start from the parent's networks and the moving averages from the parent's moving
   averages (an imported release holds one set, which is both); a parent without D (a release) leaves D
   at its usual initialisation. The optimizers, the step and the schedules (lambda_ds's decay, the EMA
@@ -40,7 +44,7 @@ from stargan.state import TrainState
 
 # The model settings that change the networks' parameters or architecture: always the parent's.
 SHAPE_SETTINGS = ("img_size", "latent_dim", "style_dim", "hidden_dim", "max_conv_dim", "base_dim", "w_hpf",
-                  "g_downsamples")
+                  "g_downsamples", "g_out_norm")
 V2_ONLY = ("starting a run from a trained model (--init-from) is StarGAN v2 only; train a StarGAN v1 model "
            "from scratch, or continue its run with --resume")
 _HEAD = re.compile(r"^((?:ema\.)?(?:mapping_network|style_encoder)\.unshared\.)(\d+)\.(.+)$")
@@ -122,26 +126,44 @@ def with_init(config: Config, start: InitFrom) -> Config:
     if problems:
         raise ValueError("--init-domain " + "; ".join(problems))
     parent = start.parent
+    # New domains without --init-domain take the dropped domains in order (those no --init-domain copies)
+    free = [d for d in ours if d not in data and d not in start.copies.values()]
+    halves = dict(zip([d for d in data if d not in ours and d not in start.copies], free))
     init = InitConfig(
         path=str(parent.checkpoint.resolve()), step=parent.step, sha256=parent.sha256,
         discriminator="parent" if "discriminator" in parent.networks else "fresh",
         kept=tuple(d for d in data if d in ours), dropped=tuple(d for d in ours if d not in data),
-        new=tuple(f"{d}=copy:{start.copies[d]}" if d in start.copies else f"{d}=mean"
-                  for d in data if d not in ours))
+        new=tuple(f"{d}=copy:{start.copies[d]}" if d in start.copies else f"{d}=half:{halves[d]}"
+                  if d in halves else f"{d}=mean" for d in data if d not in ours))
     return dataclasses.replace(config, init=init)
 
 
-def head_sources(parent_domains: tuple[str, ...], config: Config) -> list[int | None]:
-    """For each domain of the run, the parent head its heads start from (None: the mean of them all)."""
+# Where a head of the run starts: (index of a parent head, or None; weight w): the mean m of the parent's
+# heads plus w * (that head - m). A kept or copied head is (index, 1.0): the head itself; a new one
+# (None, 0.0) at the mean, or (index, 0.5) halfway from the mean to a dropped domain's head.
+HeadSource = tuple[int | None, float]
+_WEIGHTS = {"copy": 1.0, "half": 0.5}
+
+
+def head_sources(parent_domains: tuple[str, ...], config: Config) -> list[HeadSource]:
+    """For each domain of the run, where its heads start (see ``HeadSource``)."""
     rules = dict(item.split("=", 1) for item in config.init.new)
-    return [parent_domains.index(d) if d not in rules else None if rules[d] == "mean"
-            else parent_domains.index(rules[d].removeprefix("copy:")) for d in config.data.domains]
+    sources: list[HeadSource] = []
+    for d in config.data.domains:
+        if d not in rules:
+            sources.append((parent_domains.index(d), 1.0))
+        elif rules[d] == "mean":
+            sources.append((None, 0.0))
+        else:
+            kind, old = rules[d].split(":", 1)
+            sources.append((parent_domains.index(old), _WEIGHTS[kind]))
+    return sources
 
 
-def remap_heads(tensors: dict[str, torch.Tensor], sources: list[int | None]) -> dict[str, torch.Tensor]:
-    """The parent's tensors with one head per domain of the run: domain ``i``'s is a copy of the parent's
-    head ``sources[i]``, or the mean of all the parent's heads when None. F's and E's heads are the modules
-    ``unshared.<i>`` (EMA ones too); D's are the rows of its last convolution. Shared layers as they are."""
+def remap_heads(tensors: dict[str, torch.Tensor], sources: list[HeadSource]) -> dict[str, torch.Tensor]:
+    """The parent's tensors with one head per domain of the run, domain ``i``'s from ``sources[i]`` (see
+    ``HeadSource``). F's and E's heads are the modules ``unshared.<i>`` (EMA ones too); D's are the rows
+    of its last convolution. Shared layers as they are."""
     out, heads = {}, {}
     d_output = _discriminator_output(tensors)
     for key, value in tensors.items():
@@ -158,8 +180,12 @@ def remap_heads(tensors: dict[str, torch.Tensor], sources: list[int | None]) -> 
     return out
 
 
-def _head(parent_heads: list[torch.Tensor], source: int | None) -> torch.Tensor:
-    return parent_heads[source].clone() if source is not None else torch.stack(parent_heads).mean(0)
+def _head(parent_heads: list[torch.Tensor], source: HeadSource) -> torch.Tensor:
+    index, weight = source
+    if index is not None and weight == 1.0:
+        return parent_heads[index].clone()
+    mean = torch.stack(parent_heads).mean(0)
+    return mean if index is None else mean + weight * (parent_heads[index] - mean)
 
 
 def _discriminator_output(tensors: dict[str, torch.Tensor]) -> str | None:
@@ -189,7 +215,9 @@ def describe(start: InitFrom, init: InitConfig) -> str:
     rules = dict(item.split("=", 1) for item in init.new)
     num_heads = len(init.kept) + len(init.dropped)
     new = [f"{d} (mean of the parent's {num_heads} heads)" if rule == "mean"
-           else f"{d} (copy of {rule.removeprefix('copy:')})" for d, rule in rules.items()]
+           else f"{d} (halfway from the mean of the parent's {num_heads} heads to {rule.removeprefix('half:')}'s)"
+           if rule.startswith("half:") else f"{d} (copy of {rule.removeprefix('copy:')})"
+           for d, rule in rules.items()]
     nets = "G, F, E" + (", D" if init.discriminator == "parent" else "")
     weights = (f"{nets} from the parent's networks, the moving averages from the parent's"
                if start.parent.with_optimizers else

@@ -6,6 +6,7 @@ latent codes (z_trg, z_trg2), the phases of :func:`train_step`:
     2. D step, fake images styled by E(x_ref, y_trg)        _d_phase
     3. G step with latent styles    -> updates G, F and E   _g_phase, ending in Eq. 5
     4. G step with reference styles -> updates G only       _g_phase
+    (with ``loss.lambda_id`` > 0, not in the paper, phases 3-4 add CycleGAN's identity loss)
     5. exponential moving average of G, F and E
 
 The passes that several phases reuse are computed once, in :func:`_shared_passes`
@@ -226,9 +227,30 @@ def _g_phase(it: _Iteration, source: str, fakes: _Fakes | None) -> dict[str, tor
         loss_cyc = losses.cycle_consistency(x_rec, it.x_real)          # Eq. 4
         loss = (loss_adv + it.cfg.lambda_sty * loss_sty - it.lambda_ds * loss_ds
                 + it.cfg.lambda_cyc * loss_cyc)                         # Eq. 5
+        terms = {"adv": loss_adv, "sty": loss_sty, "ds": loss_ds, "cyc": loss_cyc}
+        if it.cfg.lambda_id > 0:                                        # not in the paper: off at 0
+            terms["id"] = _identity_loss(it, source)
+            loss = loss + it.cfg.lambda_id * terms["id"]
         update(it.state, loss, trained, scaler=it.speed.scaler(phase))
-    return {f"{phase}_adv": loss_adv.detach(), f"{phase}_sty": loss_sty.detach(),
-            f"{phase}_ds": loss_ds.detach(), f"{phase}_cyc": loss_cyc.detach()}
+    return {f"{phase}_{name}": value.detach() for name, value in terms.items()}
+
+
+def _identity_loss(it: _Iteration, source: str) -> torch.Tensor:
+    """L_id (``loss.lambda_id``, CycleGAN's identity loss): an image translated into its own domain,
+    with a style of that domain, stays itself.
+
+    Latent phase: x_real with F(z_trg, y_org). Reference phase: x_ref with E(x_ref2, y_trg), the style
+    of another picture of x_ref's domain (E is frozen there: no graph to it).
+    """
+    if source == "latent":
+        x, masks = it.x_real, it.masks
+        s_own = it.nets.mapping_network(it.z_trgs[0], it.y_org)
+    else:
+        x = it.x_refs[0]
+        masks = it.mask_fn(x) if it.mask_fn is not None else None
+        with torch.no_grad():
+            s_own = it.nets.style_encoder(it.x_refs[1], it.y_trg)
+    return losses.identity(it.nets.decode(it.nets.encode(x, masks), s_own, masks), x)
 
 
 def _fakes(it: _Iteration, source: str) -> _Fakes:
