@@ -140,6 +140,8 @@ class _Fakes:
     x_fake: torch.Tensor          # with its graph to G (and to F)
     x_fake2: torch.Tensor         # without a graph: L_ds does not back-propagate through it
     s_org: torch.Tensor | None    # E(x_real, y_org) when computed with the styles (phase 4), else None
+    features: tuple               # G's encoding of x_real, with its graph (the identity loss decodes it)
+    s_trg2: torch.Tensor          # the second style, without a graph (phase 4's identity loss reuses it)
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,8 @@ def _shared_passes(it: _Iteration) -> _Shared:
         with torch.no_grad():
             styles = torch.cat([it.style("ref", 0), it.style("latent", 1)])
             x_fake_ref, x_fake2 = nets.decode(_repeat(features, 2), styles, _repeat(masks, 2)).chunk(2)
-    return _Shared(_Fakes(s_trg, x_fake, x_fake2, s_org=None), x_fake_ref)
+    s_trg2 = styles.chunk(2)[1]
+    return _Shared(_Fakes(s_trg, x_fake, x_fake2, s_org=None, features=features, s_trg2=s_trg2), x_fake_ref)
 
 
 def _d_phase(it: _Iteration, source: str, x_fake: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -229,28 +232,25 @@ def _g_phase(it: _Iteration, source: str, fakes: _Fakes | None) -> dict[str, tor
                 + it.cfg.lambda_cyc * loss_cyc)                         # Eq. 5
         terms = {"adv": loss_adv, "sty": loss_sty, "ds": loss_ds, "cyc": loss_cyc}
         if it.cfg.lambda_id > 0:                                        # not in the paper: off at 0
-            terms["id"] = _identity_loss(it, source)
+            terms["id"] = _identity_loss(it, source, f)
             loss = loss + it.cfg.lambda_id * terms["id"]
         update(it.state, loss, trained, scaler=it.speed.scaler(phase))
     return {f"{phase}_{name}": value.detach() for name, value in terms.items()}
 
 
-def _identity_loss(it: _Iteration, source: str) -> torch.Tensor:
+def _identity_loss(it: _Iteration, source: str, f: _Fakes) -> torch.Tensor:
     """L_id (``loss.lambda_id``, CycleGAN's identity loss): an image translated into its own domain,
     with a style of that domain, stays itself.
 
-    Latent phase: x_real with F(z_trg, y_org). Reference phase: x_ref with E(x_ref2, y_trg), the style
-    of another picture of x_ref's domain (E is frozen there: no graph to it).
+    Latent phase: x_real (decoded from the phase's encoding of it) with F(z_trg, y_org). Reference phase:
+    x_ref with E(x_ref2, y_trg), the phase's second style: that of another picture of x_ref's domain.
     """
     if source == "latent":
-        x, masks = it.x_real, it.masks
         s_own = it.nets.mapping_network(it.z_trgs[0], it.y_org)
-    else:
-        x = it.x_refs[0]
-        masks = it.mask_fn(x) if it.mask_fn is not None else None
-        with torch.no_grad():
-            s_own = it.nets.style_encoder(it.x_refs[1], it.y_trg)
-    return losses.identity(it.nets.decode(it.nets.encode(x, masks), s_own, masks), x)
+        return losses.identity(it.nets.decode(f.features, s_own, it.masks), it.x_real)
+    x = it.x_refs[0]
+    masks = it.mask_fn(x) if it.mask_fn is not None else None
+    return losses.identity(it.nets.decode(it.nets.encode(x, masks), f.s_trg2, masks), x)
 
 
 def _fakes(it: _Iteration, source: str) -> _Fakes:
@@ -271,7 +271,7 @@ def _fakes(it: _Iteration, source: str) -> _Fakes:
     x_fake = it.nets.decode(features, s_trg, it.masks)
     with torch.no_grad():
         x_fake2 = it.nets.decode(features, s_trg2, it.masks)
-    return _Fakes(s_trg, x_fake, x_fake2, s_org)
+    return _Fakes(s_trg, x_fake, x_fake2, s_org, features, s_trg2)
 
 
 def _styles_of_fake_and_real(it: _Iteration, f: _Fakes) -> tuple[torch.Tensor, torch.Tensor]:
