@@ -2,9 +2,10 @@
 export, runtime and serve tests (tests/test_export.py, tests/runtime/, tests/serve/test_onnx_backend.py):
 exporting takes seconds, translating with the result milliseconds.
 
-Kinds: "v2" (w_hpf 0, 16 px), "v2_hpf" (w_hpf 1, 64 px, with the run's own FAN weights, tuned so that
-the face masks are neither empty nor full), "v1" (three folder domains) and "v1_both" (CelebA
-attributes and folder domains, the two-dataset label layout).
+Kinds: "v2" (w_hpf 0, 16 px), "v2_style" (the same with g_out_norm=false, g_skips and g_residual),
+"v2_hpf" (w_hpf 1, 64 px, with the run's own FAN weights, tuned so that the face masks are neither empty
+nor full), "v1" (three folder domains) and "v1_both" (CelebA attributes and folder domains, the
+two-dataset label layout).
 """
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ from tests.release_fixtures import face_image, random_fan
 
 V2 = ModelConfig(img_size=16, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=16, max_conv_dim=32,
                  base_dim=8, w_hpf=0)
+# The options outside the paper for style data: no output norm, U-Net skips, residual output
+V2_STYLE = ModelConfig(img_size=16, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=16, max_conv_dim=32,
+                       base_dim=8, w_hpf=0, g_downsamples=2, g_out_norm=False, g_skips=True, g_residual=True)
 V2_HPF = ModelConfig(img_size=64, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=16, max_conv_dim=16,
                      base_dim=8, w_hpf=1)
 V1 = V1ModelConfig(img_size=16, c_dim=3, g_conv_dim=8, d_conv_dim=8, g_repeat_num=2, d_repeat_num=2)
@@ -33,6 +37,7 @@ V1_BOTH = V1ModelConfig(img_size=16, c_dim=2, c2_dim=3, g_conv_dim=8, d_conv_dim
                         d_repeat_num=2)
 CONFIGS = {
     "v2": Config(model=V2, data=DataConfig(domains=("cat", "dog"))),
+    "v2_style": Config(model=V2_STYLE, data=DataConfig(domains=("sans", "serif"))),
     "v2_hpf": Config(model=V2_HPF, data=DataConfig(domains=("female", "male"))),
     "v1": V1Config(model=V1, data=V1DataConfig(mode="folders", domains=("circle", "square", "star"), crop_size=0)),
     "v1_both": V1Config(model=V1_BOTH, data=V1DataConfig(mode="both", attrs=("Blond_Hair", "Male"),

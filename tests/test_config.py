@@ -10,7 +10,7 @@ import yaml
 
 import stargan
 from stargan.config import (Config, ConfigError, DataConfig, ModelConfig, OptimConfig, V1Config, available_presets,
-                            config_from_dict, load_config_yaml, load_preset, V2_ONLY_TRAIN)
+                            config_from_dict, flat_settings, load_config_yaml, load_preset, V2_ONLY_TRAIN)
 from stargan.config_rules import RULES
 from stargan.nets.v2 import build_networks
 
@@ -24,11 +24,20 @@ def test_available_presets_include_the_shipped_ones():
 def test_cpu_small_generator_reaches_8x8_and_the_paper_presets_16x16():
     """At 32 px the paper's 16x16 bottleneck keeps the source's outline (a sneaker never becomes a
     sandal); 4x4 lets G ignore its input (README, "Training on few images / on a CPU")."""
-    for name, size in (("cpu-small", 8), ("cpu", 16), ("afhq", 16)):
+    for name, size in (("cpu-small", 8), ("cpu-style", 8), ("cpu", 16), ("afhq", 16)):
         model = load_preset(name).model
         features, _ = build_networks(model, with_discriminator=False).generator.encode_image(
             torch.zeros(1, 3, model.img_size, model.img_size))
         assert features.shape[-1] == size, name
+
+
+def test_cpu_style_is_cpu_small_with_the_style_settings_and_no_other_change():
+    """The preset's comment and the README say what cpu-style changes; nothing else may differ."""
+    small, style = flat_settings(load_preset("cpu-small")), flat_settings(load_preset("cpu-style"))
+    changed = {key: style[key] for key in small if small[key] != style[key]}
+    assert changed == {"model.g_out_norm": False, "model.g_skips": True, "loss.lambda_id": 1.0,
+                       "loss.lambda_reg": 0.1, "loss.lambda_ds": 0.0, "loss.ds_iter": 8000,
+                       "train.total_iters": 8000, "preset": "cpu-style"}
 
 
 @pytest.mark.parametrize("name", ["celeba_hq", "afhq", "cpu", "demo"])

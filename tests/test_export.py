@@ -44,7 +44,7 @@ def images(kind: str, count: int, size: int, seed: int = 0) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 # Parity: StarGAN v2
 
-@pytest.mark.parametrize("kind", ["v2", "v2_hpf"])
+@pytest.mark.parametrize("kind", ["v2", "v2_style", "v2_hpf"])
 @pytest.mark.parametrize("sources, codes", [(1, 1), (1, 3), (3, 3)])
 def test_v2_latent_translation_matches_pytorch(kind, sources, codes, tmp_path_factory):
     run, folder = exported(kind, tmp_path_factory)
@@ -58,7 +58,7 @@ def test_v2_latent_translation_matches_pytorch(kind, sources, codes, tmp_path_fa
     assert levels(expected, got) <= 1
 
 
-@pytest.mark.parametrize("kind", ["v2", "v2_hpf"])
+@pytest.mark.parametrize("kind", ["v2", "v2_style", "v2_hpf"])
 @pytest.mark.parametrize("sources, references", [(1, 1), (1, 3), (3, 3)])
 def test_v2_reference_translation_matches_pytorch(kind, sources, references, tmp_path_factory):
     run, folder = exported(kind, tmp_path_factory)

@@ -64,9 +64,18 @@ class ModelConfig(_Checked):
     g_downsamples: int = 0     # G's down/up blocks; 0 means the paper's log2(img_size) - 4 (+1 w_hpf)
     g_out_norm: bool = True    # the paper's instance norm before G's output layer; false (not in the
                                # paper) lets G keep the source's colours where domains share them
+    g_skips: bool = False      # not in the paper (w_hpf=0 only): U-Net skips adding the encoder's
+                               # features to the decoder's at each up-sampled resolution
+    g_residual: bool = False   # not in the paper: G's output is its input plus what its last layer draws
     masks: bool = True         # w_hpf > 0: face masks from the FAN landmark network; false opts out
     fan_weights: str = ""      # FAN weight file (wing.ckpt); default: the run's fan.safetensors, then
                                # the weights folder (torch hub's checkpoints)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.g_skips and self.w_hpf > 0:
+            raise ConfigError(f"invalid config: model.g_skips=true needs model.w_hpf=0 (got {self.w_hpf}): "
+                              "the high-pass face skips take the place of the U-Net skips")
 
     @property
     def first_dim(self) -> int:

@@ -340,3 +340,43 @@ def test_g_out_norm_false_drops_the_output_instance_norm_and_keeps_the_state_dic
     torch.testing.assert_close(means["paper"][0], means["paper"][1], atol=1e-5, rtol=0)
     torch.testing.assert_close(means["paper"][0], paper.to_rgb[0].bias.detach(), atol=1e-5, rtol=0)
     assert (means["plain"][0] - means["plain"][1]).abs().max() > 1e-2
+
+
+def test_g_skips_add_the_encoder_features_to_each_up_sampled_decoder_output_without_weights_of_their_own():
+    paper = build_networks(tiny.v2_model(img_size=32, w_hpf=0.0, g_downsamples=2)).generator
+    unet = build_networks(tiny.v2_model(img_size=32, w_hpf=0.0, g_downsamples=2, g_skips=True)).generator
+    assert list(unet.state_dict()) == list(paper.state_dict())
+    unet.load_state_dict(paper.state_dict())
+    seen = {}
+    hooks = [unet.from_rgb.register_forward_hook(lambda m, i, o: seen.update(rgb=o)),
+             unet.encode[0].register_forward_hook(lambda m, i, o: seen.update(half=o)),
+             unet.decode[-1].register_forward_hook(lambda m, i, o: seen.update(last=o)),
+             unet.decode[-2].register_forward_hook(lambda m, i, o: seen.update(up=o)),
+             unet.decode[-1].register_forward_pre_hook(lambda m, i: seen.update(into_last=i[0])),
+             unet.to_rgb.register_forward_pre_hook(lambda m, i: seen.update(out=i[0]))]
+    x, s = torch.randn(2, 3, 32, 32), torch.randn(2, TINY.style_dim)
+    with torch.no_grad():
+        y = unet(x, s)
+    for hook in hooks:
+        hook.remove()
+    assert unet.decode[-1].upsample and unet.decode[-2].upsample and unet.encode[0].downsample
+    torch.testing.assert_close(seen["out"], seen["last"] + seen["rgb"])         # 32x32: from_rgb's output
+    torch.testing.assert_close(seen["into_last"], seen["up"] + seen["half"])  # 16x16: the first block's
+    assert (y - paper(x, s)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="g_skips=true needs model.w_hpf=0"):
+        ModelConfig(g_skips=True, w_hpf=1.0)
+    with pytest.raises(ValueError, match="skips need w_hpf=0"):
+        Generator(img_size=32, w_hpf=1.0, skips=True)
+
+
+def test_g_residual_adds_the_input_to_what_the_output_layer_draws():
+    paper = build_networks(tiny.v2_model(img_size=32, w_hpf=0.0)).generator
+    residual = build_networks(tiny.v2_model(img_size=32, w_hpf=0.0, g_residual=True)).generator
+    assert list(residual.state_dict()) == list(paper.state_dict())
+    residual.load_state_dict(paper.state_dict())
+    x, s = torch.randn(2, 3, 32, 32), torch.randn(2, TINY.style_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(residual(x, s), paper(x, s) + x)
+        residual.to_rgb[-1].weight.zero_()
+        residual.to_rgb[-1].bias.zero_()
+        torch.testing.assert_close(residual(x, s), x)  # drawing nothing keeps the input exactly

@@ -33,8 +33,11 @@ def _num_downsamplings(img_size: int, offset: int) -> int:
 
 class Generator(nn.Module):
     def __init__(self, img_size: int = 256, style_dim: int = 64, max_conv_dim: int = 512,
-                 w_hpf: float = 1.0, base_dim: int = 0, num_downsamples: int = 0, out_norm: bool = True):
+                 w_hpf: float = 1.0, base_dim: int = 0, num_downsamples: int = 0, out_norm: bool = True,
+                 skips: bool = False, residual: bool = False):
         super().__init__()
+        if skips and w_hpf > 0:
+            raise ValueError("skips need w_hpf=0 (the high-pass face skips take their place)")
         dim_in = base_dim or 2**14 // img_size
         self.img_size = img_size
         self.from_rgb = nn.Conv2d(3, dim_in, 3, 1, 1)
@@ -62,6 +65,12 @@ class Generator(nn.Module):
             self.decode.insert(0, AdainResBlk(dim_out, dim_out, style_dim, w_hpf=w_hpf))
         if w_hpf > 0:
             self.hpf = HighPass(w_hpf)
+        # ``skips`` (not in the paper; no weights of their own): each up-sampling block's output gets the
+        # encoder's features of its resolution added, as in a U-Net, so that G can keep the source's
+        # picture exactly and its styled path only has to draw what changes.
+        self.skips = skips
+        # ``residual`` (not in the paper): G's output layer draws a change that is added to its input.
+        self.residual = residual
 
     def forward(self, x: torch.Tensor, s: torch.Tensor,
                 masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -72,10 +81,10 @@ class Generator(nn.Module):
                      ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """The style-independent half of G: bottleneck features, and the encoder features the masked
         high-pass skips add back (by resolution; empty without masks)."""
+        cache = {0: x} if self.residual else {}
         x = self.from_rgb(x)
-        cache = {}
         for block in self.encode:
-            if masks is not None and x.size(2) in MASKED_SIZES:
+            if (masks is not None and x.size(2) in MASKED_SIZES) or (self.skips and block.downsample):
                 cache[x.size(2)] = x
             x = block(x)
         return x, cache
@@ -90,7 +99,9 @@ class Generator(nn.Module):
                 mask = masks[0] if x.size(2) == 32 else masks[1]
                 mask = F.interpolate(mask, size=x.size(2), mode="bilinear")
                 x = x + self.hpf(mask * cache[x.size(2)])
-        return self.to_rgb(x)
+            elif self.skips and block.upsample:
+                x = x + cache[x.size(2)]
+        return self.to_rgb(x) + cache[0] if self.residual else self.to_rgb(x)
 
 
 class MappingNetwork(nn.Module):
@@ -185,7 +196,8 @@ def build_networks(cfg: ModelConfig, with_discriminator: bool = True) -> Network
         raise ValueError(f"num_domains must be >= 1, got {cfg.num_domains}")
     nets = Networks(
         generator=Generator(cfg.img_size, cfg.style_dim, cfg.max_conv_dim, cfg.w_hpf, cfg.base_dim,
-                            cfg.g_downsamples, cfg.g_out_norm),
+                            cfg.g_downsamples, cfg.g_out_norm, cfg.g_skips,
+                            cfg.g_residual),
         mapping_network=MappingNetwork(cfg.latent_dim, cfg.style_dim, cfg.num_domains, cfg.hidden_dim),
         style_encoder=StyleEncoder(cfg.img_size, cfg.style_dim, cfg.num_domains, cfg.max_conv_dim,
                                    cfg.base_dim),
