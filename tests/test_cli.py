@@ -239,7 +239,7 @@ def test_data_font_styles(tmp_path, capsys):
     assert main(["data", "font-styles", "--styles", "sans,serif", "--out", str(out), "--train-per-domain", "2",
                  "--val-per-domain", "1", "--img-size", "16", "--no-progress"]) == 0
     assert capsys.readouterr().out.startswith(f"wrote {out}/train and {out}/val (fonts and licences: "
-                                              f"{out}/README.txt); train with: stargan train --preset cpu-small")
+                                              f"{out}/README.txt); train with: stargan train --preset cpu-style")
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert written == ["train/sans/00000.png", "train/sans/00001.png", "train/serif/00000.png",
                        "train/serif/00001.png", "val/sans/00000.png", "val/serif/00000.png"]
@@ -258,7 +258,7 @@ def test_data_icon_themes(tmp_path, capsys):
     assert main(["data", "icon-themes", "--icons-dir", str(icons), "--themes", "tango,elementary", "--out",
                  str(out), "--train-per-domain", "2", "--val-per-domain", "1", "--no-progress"]) == 0
     assert capsys.readouterr().out.startswith(f"wrote {out}/train and {out}/val (themes and licences: "
-                                              f"{out}/README.txt); train with: stargan train --preset cpu-small")
+                                              f"{out}/README.txt); train with: stargan train --preset cpu-style")
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert written == ["train/elementary/00000.png", "train/elementary/00001.png", "train/tango/00000.png",
                        "train/tango/00001.png", "val/elementary/00000.png", "val/tango/00000.png"]

@@ -79,9 +79,7 @@ def cmd_data_font_styles(args: argparse.Namespace) -> None:
     out = make_font_styles(args.out, styles=args.styles, img_size=args.img_size,
                            train_per_domain=args.train_per_domain, val_per_domain=args.val_per_domain,
                            seed=args.seed, progress=not args.no_progress)
-    print(f"wrote {out}/train and {out}/val (fonts and licences: {out}/README.txt); train with: stargan train "
-          f"--preset cpu-small --data {out}. Its val/ is paired by file name: `stargan eval` reports how far "
-          "reference-guided outputs are from the true translation (paired_l1)")
+    _say_style_set_written(out, "fonts")
 
 
 def cmd_data_icon_themes(args: argparse.Namespace) -> None:
@@ -90,8 +88,12 @@ def cmd_data_icon_themes(args: argparse.Namespace) -> None:
     out = make_icon_themes(args.out, themes=args.themes, img_size=args.img_size,
                            train_per_domain=args.train_per_domain, val_per_domain=args.val_per_domain,
                            seed=args.seed, icons_dir=args.icons_dir, progress=not args.no_progress)
-    print(f"wrote {out}/train and {out}/val (themes and licences: {out}/README.txt); train with: stargan train "
-          f"--preset cpu-small --data {out}. Its val/ is paired by file name: `stargan eval` reports how far "
+    _say_style_set_written(out, "themes")
+
+
+def _say_style_set_written(out, what: str) -> None:
+    print(f"wrote {out}/train and {out}/val ({what} and licences: {out}/README.txt); train with: stargan train "
+          f"--preset cpu-style --data {out}. Its val/ is paired by file name: `stargan eval` reports how far "
           "reference-guided outputs are from the true translation (paired_l1)")
 
 
