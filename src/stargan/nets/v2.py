@@ -79,8 +79,9 @@ class Generator(nn.Module):
 
     def encode_image(self, x: torch.Tensor, masks: tuple[torch.Tensor, torch.Tensor] | None = None
                      ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-        """The style-independent half of G: bottleneck features, and the encoder features the masked
-        high-pass skips add back (by resolution; empty without masks)."""
+        """The style-independent half of G: bottleneck features, and what the decoder adds back, by
+        resolution: the encoder features of the masked high-pass skips (with masks) or of the U-Net skips
+        (``skips``), and under key 0 the input image itself (``residual``); empty otherwise."""
         cache = {0: x} if self.residual else {}
         x = self.from_rgb(x)
         for block in self.encode:
