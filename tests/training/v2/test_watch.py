@@ -45,8 +45,8 @@ def test_the_stated_point_is_1000_iterations_or_a_quarter_of_a_shorter_run():
 
 
 def test_the_warning_names_what_to_try_with_the_current_values():
-    config = Config().with_overrides(["model.img_size=32", "model.g_downsamples=2", "model.style_dim=32",
-                                      "loss.lambda_cyc=1.5", "loss.lambda_sty=1", "loss.lambda_ds=2"])
+    config = Config().with_overrides(["model.img_size=32", "model.w_hpf=0", "model.g_downsamples=2",
+                                      "model.style_dim=32", "loss.lambda_cyc=1.5", "loss.lambda_sty=1", "loss.lambda_ds=2"])
     text = warning_text(0.031, 1000, 500, 0.2, config, bottleneck_downsamples=2)
     assert text.startswith("warning: the generator ignores its input: val/source_kept has been below 0.2 "
                            "since iteration 500 (0.031 at 1000;")
@@ -54,7 +54,13 @@ def test_the_warning_names_what_to_try_with_the_current_values():
     assert "--set model.g_downsamples=1 (G now goes down to 8x8; 16x16 keeps more of the source)" in text
     assert "loss.lambda_sty (now 1) and loss.lambda_ds (now 2)" in text
     assert "a stronger cycle loss (loss.lambda_cyc, now 1.5) does not help" in text
+    assert ("for domains that differ in rendering, not in shape (the same pictures in other styles), the preset "
+            "cpu-style, or U-Net skips and an identity loss in a new run, --set model.g_skips=true "
+            "--set loss.lambda_id=1 (now 0). See README" in text)
     assert "\n" not in text
+    skips = warning_text(0.031, 1000, 500, 0.2, config.with_overrides(["model.g_skips=true"]), 2)
+    assert "cpu-style" not in skips and skips.endswith("does not help while the style can carry the picture. "
+                                                         "See README: Training on few images / on a CPU")
     paper = warning_text(0.031, 1000, 500, 0.2, config, bottleneck_downsamples=1)
     assert "g_downsamples" not in paper and "model.style_dim=8" in paper       # 0 would mean the paper's
     tiny = warning_text(0.031, 1000, 500, 0.2, config.with_overrides(["model.style_dim=1"]), 2)

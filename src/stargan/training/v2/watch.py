@@ -87,11 +87,15 @@ def warning_text(value: float, step: int, low_since: int, threshold: float, conf
     wider = (f"a wider bottleneck in a new run, --set model.g_downsamples={bottleneck_downsamples - 1} "
              f"(G now goes down to {side}x{side}; {2 * side}x{2 * side} keeps more of the source); "
              if bottleneck_downsamples > 1 else "")
+    style = ("; for domains that differ in rendering, not in shape (the same pictures in other styles), "
+             "the preset cpu-style, or U-Net skips and an identity loss in a new run, --set model.g_skips=true "
+             f"--set loss.lambda_id=1 (now {loss.lambda_id:g})"
+             if not model.g_skips and model.w_hpf == 0 else "")
     return (f"warning: the generator ignores its input: {KEY} has been below {threshold} since iteration "
             f"{low_since} ({value:.3f} at {step}; 1 = the outputs differ as much as their sources, 0 = every "
             "source gives one and the same picture for one style). Its translations follow the style (latent "
             f"code or reference) alone, which classifier accuracy and FID do not show. Try {smaller}{wider}"
             f"and weaker style and diversity losses, loss.lambda_sty (now {loss.lambda_sty:g}) and "
             f"loss.lambda_ds (now {loss.lambda_ds:g}), which can change on --resume; a stronger cycle loss "
-            f"(loss.lambda_cyc, now {loss.lambda_cyc:g}) does not help while the style can carry the picture. "
-            "See README: Training on few images / on a CPU")
+            f"(loss.lambda_cyc, now {loss.lambda_cyc:g}) does not help while the style can carry the picture"
+            f"{style}. See README: Training on few images / on a CPU")
