@@ -27,9 +27,11 @@ from tests.release_fixtures import face_image, random_fan
 
 V2 = ModelConfig(img_size=16, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=16, max_conv_dim=32,
                  base_dim=8, w_hpf=0)
-# The options outside the paper for style data: no output norm, U-Net skips, residual output
+# The options outside the paper for style data: no output norm, U-Net skips below the full resolution
+# (as cpu-style), residual output
 V2_STYLE = ModelConfig(img_size=16, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=16, max_conv_dim=32,
-                       base_dim=8, w_hpf=0, g_downsamples=2, g_out_norm=False, g_skips=True, g_residual=True)
+                       base_dim=8, w_hpf=0, g_downsamples=2, g_out_norm=False, g_skips=True,
+                       g_skip_full=False, g_residual=True)
 V2_HPF = ModelConfig(img_size=64, num_domains=2, latent_dim=4, style_dim=8, hidden_dim=16, max_conv_dim=16,
                      base_dim=8, w_hpf=1)
 V1 = V1ModelConfig(img_size=16, c_dim=3, g_conv_dim=8, d_conv_dim=8, g_repeat_num=2, d_repeat_num=2)

@@ -66,6 +66,8 @@ class ModelConfig(_Checked):
                                # paper) lets G keep the source's colours where domains share them
     g_skips: bool = False      # not in the paper (w_hpf=0 only): U-Net skips adding the encoder's
                                # features to the decoder's at each up-sampled resolution
+    g_skip_full: bool = True   # with g_skips: also the full-resolution one; false keeps the lower ones
+                               # only, so that G's last block redraws the picture's fine detail
     g_residual: bool = False   # not in the paper: G's output is its input plus what its last layer draws
     masks: bool = True         # w_hpf > 0: face masks from the FAN landmark network; false opts out
     fan_weights: str = ""      # FAN weight file (wing.ckpt); default: the run's fan.safetensors, then
@@ -76,6 +78,9 @@ class ModelConfig(_Checked):
         if self.g_skips and self.w_hpf > 0:
             raise ConfigError(f"invalid config: model.g_skips=true needs model.w_hpf=0 (got {self.w_hpf}): "
                               "the high-pass face skips take the place of the U-Net skips")
+        if not self.g_skip_full and not self.g_skips:
+            raise ConfigError("invalid config: model.g_skip_full=false needs model.g_skips=true: it leaves "
+                              "out the full-resolution U-Net skip, and without g_skips there are none")
 
     @property
     def first_dim(self) -> int:

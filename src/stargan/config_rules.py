@@ -99,8 +99,8 @@ RULES: dict[str, dict[str, Rule]] = {
     "ModelConfig": {
         "img_size": power_of_two(16, 1024), "num_domains": COUNT, "latent_dim": COUNT, "style_dim": COUNT,
         "hidden_dim": COUNT, "max_conv_dim": COUNT, "base_dim": NON_NEGATIVE, "w_hpf": NON_NEGATIVE,
-        "g_downsamples": within(0, 10), "g_out_norm": boolean, "g_skips": boolean, "g_residual": boolean,
-        "masks": boolean, "fan_weights": text,
+        "g_downsamples": within(0, 10), "g_out_norm": boolean, "g_skips": boolean, "g_skip_full": boolean,
+        "g_residual": boolean, "masks": boolean, "fan_weights": text,
     },
     "LossConfig": {
         "lambda_reg": NON_NEGATIVE, "lambda_sty": NON_NEGATIVE, "lambda_ds": NON_NEGATIVE,

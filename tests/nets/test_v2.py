@@ -369,6 +369,32 @@ def test_g_skips_add_the_encoder_features_to_each_up_sampled_decoder_output_with
         Generator(img_size=32, w_hpf=1.0, skips=True)
 
 
+def test_g_skip_full_false_keeps_the_lower_skips_and_leaves_out_the_full_resolution_one():
+    full = build_networks(tiny.v2_model(img_size=32, w_hpf=0.0, g_downsamples=2, g_skips=True)).generator
+    low = build_networks(tiny.v2_model(img_size=32, w_hpf=0.0, g_downsamples=2, g_skips=True,
+                                       g_skip_full=False)).generator
+    assert list(low.state_dict()) == list(full.state_dict())
+    low.load_state_dict(full.state_dict())
+    seen = {}
+    hooks = [low.encode[0].register_forward_hook(lambda m, i, o: seen.update(half=o)),
+             low.decode[-1].register_forward_hook(lambda m, i, o: seen.update(last=o)),
+             low.decode[-2].register_forward_hook(lambda m, i, o: seen.update(up=o)),
+             low.decode[-1].register_forward_pre_hook(lambda m, i: seen.update(into_last=i[0])),
+             low.to_rgb.register_forward_pre_hook(lambda m, i: seen.update(out=i[0]))]
+    x, s = torch.randn(2, 3, 32, 32), torch.randn(2, TINY.style_dim)
+    with torch.no_grad():
+        y = low(x, s)
+        _, cache = low.encode_image(x)
+    for hook in hooks:
+        hook.remove()
+    torch.testing.assert_close(seen["out"], seen["last"], rtol=0, atol=0)     # 32x32: nothing added
+    torch.testing.assert_close(seen["into_last"], seen["up"] + seen["half"])  # 16x16: the skip as before
+    assert sorted(cache) == [16]
+    assert (y - full(x, s)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="g_skip_full=false needs model.g_skips=true"):
+        ModelConfig(w_hpf=0.0, g_skip_full=False)
+
+
 def test_g_residual_adds_the_input_to_what_the_output_layer_draws():
     paper = build_networks(tiny.v2_model(img_size=32, w_hpf=0.0)).generator
     residual = build_networks(tiny.v2_model(img_size=32, w_hpf=0.0, g_residual=True)).generator

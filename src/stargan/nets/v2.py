@@ -34,7 +34,7 @@ def _num_downsamplings(img_size: int, offset: int) -> int:
 class Generator(nn.Module):
     def __init__(self, img_size: int = 256, style_dim: int = 64, max_conv_dim: int = 512,
                  w_hpf: float = 1.0, base_dim: int = 0, num_downsamples: int = 0, out_norm: bool = True,
-                 skips: bool = False, residual: bool = False):
+                 skips: bool = False, residual: bool = False, skip_full: bool = True):
         super().__init__()
         if skips and w_hpf > 0:
             raise ValueError("skips need w_hpf=0 (the high-pass face skips take their place)")
@@ -67,8 +67,10 @@ class Generator(nn.Module):
             self.hpf = HighPass(w_hpf)
         # ``skips`` (not in the paper; no weights of their own): each up-sampling block's output gets the
         # encoder's features of its resolution added, as in a U-Net, so that G can keep the source's
-        # picture exactly and its styled path only has to draw what changes.
+        # picture exactly and its styled path only has to draw what changes. Without ``skip_full`` the
+        # full-resolution one is left out: the last block redraws the fine detail from the lower ones.
         self.skips = skips
+        self.skip_full = skip_full
         # ``residual`` (not in the paper): G's output layer draws a change that is added to its input.
         self.residual = residual
 
@@ -85,10 +87,16 @@ class Generator(nn.Module):
         cache = {0: x} if self.residual else {}
         x = self.from_rgb(x)
         for block in self.encode:
-            if (masks is not None and x.size(2) in MASKED_SIZES) or (self.skips and block.downsample):
+            masked = masks is not None and x.size(2) in MASKED_SIZES
+            if masked or self._skips_at(block.downsample, x.size(2)):
                 cache[x.size(2)] = x
             x = block(x)
         return x, cache
+
+    def _skips_at(self, resamples: bool, size: int) -> bool:
+        """Whether a U-Net skip joins at this block: the encoder's features of ``size`` that enter a
+        down-sampling block, added to the output of the decoder's up-sampling block of that size."""
+        return self.skips and resamples and (self.skip_full or size < self.img_size)
 
     def decode_from(self, features: tuple[torch.Tensor, dict[int, torch.Tensor]], s: torch.Tensor,
                     masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -100,7 +108,7 @@ class Generator(nn.Module):
                 mask = masks[0] if x.size(2) == 32 else masks[1]
                 mask = F.interpolate(mask, size=x.size(2), mode="bilinear")
                 x = x + self.hpf(mask * cache[x.size(2)])
-            elif self.skips and block.upsample:
+            elif self._skips_at(block.upsample, x.size(2)):
                 x = x + cache[x.size(2)]
         return self.to_rgb(x) + cache[0] if self.residual else self.to_rgb(x)
 
@@ -198,7 +206,7 @@ def build_networks(cfg: ModelConfig, with_discriminator: bool = True) -> Network
     nets = Networks(
         generator=Generator(cfg.img_size, cfg.style_dim, cfg.max_conv_dim, cfg.w_hpf, cfg.base_dim,
                             cfg.g_downsamples, cfg.g_out_norm, cfg.g_skips,
-                            cfg.g_residual),
+                            cfg.g_residual, cfg.g_skip_full),
         mapping_network=MappingNetwork(cfg.latent_dim, cfg.style_dim, cfg.num_domains, cfg.hidden_dim),
         style_encoder=StyleEncoder(cfg.img_size, cfg.style_dim, cfg.num_domains, cfg.max_conv_dim,
                                    cfg.base_dim),

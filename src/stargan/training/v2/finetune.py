@@ -44,7 +44,7 @@ from stargan.state import TrainState
 
 # The model settings that change the networks' parameters or architecture: always the parent's.
 SHAPE_SETTINGS = ("img_size", "latent_dim", "style_dim", "hidden_dim", "max_conv_dim", "base_dim", "w_hpf",
-                  "g_downsamples", "g_out_norm", "g_skips", "g_residual")
+                  "g_downsamples", "g_out_norm", "g_skips", "g_skip_full", "g_residual")
 V2_ONLY = ("starting a run from a trained model (--init-from) is StarGAN v2 only; train a StarGAN v1 model "
            "from scratch, or continue its run with --resume")
 _HEAD = re.compile(r"^((?:ema\.)?(?:mapping_network|style_encoder)\.unshared\.)(\d+)\.(.+)$")
