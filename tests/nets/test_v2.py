@@ -342,18 +342,24 @@ def test_g_out_norm_false_drops_the_output_instance_norm_and_keeps_the_state_dic
     assert (means["plain"][0] - means["plain"][1]).abs().max() > 1e-2
 
 
+def _skip_points(gen):
+    """Record, on G's next forward pass, the tensors where U-Net skips join (hooks to remove after)."""
+    seen = {}
+    hooks = [gen.from_rgb.register_forward_hook(lambda m, i, o: seen.update(rgb=o)),
+             gen.encode[0].register_forward_hook(lambda m, i, o: seen.update(half=o)),
+             gen.decode[-1].register_forward_hook(lambda m, i, o: seen.update(last=o)),
+             gen.decode[-2].register_forward_hook(lambda m, i, o: seen.update(up=o)),
+             gen.decode[-1].register_forward_pre_hook(lambda m, i: seen.update(into_last=i[0])),
+             gen.to_rgb.register_forward_pre_hook(lambda m, i: seen.update(out=i[0]))]
+    return seen, hooks
+
+
 def test_g_skips_add_the_encoder_features_to_each_up_sampled_decoder_output_without_weights_of_their_own():
     paper = build_networks(tiny.v2_model(img_size=32, w_hpf=0.0, g_downsamples=2)).generator
     unet = build_networks(tiny.v2_model(img_size=32, w_hpf=0.0, g_downsamples=2, g_skips=True)).generator
     assert list(unet.state_dict()) == list(paper.state_dict())
     unet.load_state_dict(paper.state_dict())
-    seen = {}
-    hooks = [unet.from_rgb.register_forward_hook(lambda m, i, o: seen.update(rgb=o)),
-             unet.encode[0].register_forward_hook(lambda m, i, o: seen.update(half=o)),
-             unet.decode[-1].register_forward_hook(lambda m, i, o: seen.update(last=o)),
-             unet.decode[-2].register_forward_hook(lambda m, i, o: seen.update(up=o)),
-             unet.decode[-1].register_forward_pre_hook(lambda m, i: seen.update(into_last=i[0])),
-             unet.to_rgb.register_forward_pre_hook(lambda m, i: seen.update(out=i[0]))]
+    seen, hooks = _skip_points(unet)
     x, s = torch.randn(2, 3, 32, 32), torch.randn(2, TINY.style_dim)
     with torch.no_grad():
         y = unet(x, s)
@@ -375,12 +381,7 @@ def test_g_skip_full_false_keeps_the_lower_skips_and_leaves_out_the_full_resolut
                                        g_skip_full=False)).generator
     assert list(low.state_dict()) == list(full.state_dict())
     low.load_state_dict(full.state_dict())
-    seen = {}
-    hooks = [low.encode[0].register_forward_hook(lambda m, i, o: seen.update(half=o)),
-             low.decode[-1].register_forward_hook(lambda m, i, o: seen.update(last=o)),
-             low.decode[-2].register_forward_hook(lambda m, i, o: seen.update(up=o)),
-             low.decode[-1].register_forward_pre_hook(lambda m, i: seen.update(into_last=i[0])),
-             low.to_rgb.register_forward_pre_hook(lambda m, i: seen.update(out=i[0]))]
+    seen, hooks = _skip_points(low)
     x, s = torch.randn(2, 3, 32, 32), torch.randn(2, TINY.style_dim)
     with torch.no_grad():
         y = low(x, s)
