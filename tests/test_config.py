@@ -35,9 +35,10 @@ def test_cpu_style_is_cpu_small_with_the_style_settings_and_no_other_change():
     """The preset's comment and the README say what cpu-style changes; nothing else may differ."""
     small, style = flat_settings(load_preset("cpu-small")), flat_settings(load_preset("cpu-style"))
     changed = {key: style[key] for key in small if small[key] != style[key]}
-    assert changed == {"model.g_out_norm": False, "model.g_skips": True, "model.g_skip_full": False,
-                       "loss.lambda_id": 1.0, "loss.lambda_reg": 0.1, "loss.lambda_ds": 0.0, "loss.ds_iter": 8000,
-                       "optim.lr": 6.0e-4, "optim.mapping_lr": 6.0e-5, "train.total_iters": 8000,
+    assert changed == {"model.base_dim": 16, "model.max_conv_dim": 64,
+                       "model.g_out_norm": False, "model.g_skips": True, "model.g_skip_full": False,
+                       "loss.lambda_id": 1.0, "loss.lambda_reg": 0.1, "loss.lambda_ds": 0.0, "loss.ds_iter": 12000,
+                       "optim.lr": 6.0e-4, "optim.mapping_lr": 6.0e-5, "train.total_iters": 12000,
                        "preset": "cpu-style"}
 
 
