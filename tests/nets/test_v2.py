@@ -342,8 +342,8 @@ def test_g_out_norm_false_drops_the_output_instance_norm_and_keeps_the_state_dic
     assert (means["plain"][0] - means["plain"][1]).abs().max() > 1e-2
 
 
-def _skip_points(gen):
-    """Record, on G's next forward pass, the tensors where U-Net skips join (hooks to remove after)."""
+def _skip_points(gen, x, s):
+    """G(x, s) without gradients, and the tensors where U-Net skips join, recorded by hooks on that pass."""
     seen = {}
     hooks = [gen.from_rgb.register_forward_hook(lambda m, i, o: seen.update(rgb=o)),
              gen.encode[0].register_forward_hook(lambda m, i, o: seen.update(half=o)),
@@ -351,7 +351,12 @@ def _skip_points(gen):
              gen.decode[-2].register_forward_hook(lambda m, i, o: seen.update(up=o)),
              gen.decode[-1].register_forward_pre_hook(lambda m, i: seen.update(into_last=i[0])),
              gen.to_rgb.register_forward_pre_hook(lambda m, i: seen.update(out=i[0]))]
-    return seen, hooks
+    try:
+        with torch.no_grad():
+            return gen(x, s), seen
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def test_g_skips_add_the_encoder_features_to_each_up_sampled_decoder_output_without_weights_of_their_own():
@@ -359,12 +364,8 @@ def test_g_skips_add_the_encoder_features_to_each_up_sampled_decoder_output_with
     unet = build_networks(tiny.v2_model(img_size=32, w_hpf=0.0, g_downsamples=2, g_skips=True)).generator
     assert list(unet.state_dict()) == list(paper.state_dict())
     unet.load_state_dict(paper.state_dict())
-    seen, hooks = _skip_points(unet)
     x, s = torch.randn(2, 3, 32, 32), torch.randn(2, TINY.style_dim)
-    with torch.no_grad():
-        y = unet(x, s)
-    for hook in hooks:
-        hook.remove()
+    y, seen = _skip_points(unet, x, s)
     assert unet.decode[-1].upsample and unet.decode[-2].upsample and unet.encode[0].downsample
     torch.testing.assert_close(seen["out"], seen["last"] + seen["rgb"])         # 32x32: from_rgb's output
     torch.testing.assert_close(seen["into_last"], seen["up"] + seen["half"])  # 16x16: the first block's
@@ -381,13 +382,10 @@ def test_g_skip_full_false_keeps_the_lower_skips_and_leaves_out_the_full_resolut
                                        g_skip_full=False)).generator
     assert list(low.state_dict()) == list(full.state_dict())
     low.load_state_dict(full.state_dict())
-    seen, hooks = _skip_points(low)
     x, s = torch.randn(2, 3, 32, 32), torch.randn(2, TINY.style_dim)
+    y, seen = _skip_points(low, x, s)
     with torch.no_grad():
-        y = low(x, s)
         _, cache = low.encode_image(x)
-    for hook in hooks:
-        hook.remove()
     torch.testing.assert_close(seen["out"], seen["last"], rtol=0, atol=0)     # 32x32: nothing added
     torch.testing.assert_close(seen["into_last"], seen["up"] + seen["half"])  # 16x16: the skip as before
     assert sorted(cache) == [16]
