@@ -233,6 +233,52 @@ def test_train_step_with_the_identity_loss_equals_naive_reference(model, with_ma
         _assert_same_state(state, plain)
 
 
+@pytest.mark.parametrize("speed", [SHARED, UNSHARED], ids=["shared", "unshared"])
+@pytest.mark.parametrize("model, with_masks", [
+    (MODEL, False),
+    (replace(MODEL, img_size=32, w_hpf=1.0, num_domains=3), True),
+], ids=["plain", "hpf-masks"])
+@pytest.mark.parametrize("lambda_id", [0.0, 0.6], ids=["no-id", "id"])
+def test_train_step_past_the_diversity_decay_equals_naive_reference(model, with_masks, speed, lambda_id):
+    """Once lambda_ds reaches 0 the step skips L_ds and its second fakes (they weigh nothing), and stays
+    equal to the naive step, which still computes them: here lambda_ds is 2, 1, then 0 twice."""
+    f64, loss = torch.float64, replace(LOSS, ds_iter=2, lambda_id=lambda_id)
+    state = make_state(model, dtype=f64)
+    ref = copy.deepcopy(state)
+    mask_fn = toy_mask_fn if with_masks else None
+    for it in range(4):
+        batch = make_batch(model, seed=it, dtype=f64)
+        logs = train_step(state, batch, loss, ema_beta=0.9, mask_fn=mask_fn, speed=speed)
+        ref_logs = reference_step(ref, batch, loss, ema_beta=0.9, mask_fn=mask_fn)
+        ds_keys = {"G/latent_ds", "G/ref_ds"}
+        assert logs.keys() == (ref_logs.keys() - ds_keys if it >= 2 else ref_logs.keys())
+        for key, value in logs.items():
+            torch.testing.assert_close(value, ref_logs[key], rtol=1e-12, atol=1e-12, msg=key)
+        assert logs["G/lambda_ds"].item() == max(0.0, 2.0 * (1 - it / 2))
+    _assert_same_state(state, ref)
+
+
+@pytest.mark.parametrize("speed", [SHARED, UNSHARED], ids=["shared", "unshared"])
+def test_the_diversity_fakes_are_decoded_only_while_lambda_ds_is_positive(speed, monkeypatch):
+    """The speed-up is real: at lambda_ds = 0 the decoder runs on 8 fewer images per iteration
+    (the second fakes of both G phases, batch 4)."""
+    state, decoded = make_state(), []
+    decode = state.nets.generator.decode_from
+
+    def counting(*args, **kwargs):
+        out = decode(*args, **kwargs)
+        decoded.append(out.shape[0])
+        return out
+
+    monkeypatch.setattr(state.nets.generator, "decode_from", counting)
+    images = {}
+    for lambda_ds in (1.0, 0.0):
+        decoded.clear()
+        train_step(state, make_batch(), replace(LOSS, lambda_ds=lambda_ds), ema_beta=0.9, speed=speed)
+        images[lambda_ds] = sum(decoded)
+    assert images[1.0] - images[0.0] == 2 * 4
+
+
 def test_identity_loss_of_the_first_phase_by_hand():
     """G/latent_id is |G(x_real, F(z_trg, y_org)) - x_real| with G and F as phase 3 sees them: as they
     started (phases 1-2 change D only)."""
@@ -408,8 +454,8 @@ def test_step_counter_logs_and_lambda_ds_schedule():
         seen.append(logs["G/lambda_ds"].item())
     assert seen == pytest.approx([2.0, 1.0, 0.0])
     expected_keys = ({f"D/{m}_{k}" for m in ("latent", "ref") for k in ("real", "fake", "reg")}
-                     | {f"G/{m}_{k}" for m in ("latent", "ref") for k in ("adv", "sty", "ds", "cyc")}
-                     | {"G/lambda_ds"})
+                     | {f"G/{m}_{k}" for m in ("latent", "ref") for k in ("adv", "sty", "cyc")}
+                     | {"G/lambda_ds"})  # G/*_ds only while lambda_ds > 0: not at the last step
     assert set(logs) == expected_keys
     for key, value in logs.items():
         assert value.dim() == 0 and not value.requires_grad and torch.isfinite(value), key

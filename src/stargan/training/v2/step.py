@@ -69,7 +69,8 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor], loss_cfg: Loss
     call on x_real (computed once: x_real and the mask network do not change within the iteration),
     the cycle reconstruction recomputes them from x_fake.
     ``speed`` sets precision, memory format, compiled passes and shared passes (default: fp32, shared).
-    Returns the detached loss terms, keyed like ``D/latent_real`` or ``G/ref_cyc``.
+    Returns the detached loss terms, keyed like ``D/latent_real`` or ``G/ref_cyc`` (``G/*_ds`` only
+    while lambda_ds > 0: at 0 the diversity term and its second fakes are skipped).
     """
     it = _Iteration.start(state, batch, loss_cfg, mask_fn, speed or Speed())
     logs: dict[str, torch.Tensor] = {}
@@ -102,6 +103,8 @@ class _Iteration:
     speed: Speed
     cfg: LossConfig
     lambda_ds: float              # the diversity weight of Eq. 5 at this iteration
+    with_ds: bool                 # L_ds is computed: lambda_ds > 0 (at 0 its second fakes are skipped:
+                                  # -0 * L_ds adds nothing to any gradient, so the step stays exact)
     x_real: torch.Tensor          # images in Speed's memory format
     y_org: torch.Tensor
     y_trg: torch.Tensor
@@ -114,8 +117,9 @@ class _Iteration:
     def start(state: TrainState, batch: dict[str, torch.Tensor], cfg: LossConfig, mask_fn: MaskFn | None,
               speed: Speed) -> _Iteration:
         x_real = speed.images(batch["x_real"])
+        lambda_ds = losses.lambda_ds_at(state.step, cfg.lambda_ds, cfg.ds_iter)
         return _Iteration(state=state, nets=speed.passes(state.nets), speed=speed, cfg=cfg,
-                          lambda_ds=losses.lambda_ds_at(state.step, cfg.lambda_ds, cfg.ds_iter),
+                          lambda_ds=lambda_ds, with_ds=lambda_ds != 0,
                           x_real=x_real, y_org=batch["y_org"], y_trg=batch["y_trg"],
                           z_trgs=(batch["z_trg"], batch["z_trg2"]),
                           x_refs=(speed.images(batch["x_ref"]), speed.images(batch["x_ref2"])),
@@ -138,7 +142,8 @@ class _Fakes:
 
     s_trg: torch.Tensor           # with its graph to F where F learns (phase 3)
     x_fake: torch.Tensor          # with its graph to G (and to F)
-    x_fake2: torch.Tensor         # without a graph: L_ds does not back-propagate through it
+    x_fake2: torch.Tensor | None  # without a graph: L_ds does not back-propagate through it; None when
+                                  # lambda_ds is 0 at this iteration (L_ds then weighs nothing)
     s_org: torch.Tensor | None    # E(x_real, y_org) when computed with the styles (phase 4), else None
     features: tuple               # G's encoding of x_real, with its graph (the identity loss decodes it)
     s_trg2: torch.Tensor          # the second style, without a graph (phase 4's identity loss reuses it)
@@ -172,9 +177,12 @@ def _shared_passes(it: _Iteration) -> _Shared:
         features = nets.encode(it.x_real, masks)
         x_fake = nets.decode(features, s_trg, masks)
         with torch.no_grad():
-            styles = torch.cat([it.style("ref", 0), it.style("latent", 1)])
-            x_fake_ref, x_fake2 = nets.decode(_repeat(features, 2), styles, _repeat(masks, 2)).chunk(2)
-    s_trg2 = styles.chunk(2)[1]
+            s_trg2 = it.style("latent", 1)
+            if it.with_ds:
+                styles = torch.cat([it.style("ref", 0), s_trg2])
+                x_fake_ref, x_fake2 = nets.decode(_repeat(features, 2), styles, _repeat(masks, 2)).chunk(2)
+            else:
+                x_fake_ref, x_fake2 = nets.decode(features, it.style("ref", 0), masks), None
     return _Shared(_Fakes(s_trg, x_fake, x_fake2, s_org=None, features=features, s_trg2=s_trg2), x_fake_ref)
 
 
@@ -226,11 +234,14 @@ def _g_phase(it: _Iteration, source: str, fakes: _Fakes | None) -> dict[str, tor
 
         loss_adv = losses.adversarial(out, 1.0)                       # Eq. 1, G's side
         loss_sty = losses.style_reconstruction(s_pred, f.s_trg)        # Eq. 2
-        loss_ds = losses.diversity_sensitive(f.x_fake, f.x_fake2)      # Eq. 3
         loss_cyc = losses.cycle_consistency(x_rec, it.x_real)          # Eq. 4
-        loss = (loss_adv + it.cfg.lambda_sty * loss_sty - it.lambda_ds * loss_ds
-                + it.cfg.lambda_cyc * loss_cyc)                         # Eq. 5
-        terms = {"adv": loss_adv, "sty": loss_sty, "ds": loss_ds, "cyc": loss_cyc}
+        loss = loss_adv + it.cfg.lambda_sty * loss_sty
+        terms = {"adv": loss_adv, "sty": loss_sty}
+        if it.with_ds:                       # at lambda_ds = 0 L_ds is not computed: it weighs nothing
+            terms["ds"] = losses.diversity_sensitive(f.x_fake, f.x_fake2)  # Eq. 3
+            loss = loss - it.lambda_ds * terms["ds"]
+        loss = loss + it.cfg.lambda_cyc * loss_cyc                      # Eq. 5
+        terms["cyc"] = loss_cyc
         if it.cfg.lambda_id > 0:                                        # not in the paper: off at 0
             terms["id"] = _identity_loss(it, source, f)
             loss = loss + it.cfg.lambda_id * terms["id"]
@@ -270,7 +281,7 @@ def _fakes(it: _Iteration, source: str) -> _Fakes:
     features = it.nets.encode(it.x_real, it.masks)
     x_fake = it.nets.decode(features, s_trg, it.masks)
     with torch.no_grad():
-        x_fake2 = it.nets.decode(features, s_trg2, it.masks)
+        x_fake2 = it.nets.decode(features, s_trg2, it.masks) if it.with_ds else None
     return _Fakes(s_trg, x_fake, x_fake2, s_org, features, s_trg2)
 
 
