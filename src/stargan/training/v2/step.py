@@ -103,8 +103,6 @@ class _Iteration:
     speed: Speed
     cfg: LossConfig
     lambda_ds: float              # the diversity weight of Eq. 5 at this iteration
-    with_ds: bool                 # L_ds is computed: lambda_ds > 0 (at 0 its second fakes are skipped:
-                                  # -0 * L_ds adds nothing to any gradient, so the step stays exact)
     x_real: torch.Tensor          # images in Speed's memory format
     y_org: torch.Tensor
     y_trg: torch.Tensor
@@ -117,13 +115,18 @@ class _Iteration:
     def start(state: TrainState, batch: dict[str, torch.Tensor], cfg: LossConfig, mask_fn: MaskFn | None,
               speed: Speed) -> _Iteration:
         x_real = speed.images(batch["x_real"])
-        lambda_ds = losses.lambda_ds_at(state.step, cfg.lambda_ds, cfg.ds_iter)
         return _Iteration(state=state, nets=speed.passes(state.nets), speed=speed, cfg=cfg,
-                          lambda_ds=lambda_ds, with_ds=lambda_ds != 0,
+                          lambda_ds=losses.lambda_ds_at(state.step, cfg.lambda_ds, cfg.ds_iter),
                           x_real=x_real, y_org=batch["y_org"], y_trg=batch["y_trg"],
                           z_trgs=(batch["z_trg"], batch["z_trg2"]),
                           x_refs=(speed.images(batch["x_ref"]), speed.images(batch["x_ref2"])),
                           masks=mask_fn(x_real) if mask_fn is not None else None, mask_fn=mask_fn)
+
+    @property
+    def with_ds(self) -> bool:
+        """L_ds is computed: lambda_ds is not 0. At 0 it and its second fakes are skipped: -0 * L_ds adds
+        nothing to any gradient, so the step stays exact."""
+        return self.lambda_ds != 0
 
     def seen_by_d(self, x: torch.Tensor) -> torch.Tensor:
         """What D sees of image x: x, or augment(x) with ``train.augment``."""
@@ -177,12 +180,12 @@ def _shared_passes(it: _Iteration) -> _Shared:
         features = nets.encode(it.x_real, masks)
         x_fake = nets.decode(features, s_trg, masks)
         with torch.no_grad():
-            s_trg2 = it.style("latent", 1)
+            s_ref, s_trg2 = it.style("ref", 0), it.style("latent", 1)
             if it.with_ds:
-                styles = torch.cat([it.style("ref", 0), s_trg2])
+                styles = torch.cat([s_ref, s_trg2])
                 x_fake_ref, x_fake2 = nets.decode(_repeat(features, 2), styles, _repeat(masks, 2)).chunk(2)
             else:
-                x_fake_ref, x_fake2 = nets.decode(features, it.style("ref", 0), masks), None
+                x_fake_ref, x_fake2 = nets.decode(features, s_ref, masks), None
     return _Shared(_Fakes(s_trg, x_fake, x_fake2, s_org=None, features=features, s_trg2=s_trg2), x_fake_ref)
 
 
