@@ -279,6 +279,22 @@ def test_the_diversity_fakes_are_decoded_only_while_lambda_ds_is_positive(speed,
     assert images[1.0] - images[0.0] == 2 * 4
 
 
+@pytest.mark.parametrize("speed", [SHARED, UNSHARED], ids=["shared", "unshared"])
+def test_the_identity_outputs_decode_in_the_batch_of_the_fakes(speed, monkeypatch):
+    """With shared passes the identity loss's outputs ride in the fakes' batches (one encoder and one
+    decoder call fewer per G phase, the same images); without, each is a pass of its own (batch 4)."""
+    state, encoded, decoded = make_state(), [], []
+    G = state.nets.generator
+    encode, decode = G.encode_image, G.decode_from
+    monkeypatch.setattr(G, "encode_image", lambda x, masks=None: encoded.append(len(x)) or encode(x, masks))
+    monkeypatch.setattr(G, "decode_from", lambda f, s, masks=None: decoded.append(len(s)) or decode(f, s, masks))
+    train_step(state, make_batch(), replace(LOSS, lambda_ds=0.0, lambda_id=1.0), ema_beta=0.9, speed=speed)
+    if speed.shared_passes:  # shared fakes and latent identity; phase 2's fake; cycle; ref fake and identity; cycle
+        assert (encoded, decoded) == ([4, 4, 8, 4], [8, 4, 4, 8, 4])
+    else:                    # phases 1-2 (fakes), then per G phase: fake, cycle, identity (of x_ref in phase 4)
+        assert (encoded, decoded) == ([4] * 7, [4] * 8)
+
+
 def test_identity_loss_of_the_first_phase_by_hand():
     """G/latent_id is |G(x_real, F(z_trg, y_org)) - x_real| with G and F as phase 3 sees them: as they
     started (phases 1-2 change D only)."""

@@ -150,6 +150,8 @@ class _Fakes:
     s_org: torch.Tensor | None    # E(x_real, y_org) when computed with the styles (phase 4), else None
     features: tuple               # G's encoding of x_real, with its graph (the identity loss decodes it)
     s_trg2: torch.Tensor          # the second style, without a graph (phase 4's identity loss reuses it)
+    x_id: torch.Tensor | None = None  # the identity loss's G(x, s_own), decoded in x_fake's batch with
+                                      # shared passes and lambda_id > 0; None: _identity_loss decodes it
 
 
 @dataclass(frozen=True)
@@ -170,15 +172,24 @@ def _shared_passes(it: _Iteration) -> _Shared:
     - phase 3's first fake G(x_real, F(z_trg)), with its graph, is phase 1's fake (detached);
     - phase 2's fake G(x_real, E(x_ref)) and phase 3's second fake G(x_real, F(z_trg2)) need no graph
       and decode as one batch;
-    - all three decode the same encoding of x_real.
+    - all three decode the same encoding of x_real;
+    - with lambda_id > 0, phase 3's identity output G(x_real, F(z_trg, y_org)) decodes it too, in the
+      batch of the first fake (both with their graphs), and its style comes from F in the same batch.
     No layer couples the samples of a batch (instance norm and AdaIN are per sample), so batching
     changes no value: the step is exact with or without this (``train.shared_passes``).
     """
     nets, masks = it.nets, it.masks
     with record_function("phase G/latent"):
-        s_trg = it.style("latent", 0)
         features = nets.encode(it.x_real, masks)
-        x_fake = nets.decode(features, s_trg, masks)
+        x_id = None
+        if it.cfg.lambda_id > 0:
+            z, y = it.z_trgs[0], torch.cat([it.y_trg, it.y_org])
+            s_trg, s_own = nets.mapping_network(torch.cat([z, z]), y).chunk(2)
+            styles = torch.cat([s_trg, s_own])
+            x_fake, x_id = nets.decode(_repeat(features, 2), styles, _repeat(masks, 2)).chunk(2)
+        else:
+            s_trg = it.style("latent", 0)
+            x_fake = nets.decode(features, s_trg, masks)
         with torch.no_grad():
             s_ref, s_trg2 = it.style("ref", 0), it.style("latent", 1)
             if it.with_ds:
@@ -186,7 +197,8 @@ def _shared_passes(it: _Iteration) -> _Shared:
                 x_fake_ref, x_fake2 = nets.decode(_repeat(features, 2), styles, _repeat(masks, 2)).chunk(2)
             else:
                 x_fake_ref, x_fake2 = nets.decode(features, s_ref, masks), None
-    return _Shared(_Fakes(s_trg, x_fake, x_fake2, s_org=None, features=features, s_trg2=s_trg2), x_fake_ref)
+    return _Shared(_Fakes(s_trg, x_fake, x_fake2, s_org=None, features=features, s_trg2=s_trg2, x_id=x_id),
+                   x_fake_ref)
 
 
 def _d_phase(it: _Iteration, source: str, x_fake: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -258,7 +270,10 @@ def _identity_loss(it: _Iteration, source: str, f: _Fakes) -> torch.Tensor:
 
     Latent phase: x_real (decoded from the phase's encoding of it) with F(z_trg, y_org). Reference phase:
     x_ref with E(x_ref2, y_trg), the phase's second style: that of another picture of x_ref's domain.
+    ``f.x_id``: that output, when the shared passes decoded it beside x_fake.
     """
+    if f.x_id is not None:
+        return losses.identity(f.x_id, it.x_real if source == "latent" else it.x_refs[0])
     if source == "latent":
         s_own = it.nets.mapping_network(it.z_trgs[0], it.y_org)
         return losses.identity(it.nets.decode(f.features, s_own, it.masks), it.x_real)
@@ -271,7 +286,8 @@ def _fakes(it: _Iteration, source: str) -> _Fakes:
     """A G phase's own styles and fakes, both fakes from one encoding of x_real.
 
     Phase 4 (``ref``) trains G alone: E is frozen and x_ref needs no gradient, so its two reference
-    styles and E(x_real, y_org) of the cycle come from one pass of E without a graph.
+    styles and E(x_real, y_org) of the cycle come from one pass of E without a graph. With shared passes
+    and lambda_id > 0 its identity output G(x_ref, s_trg2) is encoded and decoded in x_fake's batch.
     """
     if source == "ref":
         with torch.no_grad():
@@ -281,11 +297,19 @@ def _fakes(it: _Iteration, source: str) -> _Fakes:
         s_trg, s_org = it.style(source, 0), None
         with torch.no_grad():
             s_trg2 = it.style(source, 1)
-    features = it.nets.encode(it.x_real, it.masks)
-    x_fake = it.nets.decode(features, s_trg, it.masks)
+    x_id = None
+    if source == "ref" and it.cfg.lambda_id > 0 and it.speed.shared_passes:
+        x_ref = it.x_refs[0]
+        masks = _cat(it.masks, it.mask_fn(x_ref) if it.mask_fn is not None else None)
+        both = it.nets.encode(torch.cat([it.x_real, x_ref]), masks)
+        x_fake, x_id = it.nets.decode(both, torch.cat([s_trg, s_trg2]), masks).chunk(2)
+        features = _first_half(both)
+    else:
+        features = it.nets.encode(it.x_real, it.masks)
+        x_fake = it.nets.decode(features, s_trg, it.masks)
     with torch.no_grad():
         x_fake2 = it.nets.decode(features, s_trg2, it.masks) if it.with_ds else None
-    return _Fakes(s_trg, x_fake, x_fake2, s_org, features, s_trg2)
+    return _Fakes(s_trg, x_fake, x_fake2, s_org, features, s_trg2, x_id)
 
 
 def _styles_of_fake_and_real(it: _Iteration, f: _Fakes) -> tuple[torch.Tensor, torch.Tensor]:
@@ -301,10 +325,26 @@ def _styles_of_fake_and_real(it: _Iteration, f: _Fakes) -> tuple[torch.Tensor, t
 def _repeat(value, n: int):
     """A tensor, or a tuple or dict of them (G's encoder features, face masks), or None, repeated n
     times along the batch (to decode n styles at once)."""
-    if value is None:
+    return _cat(*[value] * n)
+
+
+def _cat(*values):
+    """Tensors, or tuples or dicts of them alike (G's encoder features, face masks), or Nones,
+    concatenated along the batch (to run several batches' passes as one)."""
+    first = values[0]
+    if first is None:
         return None
+    if isinstance(first, torch.Tensor):
+        return torch.cat(values)
+    if isinstance(first, dict):
+        return {key: _cat(*[v[key] for v in values]) for key in first}
+    return tuple(_cat(*parts) for parts in zip(*values))
+
+
+def _first_half(value):
+    """The first half of a batch made by :func:`_cat` of two alike (a tensor, tuple or dict of them)."""
     if isinstance(value, torch.Tensor):
-        return torch.cat([value] * n)
+        return value[:value.size(0) // 2]
     if isinstance(value, dict):
-        return {key: _repeat(v, n) for key, v in value.items()}
-    return tuple(_repeat(v, n) for v in value)
+        return {key: _first_half(v) for key, v in value.items()}
+    return tuple(_first_half(v) for v in value)
