@@ -184,8 +184,8 @@ def _shared_passes(it: _Iteration) -> _Shared:
         x_id = None
         if it.cfg.lambda_id > 0:
             z, y = it.z_trgs[0], torch.cat([it.y_trg, it.y_org])
-            s_trg, s_own = nets.mapping_network(torch.cat([z, z]), y).chunk(2)
-            styles = torch.cat([s_trg, s_own])
+            styles = nets.mapping_network(torch.cat([z, z]), y)     # [s_trg; s_own = F(z_trg, y_org)]
+            s_trg = styles[:len(z)]
             x_fake, x_id = nets.decode(_repeat(features, 2), styles, _repeat(masks, 2)).chunk(2)
         else:
             s_trg = it.style("latent", 0)
